@@ -1,0 +1,349 @@
+//! Settings, read once from the environment at start-up.
+//!
+//! Every variable is listed in the README's configuration table. Nothing else in the
+//! crate reads the environment: it gets a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The database name used when `DATABASE_URL` names none.
+pub const DEFAULT_DATABASE_NAME: &str = "session_guard";
+
+/// A variable that is set but unusable, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it and what would be right.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+/// Development or production: decides whether the server may improvise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Creates its database when missing and generates a signing key on first run.
+    Development,
+    /// Refuses to start without explicitly given keys, and never creates its database.
+    Production,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything the server needs to know about its surroundings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `APP_ENV`: `development` (default) or `production`.
+    pub environment: Environment,
+    /// `DATABASE_URL`, as a libpq URL or key-value string. When unset: the local server,
+    /// on the unix socket then `127.0.0.1:5432`, as the current OS user.
+    pub database: tokio_postgres::Config,
+    /// `DATABASE_POOL_SIZE`: the most connections the pool opens (default 16).
+    pub database_pool_size: usize,
+    /// `DATABASE_TIMEOUT_SECONDS`: the longest wait for a connection or a health query
+    /// (default 5).
+    pub database_timeout: Duration,
+    /// `BIND_ADDR`: where the HTTP server listens (default `127.0.0.1:8080`).
+    pub bind_addr: SocketAddr,
+    /// `JWT_SIGNING_KEYS`: comma-separated paths of Ed25519 private keys (PKCS#8 PEM). The
+    /// first signs; all of them verify, so a retired key keeps working while rotating.
+    pub signing_keys: Vec<PathBuf>,
+    /// `DEV_KEYS_DIR`: where development mode keeps its generated key (default `.dev-keys`).
+    pub dev_keys_dir: PathBuf,
+    /// `RUST_LOG`: a tracing filter (default `info`).
+    pub log_filter: String,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM or
+    /// ctrl-c (default 10).
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var_os(name))
+    }
+
+    /// Reads settings through `lookup`, which maps a variable name to its value.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
+        let env = Lookup(&lookup);
+        let environment = match env.text("APP_ENV")?.as_deref() {
+            None | Some("development" | "dev") => Environment::Development,
+            Some("production" | "prod") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "APP_ENV",
+                    format!("`{other}` is not `development` or `production`"),
+                ));
+            }
+        };
+        let log_format = match env.text("LOG_FORMAT")?.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("`{other}` is not `text` or `json`"),
+                ));
+            }
+        };
+        let signing_keys = env
+            .text("JWT_SIGNING_KEYS")?
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|path| !path.is_empty())
+                    .map(PathBuf::from)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if environment == Environment::Production && signing_keys.is_empty() {
+            return Err(ConfigError::new(
+                "JWT_SIGNING_KEYS",
+                "APP_ENV=production needs explicit signing keys (comma-separated paths of \
+                 Ed25519 PKCS#8 PEM files); generated development keys are never used in \
+                 production",
+            ));
+        }
+        Ok(Self {
+            environment,
+            database: database_config(&env)?,
+            database_pool_size: env.parsed("DATABASE_POOL_SIZE", 16, 1..=1024)?,
+            database_timeout: Duration::from_secs(env.parsed(
+                "DATABASE_TIMEOUT_SECONDS",
+                5,
+                1..=300,
+            )?),
+            bind_addr: env.parsed_any("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            signing_keys,
+            dev_keys_dir: env
+                .text("DEV_KEYS_DIR")?
+                .map_or_else(|| PathBuf::from(".dev-keys"), PathBuf::from),
+            log_filter: log_filter(&env)?,
+            log_format,
+            shutdown_grace: Duration::from_secs(env.parsed(
+                "SHUTDOWN_GRACE_SECONDS",
+                10,
+                0..=600,
+            )?),
+        })
+    }
+
+    /// Where the database is, without credentials, for log lines.
+    pub fn database_target(&self) -> String {
+        use tokio_postgres::config::Host;
+        let hosts: Vec<String> = self
+            .database
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        format!(
+            "{} port {} database {} user {}",
+            hosts.join(","),
+            self.database
+                .get_ports()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            self.database.get_dbname().unwrap_or(DEFAULT_DATABASE_NAME),
+            self.database.get_user().unwrap_or("?"),
+        )
+    }
+}
+
+fn database_config(env: &Lookup<'_>) -> Result<tokio_postgres::Config, ConfigError> {
+    let mut config = if let Some(url) = env.text("DATABASE_URL")? {
+        url.parse::<tokio_postgres::Config>().map_err(|e| {
+            // The error never echoes the value: it may hold a password.
+            ConfigError::new("DATABASE_URL", format!("not a valid connection string ({e})"))
+        })?
+    } else {
+        let mut local = tokio_postgres::Config::new();
+        local
+            .host_path("/var/run/postgresql")
+            .host("127.0.0.1")
+            .port(5432);
+        local
+    };
+    if config.get_user().is_none() {
+        let user = whoami::username().map_err(|e| {
+            ConfigError::new(
+                "DATABASE_URL",
+                format!("names no user and the OS user is unknown ({e})"),
+            )
+        })?;
+        config.user(&user);
+    }
+    if config.get_dbname().is_none() {
+        config.dbname(DEFAULT_DATABASE_NAME);
+    }
+    if config.get_hosts().is_empty() {
+        config.host("127.0.0.1");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name("session-server");
+    Ok(config)
+}
+
+fn log_filter(env: &Lookup<'_>) -> Result<String, ConfigError> {
+    let filter = env.text("RUST_LOG")?.unwrap_or_else(|| "info".to_owned());
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| ConfigError::new("RUST_LOG", format!("`{filter}` is not a valid filter: {e}")))?;
+    Ok(filter)
+}
+
+struct Lookup<'a>(&'a dyn Fn(&str) -> Option<std::ffi::OsString>);
+
+impl Lookup<'_> {
+    /// The variable's value; unset and empty are the same.
+    fn text(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.0)(var) {
+            None => Ok(None),
+            Some(value) => {
+                let value = value
+                    .into_string()
+                    .map_err(|_| ConfigError::new(var, "is not valid UTF-8"))?;
+                let value = value.trim();
+                Ok((!value.is_empty()).then(|| value.to_owned()))
+            }
+        }
+    }
+
+    fn parsed_any<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.text(var)? {
+            None => Ok(default),
+            Some(value) => value
+                .parse()
+                .map_err(|e| ConfigError::new(var, format!("`{value}` is not valid: {e}"))),
+        }
+    }
+
+    fn parsed<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.parsed_any(var, default)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::new(
+                var,
+                format!(
+                    "{value} is out of range ({} to {})",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(move |name| vars.get(name).map(Into::into))
+    }
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(config.environment, Environment::Development);
+        assert_eq!(config.bind_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.database.get_dbname(), Some(DEFAULT_DATABASE_NAME));
+        assert_eq!(config.database.get_hosts().len(), 2, "socket, then TCP");
+        assert!(config.database.get_user().is_some());
+        assert!(config.signing_keys.is_empty());
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("BIND_ADDR", "localhost"),
+            ("APP_ENV", "staging"),
+            ("LOG_FORMAT", "xml"),
+            ("DATABASE_POOL_SIZE", "0"),
+            ("DATABASE_POOL_SIZE", "many"),
+            ("DATABASE_TIMEOUT_SECONDS", "-1"),
+            ("SHUTDOWN_GRACE_SECONDS", "100000"),
+            ("RUST_LOG", "info,[[["),
+            ("DATABASE_URL", "postgres://host:notaport/db"),
+        ] {
+            let err = config(&[(var, value)]).expect_err(value);
+            assert_eq!(err.var, var, "{value}");
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn database_url_errors_do_not_echo_passwords() {
+        let err = config(&[("DATABASE_URL", "postgres://u:hunter2@h:x/db")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_keys() {
+        let err = config(&[("APP_ENV", "production")]).unwrap_err();
+        assert_eq!(err.var, "JWT_SIGNING_KEYS");
+        let ok = config(&[("APP_ENV", "production"), ("JWT_SIGNING_KEYS", "/k/a.pem, /k/b.pem")])
+            .expect("keys given");
+        assert_eq!(
+            ok.signing_keys,
+            [PathBuf::from("/k/a.pem"), PathBuf::from("/k/b.pem")]
+        );
+    }
+
+    #[test]
+    fn database_url_keeps_its_parts_and_gains_defaults() {
+        let config = config(&[("DATABASE_URL", "postgres://alice@db.internal:6543")]).unwrap();
+        assert_eq!(config.database.get_user(), Some("alice"));
+        assert_eq!(config.database.get_ports(), [6543]);
+        assert_eq!(config.database.get_dbname(), Some(DEFAULT_DATABASE_NAME));
+        assert!(!config.database_target().contains("password"));
+    }
+}

@@ -1,0 +1,167 @@
+//! The connection pool, and getting the database ready at start-up.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::{Config, DEFAULT_DATABASE_NAME, Environment};
+
+/// The database where `CREATE DATABASE` is issued from when ours is missing.
+const MAINTENANCE_DATABASE: &str = "postgres";
+
+const CREATE_DATABASE_SQL: &str = "SELECT format('CREATE DATABASE %I', $1::text)";
+const HEALTH_SQL: &str = "SELECT 1";
+
+/// Why the database could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// No connection could be made.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect {
+        /// Where we tried, without credentials.
+        target: String,
+        /// What PostgreSQL or the network said.
+        reason: String,
+    },
+    /// Our database does not exist, and this environment does not create it.
+    #[error(
+        "database {0} does not exist; create it, or run in development mode (APP_ENV=development) to have it created"
+    )]
+    Missing(String),
+    /// Creating our database failed.
+    #[error("cannot create database {name}: {reason}")]
+    Create {
+        /// The database.
+        name: String,
+        /// What PostgreSQL said.
+        reason: String,
+    },
+    /// Migrating failed.
+    #[error(transparent)]
+    Migrate(#[from] session_migrations::MigrateError),
+    /// The pool could not be built.
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+}
+
+/// Connects, creating the database first when it is missing and that is allowed.
+pub async fn connect_creating(config: &Config) -> Result<Client, DatabaseError> {
+    match connect(&config.database).await {
+        Ok(client) => Ok(client),
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            let name = config
+                .database
+                .get_dbname()
+                .unwrap_or(DEFAULT_DATABASE_NAME)
+                .to_owned();
+            if config.environment == Environment::Production {
+                return Err(DatabaseError::Missing(name));
+            }
+            create_database(config, &name).await?;
+            connect(&config.database)
+                .await
+                .map_err(|e| connect_error(config, &e))
+        }
+        Err(e) => Err(connect_error(config, &e)),
+    }
+}
+
+/// Connects, creates the database if needed and allowed, and applies pending migrations.
+pub async fn migrate(config: &Config) -> Result<usize, DatabaseError> {
+    let mut client = connect_creating(config).await?;
+    Ok(session_migrations::migrate(&mut client).await?)
+}
+
+/// The pool the request handlers borrow connections from.
+///
+/// It connects lazily, so the server starts and keeps running while PostgreSQL is down;
+/// every wait is bounded by `DATABASE_TIMEOUT_SECONDS`.
+pub fn pool(config: &Config) -> Result<Pool, DatabaseError> {
+    let manager = Manager::from_config(
+        config.database.clone(),
+        NoTls,
+        ManagerConfig {
+            // A connection that died with its server is noticed as closed and replaced.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(config.database_pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.database_timeout))
+        .create_timeout(Some(config.database_timeout))
+        .recycle_timeout(Some(config.database_timeout))
+        .build()?)
+}
+
+/// Whether the database answers a query within `timeout`.
+pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
+    let check = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .simple_query(HEALTH_SQL)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+async fn create_database(config: &Config, name: &str) -> Result<(), DatabaseError> {
+    let create_error = |e: &tokio_postgres::Error| DatabaseError::Create {
+        name: name.to_owned(),
+        reason: reason(e),
+    };
+    let mut maintenance = config.database.clone();
+    maintenance.dbname(MAINTENANCE_DATABASE);
+    let client = connect(&maintenance)
+        .await
+        .map_err(|e| connect_error(config, &e))?;
+    // The name is quoted by PostgreSQL itself (`%I`), never spliced by hand.
+    let sql: String = client
+        .query_one(CREATE_DATABASE_SQL, &[&name])
+        .await
+        .map_err(|e| create_error(&e))?
+        .get(0);
+    match client.batch_execute(&sql).await {
+        Ok(()) => {
+            tracing::info!(database = name, "created database");
+            Ok(())
+        }
+        // Another replica won the race: the database exists, which is all we want.
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(create_error(&e)),
+    }
+}
+
+fn connect_error(config: &Config, e: &tokio_postgres::Error) -> DatabaseError {
+    DatabaseError::Connect {
+        target: config.database_target(),
+        reason: reason(e),
+    }
+}
+
+/// The most specific message an error carries: PostgreSQL's own, or the I/O cause.
+fn reason(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,263 @@
+//! The keys that sign access tokens.
+//!
+//! Keys are Ed25519, read from PKCS#8 PEM files named by `JWT_SIGNING_KEYS`. Each key's
+//! `kid` is its RFC 7638 JWK thumbprint, so the same key always has the same id on every
+//! replica. In development, when no key is given, one is generated on first run and kept
+//! in `DEV_KEYS_DIR` (git-ignored) so tokens survive restarts.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use crate::config::{Config, Environment};
+
+/// The file name of the generated development key inside `DEV_KEYS_DIR`.
+const DEV_KEY_FILE: &str = "ed25519-dev.pem";
+
+/// Why the signing keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key file holds no usable Ed25519 private key.
+    #[error("{path}: not an Ed25519 private key in PKCS#8 PEM ({reason})")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// No keys were configured and this environment may not generate one.
+    #[error("JWT_SIGNING_KEYS is empty; only development mode generates a key")]
+    Missing,
+}
+
+/// One key: its id, its private half for signing and its public half as a JWK.
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    public: Jwk,
+}
+
+impl std::fmt::Debug for SigningKey {
+    // The private key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Parses a PKCS#8 PEM Ed25519 private key and proves it can sign and verify.
+    fn from_pem(path: &Path, pem: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |reason: String| KeyError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let encoding = EncodingKey::from_ed_pem(pem).map_err(|e| invalid(e.to_string()))?;
+        let mut public = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA)
+            .map_err(|e| invalid(e.to_string()))?;
+        let kid = public
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| invalid(e.to_string()))?;
+        public.common.key_id = Some(kid.clone());
+        let key = Self {
+            kid,
+            encoding,
+            public,
+        };
+        key.self_check().map_err(invalid)?;
+        Ok(key)
+    }
+
+    /// The key id that tokens signed with this key carry in their header.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half, as published in the JWKS.
+    pub fn public_jwk(&self) -> &Jwk {
+        &self.public
+    }
+
+    /// Signs a throwaway token and verifies it with the public half.
+    fn self_check(&self) -> Result<(), String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let claims = serde_json::json!({ "sub": "self-check", "exp": u64::MAX / 2 });
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| format!("cannot sign: {e}"))?;
+        let decoding = DecodingKey::from_jwk(&self.public).map_err(|e| e.to_string())?;
+        jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &decoding,
+            &Validation::new(Algorithm::EdDSA),
+        )
+        .map_err(|e| format!("cannot verify its own signature: {e}"))?;
+        Ok(())
+    }
+}
+
+/// The loaded keys: the first signs, every one verifies.
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// Loads the configured keys, or in development the generated one.
+    pub fn load(config: &Config) -> Result<Self, KeyError> {
+        let paths = if config.signing_keys.is_empty() {
+            if config.environment == Environment::Production {
+                return Err(KeyError::Missing);
+            }
+            vec![dev_key(&config.dev_keys_dir)?]
+        } else {
+            config.signing_keys.clone()
+        };
+        let keys = paths
+            .iter()
+            .map(|path| {
+                let pem = fs::read(path).map_err(|source| KeyError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                SigningKey::from_pem(path, &pem)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { keys })
+    }
+
+    /// The key new tokens are signed with.
+    pub fn signing(&self) -> &SigningKey {
+        &self.keys[0]
+    }
+
+    /// Every key that verifies, the signing one first.
+    pub fn all(&self) -> &[SigningKey] {
+        &self.keys
+    }
+}
+
+/// The development key's path, generating the key on first use.
+fn dev_key(dir: &Path) -> Result<PathBuf, KeyError> {
+    let path = dir.join(DEV_KEY_FILE);
+    if path.exists() {
+        return Ok(path);
+    }
+    let io = |source| KeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(io)?;
+    let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .map_err(|_| io(std::io::Error::other("the system random source failed")))?;
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref()));
+    write_private(&path, pem.as_bytes()).map_err(io)?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated a development signing key; set JWT_SIGNING_KEYS before going to production"
+    );
+    Ok(path)
+}
+
+/// Writes a file only its owner can read, failing if it already exists.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev_config(dir: &Path) -> Config {
+        let dir = dir.to_owned();
+        Config::from_lookup(move |name| {
+            (name == "DEV_KEYS_DIR").then(|| dir.clone().into_os_string())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn development_generates_a_key_once_and_reuses_it() {
+        session_guard::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let first = KeyRing::load(&dev_config(&keys_dir)).expect("generates");
+        let second = KeyRing::load(&dev_config(&keys_dir)).expect("reuses");
+        assert_eq!(first.signing().kid(), second.signing().kid());
+        assert_eq!(first.all().len(), 1);
+        let file = keys_dir.join(DEV_KEY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "only the owner may read the key");
+        }
+        // The kid is the RFC 7638 thumbprint: 32 bytes of SHA-256, base64url.
+        assert_eq!(first.signing().kid().len(), 43);
+    }
+
+    #[test]
+    fn production_never_generates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = dev_config(dir.path());
+        config.environment = Environment::Production;
+        assert!(matches!(KeyRing::load(&config), Err(KeyError::Missing)));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn garbage_and_missing_files_are_clear_errors() {
+        session_guard::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .unwrap();
+        let mut config = dev_config(dir.path());
+        config.signing_keys = vec![garbage.clone()];
+        let err = KeyRing::load(&config).unwrap_err();
+        assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("garbage.pem"));
+
+        config.signing_keys = vec![dir.path().join("absent.pem")];
+        assert!(matches!(KeyRing::load(&config), Err(KeyError::Io { .. })));
+    }
+
+    #[test]
+    fn several_keys_load_in_order_with_distinct_kids() {
+        session_guard::install_crypto_provider();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let first = dev_key(a.path()).unwrap();
+        let second = dev_key(b.path()).unwrap();
+        let mut config = dev_config(a.path());
+        config.signing_keys = vec![second, first];
+        let ring = KeyRing::load(&config).unwrap();
+        assert_eq!(ring.all().len(), 2);
+        assert_ne!(ring.all()[0].kid(), ring.all()[1].kid());
+        assert_eq!(ring.signing().kid(), ring.all()[0].kid());
+        assert_eq!(
+            ring.signing().public_jwk().common.key_id.as_deref(),
+            Some(ring.signing().kid())
+        );
+    }
+}
