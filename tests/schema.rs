@@ -1,1 +1,284 @@
-//! x
+//! The schema against a real PostgreSQL: the revocation trigger on every path, the
+//! constraints, the indexes the design's lookups need, and migrating concurrently.
+
+use std::time::Duration;
+
+use session_e2e::Listener;
+use session_migrations::{REVOCATION_CHANNEL, REVOKE_ALL_PAYLOAD};
+use session_testdb::TestDb;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn user(client: &Client, email: &str) -> Uuid {
+    client
+        .query_one(
+            "INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id",
+            &[&email],
+        )
+        .await
+        .expect("inserting a user")
+        .get(0)
+}
+
+async fn session(client: &Client, user_id: Uuid) -> Uuid {
+    client
+        .query_one(
+            "INSERT INTO sessions (user_id, user_agent, device_label, ip, idle_expires_at, \
+             absolute_expires_at) VALUES ($1, 'curl/8.0', 'curl 8.0', '203.0.113.7', \
+             now() + interval '14 days', now() + interval '90 days') RETURNING id",
+            &[&user_id],
+        )
+        .await
+        .expect("inserting a session")
+        .get(0)
+}
+
+/// Asserts that the next notification on the channel carries exactly `payload`.
+async fn expect_notification(listener: &mut Listener, payload: &str) {
+    let notification = listener
+        .next(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no notification for {payload} within {WAIT:?}"));
+    assert_eq!(notification.channel(), REVOCATION_CHANNEL);
+    assert_eq!(notification.payload(), payload);
+}
+
+#[tokio::test]
+async fn revoking_a_session_with_plain_sql_notifies_its_id() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::start(db.config(), REVOCATION_CHANNEL).await;
+    let operator = db.connect().await;
+    let user_id = user(&operator, "ada@example.com").await;
+    let session_id = session(&operator, user_id).await;
+
+    // What an operator would type by hand, no server involved.
+    operator
+        .batch_execute(&format!(
+            "UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' \
+             WHERE id = '{session_id}'"
+        ))
+        .await
+        .unwrap();
+
+    expect_notification(&mut listener, &session_id.to_string()).await;
+}
+
+#[tokio::test]
+async fn deleting_truncating_and_cascading_all_notify() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::start(db.config(), REVOCATION_CHANNEL).await;
+    let client = db.connect().await;
+    let user_id = user(&client, "grace@example.com").await;
+
+    let deleted = session(&client, user_id).await;
+    client
+        .execute("DELETE FROM sessions WHERE id = $1", &[&deleted])
+        .await
+        .unwrap();
+    expect_notification(&mut listener, &deleted.to_string()).await;
+
+    // Deleting the user removes its sessions by cascade; each one is announced.
+    let cascaded = session(&client, user_id).await;
+    client
+        .execute("DELETE FROM users WHERE id = $1", &[&user_id])
+        .await
+        .unwrap();
+    expect_notification(&mut listener, &cascaded.to_string()).await;
+
+    let other = user(&client, "linus@example.com").await;
+    session(&client, other).await;
+    client
+        .batch_execute("TRUNCATE sessions, refresh_tokens")
+        .await
+        .unwrap();
+    expect_notification(&mut listener, REVOKE_ALL_PAYLOAD).await;
+}
+
+#[tokio::test]
+async fn moving_a_deadline_earlier_notifies_and_routine_updates_stay_silent() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::start(db.config(), REVOCATION_CHANNEL).await;
+    let client = db.connect().await;
+    let user_id = user(&client, "barbara@example.com").await;
+    let busy = session(&client, user_id).await;
+    let expired = session(&client, user_id).await;
+
+    // A refresh: later deadlines, new last_used_at and IP. Nothing ended, so no message.
+    client
+        .execute(
+            "UPDATE sessions SET last_used_at = now(), ip = '198.51.100.1', \
+             idle_expires_at = now() + interval '20 days' WHERE id = $1",
+            &[&busy],
+        )
+        .await
+        .unwrap();
+    // An operator ends a session by expiring it.
+    client
+        .execute(
+            "UPDATE sessions SET idle_expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&expired],
+        )
+        .await
+        .unwrap();
+
+    // Notifications arrive in commit order, so had the first update notified, its id
+    // would come first.
+    expect_notification(&mut listener, &expired.to_string()).await;
+    assert!(listener.next(Duration::from_millis(200)).await.is_none());
+}
+
+#[tokio::test]
+async fn emails_are_unique_whatever_their_case() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    user(&client, "Mixed.Case@Example.com").await;
+    let err = client
+        .execute(
+            "INSERT INTO users (email, password_hash) VALUES ('mixed.case@example.COM', 'x')",
+            &[],
+        )
+        .await
+        .expect_err("a second account with the same email in other case");
+    assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION));
+}
+
+#[tokio::test]
+async fn constraints_reject_inconsistent_rows() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    let user_id = user(&client, "check@example.com").await;
+    let session_id = session(&client, user_id).await;
+    for (what, sql) in [
+        (
+            "a reason without a revocation",
+            "UPDATE sessions SET revoked_reason = 'admin' WHERE id = $1",
+        ),
+        (
+            "an idle deadline past the absolute one",
+            "UPDATE sessions SET idle_expires_at = absolute_expires_at + interval '1 day' \
+             WHERE id = $1",
+        ),
+        (
+            "a user agent longer than 512 characters",
+            "UPDATE sessions SET user_agent = repeat('a', 513) WHERE id = $1",
+        ),
+        (
+            "a token hash that is not 32 bytes",
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation) \
+             VALUES ('\\x00', $1, 0)",
+        ),
+    ] {
+        let err = client.execute(sql, &[&session_id]).await.expect_err(what);
+        assert_eq!(err.code(), Some(&SqlState::CHECK_VIOLATION), "{what}");
+    }
+
+    // Two rotations of the same generation collide instead of forking the session.
+    let insert = "INSERT INTO refresh_tokens (token_hash, session_id, generation) \
+                  VALUES ($1, $2, 1)";
+    client
+        .execute(insert, &[&[1_u8; 32].as_slice(), &session_id])
+        .await
+        .unwrap();
+    let err = client
+        .execute(insert, &[&[2_u8; 32].as_slice(), &session_id])
+        .await
+        .expect_err("a second token of generation 1");
+    assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION));
+}
+
+/// The plan `sql` gets when sequential scans are priced out, as one string.
+async fn plan(client: &Client, sql: &str) -> String {
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let rows = client.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+    rows.iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn the_design_lookups_are_served_by_indexes() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    let session_id = Uuid::new_v4();
+    for (lookup, sql, index) in [
+        (
+            "live sessions of a user, newest use first",
+            format!(
+                "SELECT id FROM sessions WHERE user_id = '{session_id}' AND revoked_at IS NULL \
+                 ORDER BY last_used_at DESC"
+            ),
+            "sessions_live_by_user",
+        ),
+        (
+            "a session by id (liveness)",
+            format!("SELECT revoked_at FROM sessions WHERE id = '{session_id}'"),
+            "sessions_pkey",
+        ),
+        (
+            "refresh state by token hash",
+            format!(
+                "SELECT session_id FROM refresh_tokens WHERE token_hash = '\\x{}'",
+                "00".repeat(32)
+            ),
+            "refresh_tokens_pkey",
+        ),
+        (
+            "refresh state by session id",
+            format!("SELECT generation FROM refresh_tokens WHERE session_id = '{session_id}'"),
+            "refresh_tokens_session_id_generation_key",
+        ),
+        (
+            "a user by email",
+            "SELECT id FROM users WHERE lower(email) = 'a@example.com'".to_owned(),
+            "users_email_lower_key",
+        ),
+    ] {
+        let plan = plan(&client, &sql).await;
+        assert!(
+            plan.contains(index),
+            "{lookup}: expected {index} in\n{plan}"
+        );
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{lookup}: sequential scan in\n{plan}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_migrations_apply_each_step_once() {
+    let db = TestDb::empty().await;
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let mut client = db.connect().await;
+        runs.spawn(async move { session_migrations::migrate(&mut client).await });
+    }
+    let mut applied = 0;
+    while let Some(run) = runs.join_next().await {
+        applied += run
+            .expect("task")
+            .expect("every concurrent migration succeeds");
+    }
+    let client = db.connect().await;
+    let recorded: i64 = client
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(applied >= 1, "someone applied the migrations");
+    assert_eq!(
+        i64::try_from(applied).unwrap(),
+        recorded,
+        "each migration was applied by exactly one of the four"
+    );
+    // And again: nothing left to do.
+    let mut client = db.connect().await;
+    assert_eq!(session_migrations::migrate(&mut client).await.unwrap(), 0);
+}

@@ -1,2 +1,207 @@
-//! x
-fn main(){}
+//! The real `session-server` binary as a child process against a real PostgreSQL:
+//! first run, database outage and recovery, graceful shutdown, start-up refusals, and
+//! the `migrate` subcommand.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use session_e2e::{PostgresProxy, ServerProcess, free_port, server_command};
+use session_testdb::{TestDb, admin_config};
+
+/// Polls `GET /health` until it answers `status`, or panics after `limit`.
+async fn wait_for_health(server: &ServerProcess, status: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = server.get("/health").await.status().as_u16();
+        if answer == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health still {answer}, not {status}, after {limit:?}:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn database_exists(name: &str) -> bool {
+    let (client, connection) = admin_config()
+        .await
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn first_run_creates_its_database_migrates_and_answers_health() {
+    let db = TestDb::reserved().await;
+    assert!(!database_exists(db.name()).await);
+
+    let server = ServerProcess::start(&db.url(), &[]).await;
+
+    let health = server.get("/health").await;
+    assert_eq!(health.status(), 200, "{}", server.log());
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert!(
+        database_exists(db.name()).await,
+        "the server created its database"
+    );
+    let tables: i64 = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_name IN ('users', 'sessions', 'refresh_tokens')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 3, "the server migrated its database");
+    let log = server.log();
+    assert!(log.contains("generated a development signing key"), "{log}");
+    assert!(log.contains("created database"), "{log}");
+}
+
+#[tokio::test]
+async fn health_is_503_while_the_database_is_unreachable_and_recovers_without_restart() {
+    let db = TestDb::new().await;
+    let mut proxy = PostgresProxy::start(db.config()).await;
+    let through_proxy = proxy.route(db.config());
+    let url = session_testdb::TestDb::url_of(&through_proxy);
+    let mut server = ServerProcess::start(&url, &[("DATABASE_TIMEOUT_SECONDS", "2")]).await;
+    wait_for_health(&server, 200, Duration::from_secs(10)).await;
+
+    proxy.cut();
+    wait_for_health(&server, 503, Duration::from_secs(15)).await;
+    let body: serde_json::Value = server.get("/health").await.json().await.unwrap();
+    assert_eq!(body["error"], "database_unavailable");
+    assert!(body["message"].is_string());
+    assert!(server.is_running(), "the outage must not kill the server");
+
+    proxy.restore().await;
+    wait_for_health(&server, 200, Duration::from_secs(15)).await;
+    assert!(server.is_running());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully() {
+    let db = TestDb::new().await;
+    let mut server = ServerProcess::start(&db.url(), &[]).await;
+    assert_eq!(server.get("/health").await.status(), 200);
+
+    let status = server.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status}:\n{}", server.log());
+    assert!(server.log().contains("shutting down"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn production_without_keys_refuses_to_start_and_says_why() {
+    let db = TestDb::reserved().await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let command = server_command(
+        &[],
+        &[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", &db.url()),
+            ("BIND_ADDR", &addr.to_string()),
+        ],
+    );
+    let mut server = ServerProcess::spawn(command, addr);
+    let status = server.wait_for_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(2), "{}", server.log());
+    let log = server.log();
+    assert!(log.contains("JWT_SIGNING_KEYS"), "{log}");
+    assert!(log.contains("production"), "{log}");
+    assert!(!database_exists(db.name()).await, "nothing was created");
+}
+
+#[tokio::test]
+async fn an_invalid_setting_is_named_in_the_error() {
+    for (var, value) in [
+        ("BIND_ADDR", "not-an-address"),
+        ("DATABASE_POOL_SIZE", "0"),
+        ("DATABASE_URL", "postgres://user:secret@host:notaport/db"),
+    ] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut server = ServerProcess::spawn(server_command(&[], &[(var, value)]), addr);
+        let status = server.wait_for_exit(Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(2), "{var}: {}", server.log());
+        let log = server.log();
+        assert!(log.contains(var), "{var}: {log}");
+        assert!(!log.contains("secret"), "a password leaked: {log}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_subcommand_applies_the_schema_and_exits() {
+    let db = TestDb::empty().await;
+    // Three replicas migrating at the same time: all succeed, each step runs once.
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            server_command(&["migrate"], &[("DATABASE_URL", &db.url())])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawning session-server migrate")
+        })
+        .collect();
+    for run in runs {
+        let output = run.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let client = db.connect().await;
+    let history: Vec<i32> = client
+        .query(
+            "SELECT version FROM refinery_schema_history ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(history, [1], "V1 applied exactly once");
+    client
+        .query_one("SELECT count(*) FROM sessions", &[])
+        .await
+        .expect("the sessions table exists");
+}
+
+#[tokio::test]
+async fn documentation_and_unknown_routes() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start(&db.url(), &[]).await;
+
+    let spec: serde_json::Value = server.get("/openapi.json").await.json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(spec["paths"]["/health"]["get"]["responses"]["503"].is_object());
+
+    let docs = server.get("/docs").await;
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("swagger")
+    );
+
+    let missing = server.get("/no/such/route").await;
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert!(body["message"].is_string());
+}

@@ -181,7 +181,10 @@ fn database_config(env: &Lookup<'_>) -> Result<tokio_postgres::Config, ConfigErr
     let mut config = if let Some(url) = env.text("DATABASE_URL")? {
         url.parse::<tokio_postgres::Config>().map_err(|e| {
             // The error never echoes the value: it may hold a password.
-            ConfigError::new("DATABASE_URL", format!("not a valid connection string ({e})"))
+            ConfigError::new(
+                "DATABASE_URL",
+                format!("not a valid connection string ({e})"),
+            )
         })?
     } else {
         let mut local = tokio_postgres::Config::new();
@@ -215,8 +218,9 @@ fn database_config(env: &Lookup<'_>) -> Result<tokio_postgres::Config, ConfigErr
 
 fn log_filter(env: &Lookup<'_>) -> Result<String, ConfigError> {
     let filter = env.text("RUST_LOG")?.unwrap_or_else(|| "info".to_owned());
-    tracing_subscriber::EnvFilter::try_new(&filter)
-        .map_err(|e| ConfigError::new("RUST_LOG", format!("`{filter}` is not a valid filter: {e}")))?;
+    tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
+        ConfigError::new("RUST_LOG", format!("`{filter}` is not a valid filter: {e}"))
+    })?;
     Ok(filter)
 }
 
@@ -330,8 +334,11 @@ mod tests {
     fn production_refuses_to_start_without_keys() {
         let err = config(&[("APP_ENV", "production")]).unwrap_err();
         assert_eq!(err.var, "JWT_SIGNING_KEYS");
-        let ok = config(&[("APP_ENV", "production"), ("JWT_SIGNING_KEYS", "/k/a.pem, /k/b.pem")])
-            .expect("keys given");
+        let ok = config(&[
+            ("APP_ENV", "production"),
+            ("JWT_SIGNING_KEYS", "/k/a.pem, /k/b.pem"),
+        ])
+        .expect("keys given");
         assert_eq!(
             ok.signing_keys,
             [PathBuf::from("/k/a.pem"), PathBuf::from("/k/b.pem")]

@@ -99,11 +99,11 @@ pub fn pool(config: &Config) -> Result<Pool, DatabaseError> {
 /// Whether the database answers a query within `timeout`.
 pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
     let check = async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let client = pool.get().await.map_err(|e| chain(&e))?;
         client
             .simple_query(HEALTH_SQL)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         Ok(())
     };
     tokio::time::timeout(timeout, check)
@@ -155,13 +155,22 @@ fn connect_error(config: &Config, e: &tokio_postgres::Error) -> DatabaseError {
     }
 }
 
-/// The most specific message an error carries: PostgreSQL's own, or the I/O cause.
+/// The most specific message an error carries: PostgreSQL's own, or the causes.
 fn reason(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return db.message().to_owned();
+    match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => chain(e),
     }
-    match std::error::Error::source(e) {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
+}
+
+/// An error and its causes, outermost first: `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }

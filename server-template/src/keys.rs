@@ -230,8 +230,11 @@ mod tests {
         session_guard::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("garbage.pem");
-        fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .unwrap();
+        fs::write(
+            &garbage,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         let mut config = dev_config(dir.path());
         config.signing_keys = vec![garbage.clone()];
         let err = KeyRing::load(&config).unwrap_err();

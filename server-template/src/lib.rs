@@ -51,7 +51,11 @@ pub struct AppState {
 pub async fn run(config: Config) -> Result<(), StartupError> {
     session_guard::install_crypto_provider();
     let keys = KeyRing::load(&config)?;
-    tracing::info!(kid = keys.signing().kid(), keys = keys.all().len(), "signing keys loaded");
+    tracing::info!(
+        kid = keys.signing().kid(),
+        keys = keys.all().len(),
+        "signing keys loaded"
+    );
     let applied = database::migrate(&config).await?;
     tracing::info!(
         database = %config.database_target(),

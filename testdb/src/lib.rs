@@ -122,6 +122,11 @@ impl TestDb {
         connection_string(&self.config)
     }
 
+    /// Any settings as a libpq key-value connection string, for a `DATABASE_URL`.
+    pub fn url_of(config: &Config) -> String {
+        connection_string(config)
+    }
+
     /// A new connection to this database, driven on the current runtime.
     pub async fn connect(&self) -> Client {
         let (client, connection) = self
@@ -162,7 +167,10 @@ impl Drop for TestDb {
         })
         .join();
         if let Ok(Err(e)) = dropped {
-            eprintln!("session-testdb: could not drop test database {}: {e}", self.name);
+            eprintln!(
+                "session-testdb: could not drop test database {}: {e}",
+                self.name
+            );
         }
     }
 }
@@ -180,7 +188,9 @@ async fn find_admin() -> Config {
     let candidates = match std::env::var("DATABASE_URL") {
         Ok(url) => match url.parse::<Config>() {
             Ok(config) => vec![config],
-            Err(e) => give_up(&format!("DATABASE_URL is not a valid connection string: {e}")),
+            Err(e) => give_up(&format!(
+                "DATABASE_URL is not a valid connection string: {e}"
+            )),
         },
         Err(_) => local_candidates(),
     };
@@ -207,7 +217,10 @@ async fn find_admin() -> Config {
 fn local_candidates() -> Vec<Config> {
     let user = whoami::username().unwrap_or_else(|_| "postgres".to_owned());
     let mut socket = Config::new();
-    socket.host_path("/var/run/postgresql").port(5432).user(&user);
+    socket
+        .host_path("/var/run/postgresql")
+        .port(5432)
+        .user(&user);
     let mut tcp = Config::new();
     tcp.host("127.0.0.1").port(5432).user(&user);
     vec![socket, tcp]
@@ -356,7 +369,10 @@ fn connection_string(config: &Config) -> String {
         parts.push(format!("user={}", quoted(user)));
     }
     if let Some(password) = config.get_password() {
-        parts.push(format!("password={}", quoted(&String::from_utf8_lossy(password))));
+        parts.push(format!(
+            "password={}",
+            quoted(&String::from_utf8_lossy(password))
+        ));
     }
     if let Some(dbname) = config.get_dbname() {
         parts.push(format!("dbname={}", quoted(dbname)));

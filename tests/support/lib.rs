@@ -1,1 +1,358 @@
-//! x
+//! Support for the end-to-end tests: the real `session-server` binary as a child process,
+//! a TCP proxy that can cut a process off from PostgreSQL, and a `LISTEN` connection.
+
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test support: every function panics, with a message, when something is off"
+)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio_postgres::config::Host;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+
+/// The path of the `session-server` binary, built once per test process.
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        escargot::CargoBuild::new()
+            .package("session-server")
+            .bin("session-server")
+            .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+            .run()
+            .expect("building session-server")
+            .path()
+            .to_owned()
+    })
+}
+
+/// A free loopback port, for a child process to bind.
+pub fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("asking the OS for a free port")
+        .port()
+}
+
+/// `session-server` with a clean environment: only what the test sets is seen.
+pub fn server_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(server_binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    command
+}
+
+/// A running `session-server` process, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
+    http: reqwest::Client,
+    /// Kept so the generated key outlives the process; removed when dropped.
+    keys_dir: Option<tempfile::TempDir>,
+}
+
+impl ServerProcess {
+    /// Starts the server against `database_url` on a free port, with a throwaway
+    /// development key, and waits until it answers HTTP.
+    pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let keys_dir = tempfile::tempdir().expect("tempdir for keys");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut env: HashMap<&str, String> = HashMap::from([
+            ("DATABASE_URL", database_url.to_owned()),
+            ("BIND_ADDR", addr.to_string()),
+            ("DEV_KEYS_DIR", keys_dir.path().display().to_string()),
+        ]);
+        for (name, value) in extra_env {
+            env.insert(name, (*value).to_owned());
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut server = Self::spawn(server_command(&[], &env), addr);
+        server.keys_dir = Some(keys_dir);
+        server.wait_until_answering().await;
+        server
+    }
+
+    /// Spawns `command`, which must make the server listen on `addr`, and returns at once.
+    pub fn spawn(mut command: Command, addr: SocketAddr) -> Self {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning session-server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        let log_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Self {
+            child,
+            addr,
+            log,
+            log_reader: Some(log_reader),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("HTTP client"),
+            keys_dir: None,
+        }
+    }
+
+    /// Waits until the server answers any HTTP request; panics with its log if it exits.
+    pub async fn wait_until_answering(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                panic!(
+                    "session-server exited with {status} before answering:\n{}",
+                    self.log()
+                );
+            }
+            if self.http.get(self.url("/health")).send().await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session-server did not answer within 60 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The absolute URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("polling the child").is_none()
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit.
+    pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let pid =
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sending SIGTERM");
+        self.wait_for_exit(limit).await
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                // The pipe closes with the process: once the reader is done, the log is whole.
+                if let Some(reader) = self.log_reader.take() {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session-server still running after {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the proxy forwards to: PostgreSQL over TCP or its unix socket.
+#[derive(Debug, Clone)]
+enum Upstream {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// A loopback TCP proxy in front of PostgreSQL that a test can cut and restore, to
+/// stage a database outage for one process without stopping the shared server.
+pub struct PostgresProxy {
+    addr: SocketAddr,
+    upstream: Upstream,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PostgresProxy {
+    /// Starts forwarding a free loopback port to the server `config` points at.
+    pub async fn start(config: &Config) -> Self {
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let upstream = match config.get_hosts().first() {
+            Some(Host::Unix(dir)) => Upstream::Unix(dir.join(format!(".s.PGSQL.{port}"))),
+            Some(Host::Tcp(host)) => Upstream::Tcp(format!("{host}:{port}")),
+            None => Upstream::Tcp(format!("127.0.0.1:{port}")),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let mut proxy = Self {
+            addr,
+            upstream,
+            task: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// `config` with its host and port replaced by this proxy's.
+    pub fn route(&self, config: &Config) -> Config {
+        let mut routed = Config::new();
+        routed.host("127.0.0.1").port(self.addr.port());
+        if let Some(user) = config.get_user() {
+            routed.user(user);
+        }
+        if let Some(password) = config.get_password() {
+            routed.password(password);
+        }
+        if let Some(dbname) = config.get_dbname() {
+            routed.dbname(dbname);
+        }
+        routed
+    }
+
+    /// Refuses new connections and severs every open one, as a stopped server would.
+    pub fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Accepts and forwards connections again, on the same port.
+    pub async fn restore(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("rebinding the proxy on {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Each connection lives in this set, so aborting the accept loop drops the
+            // set and severs them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    match upstream {
+                        Upstream::Tcp(addr) => {
+                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                    .await;
+                            }
+                        }
+                        Upstream::Unix(path) => {
+                            if let Ok(mut outbound) = tokio::net::UnixStream::connect(path).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                    .await;
+                            }
+                        }
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        }));
+    }
+}
+
+impl Drop for PostgresProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// A connection that `LISTEN`s on a channel and hands its notifications over.
+pub struct Listener {
+    /// The connection, for issuing more `LISTEN`s.
+    pub client: Client,
+    notifications: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+}
+
+impl Listener {
+    /// Connects with `config` and listens on `channel`.
+    pub async fn start(config: &Config, channel: &str) -> Self {
+        let (client, mut connection) = config.connect(NoTls).await.expect("listener connection");
+        let (sender, notifications) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(notification) = message
+                    && sender.send(notification).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let listen: String = client
+            .query_one("SELECT format('LISTEN %I', $1::text)", &[&channel])
+            .await
+            .expect("formatting LISTEN")
+            .get(0);
+        client.batch_execute(&listen).await.expect("LISTEN");
+        Self {
+            client,
+            notifications,
+        }
+    }
+
+    /// The next notification, or `None` if none arrives within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<tokio_postgres::Notification> {
+        tokio::time::timeout(limit, self.notifications.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
