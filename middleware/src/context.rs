@@ -1,0 +1,152 @@
+//! What a request carries once it is authenticated.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+/// The id of a user: the token's `sub` claim.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
+
+/// The id of a session: the token's `sid` claim.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Arc<str>);
+
+macro_rules! string_id {
+    ($name:ident) => {
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                Self(Arc::from(id))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                Self(Arc::from(id))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(UserId);
+string_id!(SessionId);
+
+/// The `aud` claim: one audience or several.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `audience` is among them.
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(one) => one == audience,
+            Self::Many(many) => many.iter().any(|a| a == audience),
+        }
+    }
+}
+
+/// The verified claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: Audience,
+    /// Subject: the user.
+    pub sub: String,
+    /// The session the token belongs to.
+    pub sid: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default)]
+    pub iat: Option<u64>,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default)]
+    pub nbf: Option<u64>,
+    /// Token id.
+    #[serde(default)]
+    pub jti: Option<String>,
+}
+
+impl Claims {
+    /// The instant the token expires.
+    pub fn expires_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.exp)
+    }
+}
+
+/// An authenticated request: who, which session, and the token's claims.
+///
+/// The Tower layer and the Poem middleware put it in the request extensions; the axum
+/// and Poem extractors take it out.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    user_id: UserId,
+    session_id: SessionId,
+    claims: Arc<Claims>,
+}
+
+impl AuthContext {
+    pub(crate) fn new(claims: Arc<Claims>) -> Self {
+        Self {
+            user_id: UserId::from(claims.sub.as_str()),
+            session_id: SessionId::from(claims.sid.as_str()),
+            claims,
+        }
+    }
+
+    /// The user (`sub`).
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+
+    /// The session (`sid`).
+    pub fn session_id(&self) -> &SessionId {
+        &self.session_id
+    }
+
+    /// Every verified claim.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// When the access token expires.
+    pub fn expires_at(&self) -> SystemTime {
+        self.claims.expires_at()
+    }
+}

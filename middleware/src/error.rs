@@ -1,0 +1,244 @@
+//! Why a request was refused, and the response that says so.
+//!
+//! Every refusal knows its status and its RFC 6750 `WWW-Authenticate` challenge. The
+//! body is `{"error": code, "message": text}`; neither says which check failed, so a
+//! caller learns nothing about keys, sessions or users from a refusal. gRPC callers get a
+//! real gRPC status instead (UNAUTHENTICATED, or UNAVAILABLE).
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use crate::liveness::{Liveness, LivenessError};
+use crate::verify::TokenError;
+
+/// Why a request was not authenticated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No access token was sent (or another scheme than Bearer).
+    #[error("no access token")]
+    MissingToken,
+    /// The `Authorization` header is not a well-formed `Bearer` credential.
+    #[error("malformed Authorization header")]
+    MalformedHeader,
+    /// The token failed verification.
+    #[error("invalid access token: {0}")]
+    InvalidToken(#[from] TokenError),
+    /// The token is valid but its session is not live.
+    #[error("session not live: {}", .0.reason())]
+    SessionNotLive(Liveness),
+    /// Whether the session is live could not be decided.
+    #[error(transparent)]
+    Unavailable(#[from] LivenessError),
+}
+
+impl AuthError {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingToken | Self::InvalidToken(_) | Self::SessionNotLive(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::MalformedHeader => StatusCode::BAD_REQUEST,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short stable label, for metrics and log fields ("rejections by reason").
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::MalformedHeader => "malformed_header",
+            Self::InvalidToken(e) => e.reason(),
+            Self::SessionNotLive(liveness) => liveness.reason(),
+            Self::Unavailable(_) => "liveness_unavailable",
+        }
+    }
+
+    /// The `error` code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::MalformedHeader => "invalid_request",
+            Self::InvalidToken(_) | Self::SessionNotLive(_) => "invalid_token",
+            Self::Unavailable(_) => "session_check_unavailable",
+        }
+    }
+
+    /// The human-readable `message` of the JSON body: generic on purpose.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "an access token is required",
+            Self::MalformedHeader => "the Authorization header is malformed",
+            Self::InvalidToken(_) | Self::SessionNotLive(_) => {
+                "the access token is invalid, expired or revoked"
+            }
+            Self::Unavailable(_) => "the session cannot be checked right now; retry shortly",
+        }
+    }
+
+    /// The RFC 6750 challenge, when the status calls for one.
+    pub fn www_authenticate(&self) -> Option<HeaderValue> {
+        let challenge = match self {
+            // RFC 6750 §3.1: no error code when the request had no credentials.
+            Self::MissingToken => "Bearer",
+            Self::MalformedHeader => {
+                r#"Bearer error="invalid_request", error_description="malformed Authorization header""#
+            }
+            Self::InvalidToken(_) | Self::SessionNotLive(_) => {
+                r#"Bearer error="invalid_token", error_description="the access token is invalid""#
+            }
+            Self::Unavailable(_) => return None,
+        };
+        Some(HeaderValue::from_static(challenge))
+    }
+
+    /// The gRPC status code: UNAUTHENTICATED (16), or UNAVAILABLE (14).
+    pub fn grpc_status(&self) -> u16 {
+        match self {
+            Self::Unavailable(_) => 14,
+            _ => 16,
+        }
+    }
+
+    /// The refusal as an HTTP response; a gRPC response when `request_headers` say gRPC.
+    pub fn to_response(&self, request_headers: &HeaderMap) -> Response<Bytes> {
+        if is_grpc(request_headers) {
+            return self.to_grpc_response();
+        }
+        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(challenge) = self.www_authenticate() {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+
+    /// A trailers-only gRPC response: HTTP 200 with `grpc-status` and `grpc-message`.
+    fn to_grpc_response(&self) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::new());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+        // The messages are plain ASCII without `%`, so they need no percent-encoding.
+        headers.insert("grpc-message", HeaderValue::from_static(self.message()));
+        if let Some(challenge) = self.www_authenticate() {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+/// Whether the request is gRPC (`content-type: application/grpc[+proto|...]`).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .get(..16)
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case("application/grpc"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_status_and_challenge() {
+        let cases = [
+            (AuthError::MissingToken, 401, Some("Bearer")),
+            (
+                AuthError::MalformedHeader,
+                400,
+                Some("Bearer error=\"invalid_request\""),
+            ),
+            (
+                AuthError::InvalidToken(TokenError::Expired),
+                401,
+                Some("Bearer error=\"invalid_token\""),
+            ),
+            (
+                AuthError::SessionNotLive(Liveness::Revoked),
+                401,
+                Some("Bearer error=\"invalid_token\""),
+            ),
+            (
+                AuthError::Unavailable(LivenessError("db down".into())),
+                503,
+                None,
+            ),
+        ];
+        for (error, status, challenge) in cases {
+            let response = error.to_response(&HeaderMap::new());
+            assert_eq!(response.status().as_u16(), status, "{error}");
+            let header = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap().to_owned());
+            match challenge {
+                Some(prefix) => assert!(header.unwrap().starts_with(prefix), "{error}"),
+                None => assert!(header.is_none(), "{error}"),
+            }
+            let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(body["error"], error.code());
+            assert!(
+                !response
+                    .body()
+                    .escape_ascii()
+                    .to_string()
+                    .contains("db down")
+            );
+        }
+    }
+
+    #[test]
+    fn every_token_or_session_failure_looks_the_same_to_the_client() {
+        let failures = [
+            AuthError::InvalidToken(TokenError::Expired),
+            AuthError::InvalidToken(TokenError::BadSignature),
+            AuthError::InvalidToken(TokenError::UnknownKey),
+            AuthError::InvalidToken(TokenError::WrongAudience),
+            AuthError::SessionNotLive(Liveness::Revoked),
+            AuthError::SessionNotLive(Liveness::Unknown),
+        ];
+        let responses: Vec<_> = failures
+            .iter()
+            .map(|e| {
+                let response = e.to_response(&HeaderMap::new());
+                (
+                    response.status(),
+                    response.headers().clone(),
+                    response.into_body(),
+                )
+            })
+            .collect();
+        for response in &responses[1..] {
+            assert_eq!(response, &responses[0]);
+        }
+    }
+
+    #[test]
+    fn grpc_requests_get_a_grpc_status() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        let response = AuthError::InvalidToken(TokenError::BadSignature).to_response(&headers);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
+        let unavailable =
+            AuthError::Unavailable(LivenessError("down".into())).to_response(&headers);
+        assert_eq!(unavailable.headers()["grpc-status"], "14");
+    }
+}

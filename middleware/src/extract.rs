@@ -1,0 +1,190 @@
+//! Where the access token comes from: `Authorization: Bearer` (default) or a cookie.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, COOKIE};
+
+use crate::error::AuthError;
+
+/// Where to read the access token from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>` (RFC 6750 §2.1).
+    #[default]
+    Bearer,
+    /// A cookie with this name. Set it `HttpOnly`, `Secure` and `SameSite=Strict` (or
+    /// `Lax`): a cookie is sent by the browser on its own, so CSRF protection is yours.
+    Cookie(Arc<str>),
+    /// `Authorization: Bearer` when present, else the named cookie.
+    BearerOrCookie(Arc<str>),
+}
+
+impl TokenSource {
+    /// Reads a cookie with this name.
+    pub fn cookie(name: impl Into<Arc<str>>) -> Self {
+        Self::Cookie(name.into())
+    }
+
+    /// The token in `headers`, borrowed.
+    pub fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+        match self {
+            Self::Bearer => bearer(headers),
+            Self::Cookie(name) => cookie(headers, name),
+            Self::BearerOrCookie(name) => match bearer(headers) {
+                Err(AuthError::MissingToken) => cookie(headers, name),
+                found => found,
+            },
+        }
+    }
+}
+
+/// RFC 6750 §2.1: `Bearer 1*SP b64token`, one `Authorization` header only.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::MalformedHeader);
+    }
+    let value = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, ...): no bearer credentials were offered.
+        return Err(AuthError::MissingToken);
+    }
+    let token = rest.trim_start_matches(' ');
+    if is_b64token(token) {
+        Ok(token)
+    } else {
+        Err(AuthError::MalformedHeader)
+    }
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> {
+    let mut found = None;
+    for header in headers.get_all(COOKIE) {
+        let Ok(header) = header.to_str() else {
+            continue;
+        };
+        for pair in cookie::Cookie::split_parse(header).flatten() {
+            if pair.name() == name {
+                // Two cookies of that name: refuse rather than guess which one counts.
+                if found.is_some() {
+                    return Err(AuthError::MalformedHeader);
+                }
+                let value = pair.value_raw().unwrap_or("");
+                found = Some(value);
+            }
+        }
+    }
+    match found {
+        Some(value) if is_b64token(value) => Ok(value),
+        Some(_) => Err(AuthError::MalformedHeader),
+        None => Err(AuthError::MissingToken),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let source = TokenSource::Bearer;
+        let ok = headers(&[("authorization", b"Bearer abc.def-_~+/ghi==")]);
+        assert_eq!(source.extract(&ok).unwrap(), "abc.def-_~+/ghi==");
+        let lower = headers(&[("authorization", b"bearer abc")]);
+        assert_eq!(source.extract(&lower).unwrap(), "abc");
+
+        for (value, expected) in [
+            (&b""[..], "missing"),
+            (b"Basic dXNlcjpwYXNz", "missing"),
+            (b"Bearer", "malformed"),
+            (b"Bearer ", "malformed"),
+            (b"Bearer a b", "malformed"),
+            (b"Bearer a,b", "malformed"),
+            (b"Bearer \xff\xfe", "malformed"),
+            (b"Bearer ==", "malformed"),
+        ] {
+            let map = headers(&[("authorization", value)]);
+            let result = source.extract(&map);
+            let got = match result {
+                Err(AuthError::MissingToken) => "missing",
+                Err(AuthError::MalformedHeader) => "malformed",
+                other => panic!("{value:?}: {other:?}"),
+            };
+            assert_eq!(got, expected, "{value:?}");
+        }
+        assert!(matches!(
+            source.extract(&HeaderMap::new()),
+            Err(AuthError::MissingToken)
+        ));
+        let twice = headers(&[
+            ("authorization", b"Bearer a"),
+            ("authorization", b"Bearer b"),
+        ]);
+        assert!(matches!(
+            source.extract(&twice),
+            Err(AuthError::MalformedHeader)
+        ));
+    }
+
+    #[test]
+    fn cookie_tokens() {
+        let source = TokenSource::cookie("sg_access");
+        let ok = headers(&[("cookie", b"theme=dark; sg_access=abc.def")]);
+        assert_eq!(source.extract(&ok).unwrap(), "abc.def");
+        let split = headers(&[("cookie", b"theme=dark"), ("cookie", b"sg_access=xyz")]);
+        assert_eq!(source.extract(&split).unwrap(), "xyz");
+        assert!(matches!(
+            source.extract(&headers(&[("cookie", b"other=1")])),
+            Err(AuthError::MissingToken)
+        ));
+        assert!(matches!(
+            source.extract(&headers(&[("cookie", b"sg_access=a; sg_access=b")])),
+            Err(AuthError::MalformedHeader)
+        ));
+        assert!(matches!(
+            source.extract(&headers(&[("cookie", b"sg_access=\"a b\"")])),
+            Err(AuthError::MalformedHeader)
+        ));
+        // The bearer header is not consulted in cookie mode.
+        assert!(matches!(
+            source.extract(&headers(&[("authorization", b"Bearer abc")])),
+            Err(AuthError::MissingToken)
+        ));
+    }
+
+    #[test]
+    fn bearer_or_cookie_prefers_the_header() {
+        let source = TokenSource::BearerOrCookie("sg_access".into());
+        let both = headers(&[
+            ("authorization", b"Bearer fromheader"),
+            ("cookie", b"sg_access=fromcookie"),
+        ]);
+        assert_eq!(source.extract(&both).unwrap(), "fromheader");
+        let cookie_only = headers(&[("cookie", b"sg_access=fromcookie")]);
+        assert_eq!(source.extract(&cookie_only).unwrap(), "fromcookie");
+    }
+}

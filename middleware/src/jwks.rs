@@ -1,0 +1,169 @@
+//! Keys from a JWKS URL: fetched, cached, and refreshed when a token names a `kid` the
+//! cached set does not hold, at most once per `min_refresh_interval`.
+//!
+//! This is how a service behind the template verifies tokens knowing only the server's
+//! URL: `RemoteJwks::new("https://auth.example.com/.well-known/jwks.json")`.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::keys::{KeyError, KeySet, VerificationKey};
+
+/// The largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Why the key set could not be fetched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// The request failed or timed out.
+    #[error("fetching {url}: {reason}")]
+    Fetch {
+        /// The JWKS URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The document is not a usable JWKS.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+/// A JWKS URL and the key set last fetched from it. Cheap to clone: clones share.
+#[derive(Clone)]
+pub struct RemoteJwks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    client: reqwest::Client,
+    min_refresh_interval: Duration,
+    max_age: Duration,
+    keys: RwLock<Arc<KeySet>>,
+    /// When the set was last fetched, or last tried; `None` before the first try.
+    fetched: RwLock<Option<Instant>>,
+    /// One refresh at a time; others wait for it and then read its result.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.inner.url)
+            .field("keys", &self.current().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteJwks {
+    /// A key set fetched from `url` on first use.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_intervals(url, Duration::from_secs(10), Duration::from_secs(300))
+    }
+
+    /// Like [`RemoteJwks::new`], with how often an unknown `kid` may trigger a refresh
+    /// (`min_refresh_interval`) and how old the set may grow before it is refetched
+    /// (`max_age`).
+    pub fn with_intervals(
+        url: impl Into<String>,
+        min_refresh_interval: Duration,
+        max_age: Duration,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(Inner {
+                url: url.into(),
+                client,
+                min_refresh_interval,
+                max_age,
+                keys: RwLock::new(Arc::new(KeySet::default())),
+                fetched: RwLock::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Fetches the set now, whatever the intervals say.
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
+        self.fetch().await
+    }
+
+    /// The set as last fetched.
+    pub fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.inner.keys.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The key for `kid`, refreshing first when the set is too old, or when it does not
+    /// hold `kid` and the last refresh is older than the minimum interval.
+    pub(crate) async fn key(&self, kid: Option<&str>) -> Option<Arc<VerificationKey>> {
+        let age = self.age();
+        let stale = age.is_none_or(|age| age >= self.inner.max_age);
+        if !stale && let Some(key) = self.current().get(kid) {
+            return Some(Arc::clone(key));
+        }
+        if stale || age.is_none_or(|age| age >= self.inner.min_refresh_interval) {
+            let _one_at_a_time = self.inner.refreshing.lock().await;
+            // Someone else may have refreshed while we waited.
+            let age = self.age();
+            if age.is_none_or(|age| age >= self.inner.min_refresh_interval)
+                && let Err(e) = self.fetch().await
+            {
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+            }
+        }
+        self.current().get(kid).cloned()
+    }
+
+    fn age(&self) -> Option<Duration> {
+        self.inner
+            .fetched
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|at| at.elapsed())
+    }
+
+    async fn fetch(&self) -> Result<usize, JwksError> {
+        *self
+            .inner
+            .fetched
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let fetch_error = |reason: String| JwksError::Fetch {
+            url: self.inner.url.clone(),
+            reason,
+        };
+        let mut response = self
+            .inner
+            .client
+            .get(&self.inner.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| fetch_error(e.to_string()))?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fetch_error(e.to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(fetch_error(format!(
+                    "document larger than {MAX_JWKS_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(body).map_err(|_| fetch_error("not UTF-8".into()))?;
+        let keys = KeySet::from_jwks_json(&text)?;
+        let count = keys.len();
+        *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        tracing::info!(url = %self.inner.url, keys = count, "JWKS fetched");
+        Ok(count)
+    }
+}

@@ -1,0 +1,434 @@
+//! Liveness from PostgreSQL, cached, with revocations pushed over `LISTEN`.
+//!
+//! - A live answer is cached for a bounded time (`live_ttl`, default 15 s) and never past
+//!   the session's own deadline; a revoked, expired or unknown answer is cached until the
+//!   token that asked would have expired anyway.
+//! - One dedicated connection (not from the pool: pooled connections drop notifications)
+//!   listens on the revocation channel. A notification evicts that session at once, so
+//!   the next request asks the database; `*` evicts everything.
+//! - When that connection drops, the cache is cleared and nothing live is cached until it
+//!   is back; it reconnects with backoff. Revocations missed meanwhile are therefore seen
+//!   on the next request.
+//! - A query racing a notification never caches its (possibly stale) live answer.
+//!
+//! The listener needs a direct or session-mode connection: a transaction-pooling proxy
+//! does not deliver notifications.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt as _;
+use moka::Expiry;
+use moka::sync::Cache;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{Liveness, LivenessCheck, LivenessError};
+use crate::context::{AuthContext, SessionId};
+
+/// The channel the schema's trigger notifies on.
+pub const DEFAULT_CHANNEL: &str = "session_revoked";
+/// The payload meaning "every session ended".
+const EVERY_SESSION: &str = "*";
+/// What the listener calls itself in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "session-guard-listener";
+
+const LIVENESS_SQL: &str = "SELECT revoked_at IS NOT NULL, \
+     least(idle_expires_at, absolute_expires_at) <= now(), \
+     (extract(epoch FROM least(idle_expires_at, absolute_expires_at) - now()) * 1000)::int8 \
+     FROM sessions WHERE id = $1 AND user_id = $2";
+
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    liveness: Liveness,
+    until: Instant,
+}
+
+struct UntilDeadline;
+
+impl Expiry<SessionId, Cached> for UntilDeadline {
+    fn expire_after_create(
+        &self,
+        _key: &SessionId,
+        value: &Cached,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(created_at))
+    }
+}
+
+/// Counters for metrics: cache hits and misses, and the listener's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LivenessStats {
+    /// Answers served from the cache.
+    pub hits: u64,
+    /// Answers that needed the database.
+    pub misses: u64,
+    /// Whether the revocation listener is connected now.
+    pub listener_connected: bool,
+    /// How many times the listener has connected (1 after a clean start).
+    pub listener_connects: u64,
+}
+
+/// Configures and starts a [`PostgresLiveness`].
+#[derive(Debug)]
+#[must_use]
+pub struct PostgresLivenessBuilder {
+    config: tokio_postgres::Config,
+    pool: Option<Pool>,
+    pool_size: usize,
+    live_ttl: Duration,
+    query_timeout: Duration,
+    capacity: u64,
+    channel: String,
+}
+
+impl PostgresLivenessBuilder {
+    /// How long a live answer may be served from memory (default 15 s; at most 30 s is
+    /// sensible: it bounds how long a revocation missed by a dropped listener can go
+    /// unseen).
+    pub fn with_live_ttl(mut self, ttl: Duration) -> Self {
+        self.live_ttl = ttl;
+        self
+    }
+
+    /// The longest wait for a liveness query, pool wait included (default 2 s).
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// How many sessions the cache holds (default 1,000,000).
+    pub fn with_cache_capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Size of the pool built from the connection settings (default 4). Ignored with
+    /// [`with_pool`](Self::with_pool).
+    pub fn with_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Run liveness queries on an existing pool instead of building one. The listener
+    /// still opens its own connection from the settings.
+    pub fn with_pool(mut self, pool: Pool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The notification channel (default `session_revoked`, as the schema's trigger uses).
+    pub fn with_channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Builds the store and starts its listener. Must be called inside a Tokio runtime.
+    /// Nothing is awaited: the server starts even while PostgreSQL is down.
+    pub fn start(self) -> Result<PostgresLiveness, LivenessError> {
+        let pool = match self.pool {
+            Some(pool) => pool,
+            None => Pool::builder(Manager::from_config(
+                self.config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ))
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.query_timeout))
+            .create_timeout(Some(self.query_timeout))
+            .recycle_timeout(Some(self.query_timeout))
+            .build()
+            .map_err(|e| LivenessError(format!("building the pool: {e}")))?,
+        };
+        let inner = Arc::new(Inner {
+            pool,
+            cache: Cache::builder()
+                .max_capacity(self.capacity)
+                .expire_after(UntilDeadline)
+                .build(),
+            epoch: AtomicU64::new(0),
+            listener_connected: AtomicBool::new(false),
+            listener_connects: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            live_ttl: self.live_ttl,
+            query_timeout: self.query_timeout,
+            listener: std::sync::Mutex::new(None),
+        });
+        let mut listener_config = self.config;
+        listener_config
+            .application_name(LISTENER_APPLICATION_NAME)
+            .keepalives_idle(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5));
+        let task = tokio::spawn(listen(
+            Arc::downgrade(&inner),
+            listener_config,
+            self.channel,
+        ));
+        *inner.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(PostgresLiveness { inner })
+    }
+}
+
+/// Session liveness from PostgreSQL's `sessions` table. Cheap to clone: clones share the
+/// cache, the pool and the listener, which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct PostgresLiveness {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    cache: Cache<SessionId, Cached>,
+    /// Bumped by every notification and every listener connect or drop; a query that
+    /// sees it change caches no live answer.
+    epoch: AtomicU64,
+    listener_connected: AtomicBool,
+    listener_connects: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    live_ttl: Duration,
+    query_timeout: Duration,
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .listener
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresLiveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLiveness")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresLiveness {
+    /// A builder for a store on the database `config` points at.
+    pub fn builder(config: tokio_postgres::Config) -> PostgresLivenessBuilder {
+        PostgresLivenessBuilder {
+            config,
+            pool: None,
+            pool_size: 4,
+            live_ttl: Duration::from_secs(15),
+            query_timeout: Duration::from_secs(2),
+            capacity: 1_000_000,
+            channel: DEFAULT_CHANNEL.to_owned(),
+        }
+    }
+
+    /// Cache and listener counters.
+    pub fn stats(&self) -> LivenessStats {
+        LivenessStats {
+            hits: self.inner.hits.load(Ordering::Relaxed),
+            misses: self.inner.misses.load(Ordering::Relaxed),
+            listener_connected: self.inner.listener_connected.load(Ordering::Acquire),
+            listener_connects: self.inner.listener_connects.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn query(&self, context: &AuthContext) -> Result<(Liveness, Duration), LivenessError> {
+        let (Ok(session_id), Ok(user_id)) = (
+            uuid::Uuid::parse_str(context.session_id().as_str()),
+            uuid::Uuid::parse_str(context.user_id().as_str()),
+        ) else {
+            // Not ids this schema could hold: no such session, and no query needed.
+            return Ok((Liveness::Unknown, Duration::ZERO));
+        };
+        let query = async {
+            let client = self
+                .inner
+                .pool
+                .get()
+                .await
+                .map_err(|e| LivenessError(e.to_string()))?;
+            let statement = client
+                .prepare_cached(LIVENESS_SQL)
+                .await
+                .map_err(|e| LivenessError(e.to_string()))?;
+            client
+                .query_opt(&statement, &[&session_id, &user_id])
+                .await
+                .map_err(|e| LivenessError(e.to_string()))
+        };
+        let row = tokio::time::timeout(self.inner.query_timeout, query)
+            .await
+            .map_err(|_| LivenessError("liveness query timed out".into()))??;
+        Ok(match row {
+            None => (Liveness::Unknown, Duration::ZERO),
+            Some(row) if row.get::<_, bool>(0) => (Liveness::Revoked, Duration::ZERO),
+            Some(row) if row.get::<_, bool>(1) => (Liveness::Expired, Duration::ZERO),
+            Some(row) => {
+                let remaining_ms: i64 = row.get(2);
+                let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
+                (Liveness::Live, remaining)
+            }
+        })
+    }
+}
+
+impl LivenessCheck for PostgresLiveness {
+    fn check_cached(&self, context: &AuthContext) -> Option<Liveness> {
+        let cached = self.inner.cache.get(context.session_id())?;
+        if cached.until <= Instant::now() {
+            return None;
+        }
+        self.inner.hits.fetch_add(1, Ordering::Relaxed);
+        Some(cached.liveness)
+    }
+
+    async fn check(&self, context: &AuthContext) -> Result<Liveness, LivenessError> {
+        if let Some(liveness) = self.check_cached(context) {
+            return Ok(liveness);
+        }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.inner.epoch.load(Ordering::Acquire);
+        let (liveness, session_remaining) = self.query(context).await?;
+        let now = Instant::now();
+        let until = if liveness.is_live() {
+            let quiet = self.inner.epoch.load(Ordering::Acquire) == epoch
+                && self.inner.listener_connected.load(Ordering::Acquire);
+            if !quiet {
+                // A revocation may have slipped past this query, or none would be
+                // pushed to us now: answer, but do not remember.
+                return Ok(liveness);
+            }
+            now + self.inner.live_ttl.min(session_remaining)
+        } else {
+            // A session that ended stays ended: remember it as long as the token lives.
+            now + context
+                .expires_at()
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        };
+        if until > now {
+            self.inner
+                .cache
+                .insert(context.session_id().clone(), Cached { liveness, until });
+        }
+        Ok(liveness)
+    }
+}
+
+/// Keeps one `LISTEN` connection up for as long as the store lives.
+async fn listen(store: Weak<Inner>, config: tokio_postgres::Config, channel: String) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match listen_once(&store, &config, &channel).await {
+            Ok(()) => backoff = FIRST_BACKOFF,
+            Err(e) => tracing::warn!(error = %e, ?backoff, "revocation listener cannot connect"),
+        }
+        let Some(inner) = store.upgrade() else { return };
+        forget_everything(&inner);
+        drop(inner);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Connects, listens and evicts until the connection ends. `Ok` once it had connected.
+async fn listen_once(
+    store: &Weak<Inner>,
+    config: &tokio_postgres::Config,
+    channel: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (sender, mut notifications) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if sender.send(notification).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation listener connection failed");
+                    return;
+                }
+            }
+        }
+    });
+    let _abort_driver = AbortOnDrop(driver);
+    let listen: String = client
+        .query_one("SELECT format('LISTEN %I', $1::text)", &[&channel])
+        .await?
+        .get(0);
+    client.batch_execute(&listen).await?;
+    {
+        let Some(inner) = store.upgrade() else {
+            return Ok(());
+        };
+        // Whatever was cached before this connection existed may have missed a message.
+        forget_everything(&inner);
+        inner.listener_connected.store(true, Ordering::Release);
+        inner.listener_connects.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::info!(channel, "revocation listener connected");
+    let mut ping = tokio::time::interval(Duration::from_secs(30));
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            notification = notifications.recv() => {
+                let Some(notification) = notification else { break };
+                let Some(inner) = store.upgrade() else { return Ok(()) };
+                inner.epoch.fetch_add(1, Ordering::AcqRel);
+                if notification.payload() == EVERY_SESSION {
+                    inner.cache.invalidate_all();
+                } else {
+                    inner.cache.invalidate(notification.payload());
+                }
+                tracing::debug!(session_id = notification.payload(), "session revoked: evicted");
+            }
+            _ = ping.tick() => {
+                // A connection that silently died (no RST) would otherwise look alive.
+                let alive = tokio::time::timeout(Duration::from_secs(5), client.simple_query(""))
+                    .await;
+                if !matches!(alive, Ok(Ok(_))) {
+                    tracing::warn!("revocation listener stopped answering");
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(inner) = store.upgrade() {
+        inner.listener_connected.store(false, Ordering::Release);
+    }
+    tracing::warn!("revocation listener disconnected; cache cleared, reconnecting");
+    Ok(())
+}
+
+fn forget_everything(inner: &Inner) {
+    inner.listener_connected.store(false, Ordering::Release);
+    inner.epoch.fetch_add(1, Ordering::AcqRel);
+    inner.cache.invalidate_all();
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,133 @@
+//! Verified claims, keyed by the exact token text, so a client that sends the same
+//! access token for its whole life pays for one signature check, not one per request.
+//!
+//! Bounded in size, and an entry never outlives its token's `exp`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use moka::sync::Cache;
+
+use crate::context::Claims;
+
+/// The default number of tokens kept.
+pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 100_000;
+
+/// A bounded cache from token text to its verified claims.
+#[derive(Clone)]
+pub(crate) struct VerifiedTokenCache {
+    cache: Cache<Arc<str>, Arc<Claims>>,
+}
+
+struct UntilTokenExpiry;
+
+impl Expiry<Arc<str>, Arc<Claims>> for UntilTokenExpiry {
+    fn expire_after_create(
+        &self,
+        _token: &Arc<str>,
+        claims: &Arc<Claims>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(remaining(claims))
+    }
+}
+
+/// Time left before `exp`; zero when it has passed.
+fn remaining(claims: &Claims) -> Duration {
+    claims
+        .expires_at()
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+impl VerifiedTokenCache {
+    pub(crate) fn new(capacity: u64) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilTokenExpiry)
+                .build(),
+        }
+    }
+
+    /// The claims of `token` if it was verified before and has not expired since.
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Claims>> {
+        let claims = self.cache.get(token)?;
+        // moka expires lazily on its own clock; the token's own `exp` is the authority.
+        if remaining(&claims).is_zero() {
+            self.cache.invalidate(token);
+            return None;
+        }
+        Some(claims)
+    }
+
+    pub(crate) fn insert(&self, token: &str, claims: Arc<Claims>) {
+        if !remaining(&claims).is_zero() {
+            self.cache.insert(Arc::from(token), claims);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Audience;
+    use std::time::UNIX_EPOCH;
+
+    fn claims(expires_in: i64) -> Arc<Claims> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        Arc::new(Claims {
+            iss: "i".into(),
+            aud: Audience::One("a".into()),
+            sub: "u".into(),
+            sid: "s".into(),
+            exp: now.saturating_add_signed(expires_in),
+            iat: None,
+            nbf: None,
+            jti: None,
+        })
+    }
+
+    #[test]
+    fn returns_what_was_inserted_until_exp() {
+        let cache = VerifiedTokenCache::new(10);
+        cache.insert("live", claims(60));
+        assert_eq!(cache.get("live").unwrap().sub, "u");
+        assert!(cache.get("other").is_none());
+    }
+
+    #[test]
+    fn never_serves_an_expired_token() {
+        let cache = VerifiedTokenCache::new(10);
+        cache.insert("expired", claims(-1));
+        assert!(cache.get("expired").is_none());
+        // An entry that expires while cached is not served either.
+        cache.insert("soon", claims(1));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(cache.get("soon").is_none());
+    }
+
+    #[test]
+    fn is_bounded() {
+        let cache = VerifiedTokenCache::new(100);
+        for i in 0..1_000 {
+            cache.insert(&format!("token-{i}"), claims(60));
+        }
+        cache.run_pending_tasks();
+        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+    }
+}

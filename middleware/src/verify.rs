@@ -1,0 +1,482 @@
+//! Checking an access token: size, header, key, signature and claims.
+//!
+//! ```
+//! # session_guard::install_crypto_provider();
+//! use session_guard::{KeySet, TokenVerifier, VerificationKey};
+//!
+//! let keys = KeySet::new([VerificationKey::hmac("k1", &[42; 32]).unwrap()]);
+//! let verifier = TokenVerifier::new(keys, "https://auth.example.com", "api");
+//! # let _ = verifier;
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Validation, decode, decode_header};
+
+use crate::context::Claims;
+use crate::keys::{Algorithm, KeySet, VerificationKey};
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The default clock leeway for `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+
+/// Why a token was refused. Kept for logs and metrics; never sent to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Longer than [`MAX_TOKEN_BYTES`].
+    #[error("token too large")]
+    TooLarge,
+    /// Not three base64url parts of JSON, or a header this crate cannot read.
+    #[error("malformed token")]
+    Malformed,
+    /// No trusted key has the token's `kid`.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// The header's `alg` is not the algorithm of the key it names.
+    #[error("algorithm does not match the key")]
+    AlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is not the expected issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not include the expected audience.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// A required claim (`exp`, `sub`, `sid`, `iss`, `aud`) is missing or mistyped.
+    #[error("missing or invalid claim")]
+    InvalidClaims,
+}
+
+impl TokenError {
+    /// A short stable label, for metrics and log fields.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::TooLarge => "token_too_large",
+            Self::Malformed => "token_malformed",
+            Self::UnknownKey => "unknown_kid",
+            Self::AlgorithmMismatch => "algorithm_mismatch",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::InvalidClaims => "invalid_claims",
+        }
+    }
+}
+
+/// Where the verifier finds its keys.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A fixed set, from PEM, secrets or a JWKS document.
+    Static(Arc<KeySet>),
+    /// A JWKS URL, fetched and refreshed when an unknown `kid` appears.
+    #[cfg(feature = "remote-jwks")]
+    Remote(crate::jwks::RemoteJwks),
+}
+
+impl From<KeySet> for KeySource {
+    fn from(keys: KeySet) -> Self {
+        Self::Static(Arc::new(keys))
+    }
+}
+
+#[cfg(feature = "remote-jwks")]
+impl From<crate::jwks::RemoteJwks> for KeySource {
+    fn from(jwks: crate::jwks::RemoteJwks) -> Self {
+        Self::Remote(jwks)
+    }
+}
+
+/// Verifies access tokens against trusted keys, an issuer and an audience.
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    keys: KeySource,
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+}
+
+impl TokenVerifier {
+    /// A verifier that trusts `keys` and requires `iss == issuer` and `audience` in `aud`.
+    pub fn new(
+        keys: impl Into<KeySource>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Self {
+        Self {
+            keys: keys.into(),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway: DEFAULT_LEEWAY,
+        }
+    }
+
+    /// Clock skew tolerated on `exp` and `nbf` (default 5 s).
+    #[must_use]
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Checks `token` and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let kid = self.precheck(token)?;
+        match &self.keys {
+            KeySource::Static(keys) => self.verify_with(token, keys.get(kid.as_deref())),
+            #[cfg(feature = "remote-jwks")]
+            KeySource::Remote(jwks) => {
+                let key = jwks.key(kid.as_deref()).await;
+                self.verify_with(token, key.as_ref())
+            }
+        }
+    }
+
+    /// Size and header checks that need no key; returns the header's `kid`.
+    fn precheck(&self, token: &str) -> Result<Option<String>, TokenError> {
+        let _ = self;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        // `alg: none` and algorithms outside jsonwebtoken's list fail here, unparsed.
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if Algorithm::from_jwt(header.alg).is_none() {
+            return Err(TokenError::AlgorithmMismatch);
+        }
+        Ok(header.kid)
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        key: Option<&Arc<VerificationKey>>,
+    ) -> Result<Claims, TokenError> {
+        let key = key.ok_or(TokenError::UnknownKey)?;
+        // Only the key's own algorithm is allowed: the header cannot choose.
+        let mut validation = Validation::new(key.algorithm().to_jwt());
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        let data =
+            decode::<Claims>(token, key.decoding(), &validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => TokenError::AlgorithmMismatch,
+                ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_)
+                | ErrorKind::Json(_)
+                | ErrorKind::InvalidSubject => TokenError::InvalidClaims,
+                _ => TokenError::Malformed,
+            })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sid.is_empty() {
+            return Err(TokenError::InvalidClaims);
+        }
+        Ok(claims)
+    }
+}
+
+/// The security floor of DESIGN.md, one test per row that belongs to token checking.
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::test_tokens::*;
+
+    fn b64(value: &serde_json::Value) -> String {
+        B64.encode(value.to_string())
+    }
+
+    async fn verify(token: &str) -> Result<Claims, TokenError> {
+        verifier().verify(token).await
+    }
+
+    #[tokio::test]
+    async fn every_supported_algorithm_verifies_with_its_own_key() {
+        for kid in ["ed", "ec", "rsa", "hs"] {
+            let claims = verify(&sign(kid, &claims("u1", "s1"))).await;
+            let claims = claims.unwrap_or_else(|e| panic!("{kid}: {e}"));
+            assert_eq!((claims.sub.as_str(), claims.sid.as_str()), ("u1", "s1"));
+        }
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_refused() {
+        let header = json!({"alg": "none", "typ": "JWT", "kid": "ed"});
+        for signature in ["", "AAAA"] {
+            let token = format!("{}.{}.{signature}", b64(&header), b64(&claims("u", "s")));
+            assert_eq!(verify(&token).await.unwrap_err(), TokenError::Malformed);
+        }
+    }
+
+    #[tokio::test]
+    async fn hmac_signed_with_a_public_key_is_refused() {
+        // The classic confusion: the attacker HMACs with the public key as secret and
+        // names the asymmetric key's kid.
+        for (kid, public) in [("ed", ED_PUBLIC), ("rsa", RSA_PUBLIC), ("ec", EC_PUBLIC)] {
+            let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+            header.kid = Some(kid.to_owned());
+            let token = jsonwebtoken::encode(
+                &header,
+                &claims("u", "s"),
+                &EncodingKey::from_secret(public),
+            )
+            .unwrap();
+            assert_eq!(
+                verify(&token).await.unwrap_err(),
+                TokenError::AlgorithmMismatch,
+                "{kid}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn asymmetric_token_naming_the_hmac_key_is_refused() {
+        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("hs".to_owned());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims("u", "s"),
+            &EncodingKey::from_ed_pem(ED_PRIVATE).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&token).await.unwrap_err(),
+            TokenError::AlgorithmMismatch
+        );
+    }
+
+    #[tokio::test]
+    async fn other_algorithms_of_the_family_are_refused() {
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS512);
+        header.kid = Some("hs".to_owned());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims("u", "s"),
+            &EncodingKey::from_secret(HMAC_SECRET),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&token).await.unwrap_err(),
+            TokenError::AlgorithmMismatch
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_is_refused_beyond_the_leeway() {
+        let mut expired = claims("u", "s");
+        expired["exp"] = json!(now() - 60);
+        assert_eq!(
+            verify(&sign("ed", &expired)).await.unwrap_err(),
+            TokenError::Expired
+        );
+
+        // Within the leeway it still passes; with no leeway it does not.
+        let mut just = claims("u", "s");
+        just["exp"] = json!(now() - 2);
+        assert!(verify(&sign("ed", &just)).await.is_ok());
+        let strict = verifier().with_leeway(Duration::ZERO);
+        assert_eq!(
+            strict.verify(&sign("ed", &just)).await.unwrap_err(),
+            TokenError::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn nbf_in_the_future_is_refused() {
+        let mut early = claims("u", "s");
+        early["nbf"] = json!(now() + 3600);
+        assert_eq!(
+            verify(&sign("ed", &early)).await.unwrap_err(),
+            TokenError::NotYetValid
+        );
+        let mut fine = claims("u", "s");
+        fine["nbf"] = json!(now() - 10);
+        assert!(verify(&sign("ed", &fine)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn wrong_issuer_or_audience_is_refused() {
+        let mut issuer = claims("u", "s");
+        issuer["iss"] = json!("https://evil.test");
+        assert_eq!(
+            verify(&sign("ed", &issuer)).await.unwrap_err(),
+            TokenError::WrongIssuer
+        );
+
+        let mut audience = claims("u", "s");
+        audience["aud"] = json!("another-api");
+        assert_eq!(
+            verify(&sign("ed", &audience)).await.unwrap_err(),
+            TokenError::WrongAudience
+        );
+
+        let mut several = claims("u", "s");
+        several["aud"] = json!(["another-api", AUDIENCE]);
+        assert!(verify(&sign("ed", &several)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_bad_signature_is_refused() {
+        let token = token("u", "s");
+        let (rest, signature) = token.rsplit_once('.').unwrap();
+        let mut bytes = B64.decode(signature).unwrap();
+        bytes[0] ^= 1;
+        let tampered = format!("{rest}.{}", B64.encode(bytes));
+        assert_eq!(
+            verify(&tampered).await.unwrap_err(),
+            TokenError::BadSignature
+        );
+
+        // Claims changed after signing.
+        let (header, _) = rest.split_once('.').unwrap();
+        let mut forged_claims = claims("admin", "s");
+        forged_claims["sub"] = json!("admin");
+        let forged = format!("{header}.{}.{signature}", b64(&forged_claims));
+        assert_eq!(verify(&forged).await.unwrap_err(), TokenError::BadSignature);
+
+        // Signed by another Ed25519 key under a trusted kid.
+        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("ed".to_owned());
+        let impostor = jsonwebtoken::encode(
+            &header,
+            &claims("u", "s"),
+            &EncodingKey::from_ed_pem(ED_OTHER_PRIVATE).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&impostor).await.unwrap_err(),
+            TokenError::BadSignature
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_is_refused() {
+        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("retired-2019".to_owned());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims("u", "s"),
+            &EncodingKey::from_ed_pem(ED_PRIVATE).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(verify(&token).await.unwrap_err(), TokenError::UnknownKey);
+
+        // No kid at all, with several keys to choose from.
+        let header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims("u", "s"),
+            &EncodingKey::from_ed_pem(ED_PRIVATE).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(verify(&token).await.unwrap_err(), TokenError::UnknownKey);
+    }
+
+    #[tokio::test]
+    async fn malformed_base64_or_json_is_refused() {
+        let good = token("u", "s");
+        let parts: Vec<&str> = good.split('.').collect();
+        let header_not_json = B64.encode("{not json");
+        let cases = [
+            String::new(),
+            "abc".to_owned(),
+            "a.b".to_owned(),
+            "a.b.c.d".to_owned(),
+            "!!!.@@@.###".to_owned(),
+            format!("{header_not_json}.{}.{}", parts[1], parts[2]),
+            format!("{}.{}.{}", parts[0], "%%%", parts[2]),
+            format!("{}.{}.{}", parts[0], parts[1], "not base64!"),
+            format!("{}.{}.{}", B64.encode("[]"), parts[1], parts[2]),
+        ];
+        for case in &cases {
+            let err = verify(case).await.unwrap_err();
+            assert!(
+                matches!(err, TokenError::Malformed | TokenError::BadSignature),
+                "{case}: {err:?}"
+            );
+        }
+        // Validly signed, but the payload is not a JSON object of claims.
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("hs".to_owned());
+        let signing_input = format!(
+            "{}.{}",
+            B64.encode(serde_json::to_string(&header).unwrap()),
+            B64.encode("not json")
+        );
+        let signature = {
+            use aws_lc_rs::hmac;
+            let key = hmac::Key::new(hmac::HMAC_SHA256, HMAC_SECRET);
+            B64.encode(hmac::sign(&key, signing_input.as_bytes()))
+        };
+        let err = verify(&format!("{signing_input}.{signature}"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TokenError::InvalidClaims | TokenError::Malformed),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_over_8_kib_is_refused_unparsed() {
+        let mut big = claims("u", "s");
+        big["padding"] = json!("x".repeat(MAX_TOKEN_BYTES));
+        let token = sign("ed", &big);
+        assert!(token.len() > MAX_TOKEN_BYTES);
+        assert_eq!(verify(&token).await.unwrap_err(), TokenError::TooLarge);
+        assert_eq!(
+            verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).await.unwrap_err(),
+            TokenError::TooLarge
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_required_claims_are_refused() {
+        for claim in ["sid", "sub", "exp", "iss", "aud"] {
+            let mut partial = claims("u", "s");
+            partial.as_object_mut().unwrap().remove(claim);
+            let err = verify(&sign("ed", &partial)).await.unwrap_err();
+            let expected = match claim {
+                "iss" => [TokenError::InvalidClaims, TokenError::WrongIssuer],
+                "aud" => [TokenError::InvalidClaims, TokenError::WrongAudience],
+                _ => [TokenError::InvalidClaims, TokenError::InvalidClaims],
+            };
+            assert!(expected.contains(&err), "without {claim}: {err:?}");
+        }
+        let mut empty = claims("u", "s");
+        empty["sid"] = json!("");
+        assert_eq!(
+            verify(&sign("ed", &empty)).await.unwrap_err(),
+            TokenError::InvalidClaims
+        );
+        let mut mistyped = claims("u", "s");
+        mistyped["sid"] = json!(42);
+        assert_eq!(
+            verify(&sign("ed", &mistyped)).await.unwrap_err(),
+            TokenError::InvalidClaims
+        );
+    }
+}
