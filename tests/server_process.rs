@@ -189,6 +189,23 @@ async fn documentation_and_unknown_routes() {
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     assert!(spec["paths"]["/health"]["get"]["responses"]["503"].is_object());
 
+    let jwks: serde_json::Value = server
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert_eq!(key["alg"], "EdDSA");
+    assert_eq!(key["use"], "sig");
+    assert!(key["kid"].as_str().is_some_and(|kid| kid.len() == 43));
+    assert!(
+        key.get("d").is_none(),
+        "the private half must never be published"
+    );
+
     let docs = server.get("/docs").await;
     assert_eq!(docs.status(), 200);
     assert!(

@@ -83,13 +83,12 @@ impl Authenticator {
     /// Authenticates a request by its headers.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<AuthContext, AuthError> {
         let token = self.source.extract(headers)?;
-        let context = match self.tokens.get(token) {
-            Some(claims) => AuthContext::new(claims),
-            None => {
-                let claims = Arc::new(self.verifier.verify(token).await?);
-                self.tokens.insert(token, Arc::clone(&claims));
-                AuthContext::new(claims)
-            }
+        let context = if let Some(claims) = self.tokens.get(token) {
+            AuthContext::new(claims)
+        } else {
+            let claims = Arc::new(self.verifier.verify(token).await?);
+            self.tokens.insert(token, Arc::clone(&claims));
+            AuthContext::new(claims)
         };
         let liveness = match self.liveness.check_cached(&context) {
             Some(liveness) => liveness,
@@ -132,5 +131,156 @@ impl Authenticator {
         } else {
             Err(AuthError::SessionNotLive(liveness))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use http::HeaderValue;
+    use http::header::AUTHORIZATION;
+
+    use super::*;
+    use crate::liveness::{InMemoryLiveness, LivenessError};
+    use crate::test_tokens::{token, verifier};
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        headers
+    }
+
+    #[tokio::test]
+    async fn a_live_session_passes_and_the_context_names_it() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store);
+        let context = auth
+            .authenticate(&bearer(&token("u1", "s1")))
+            .await
+            .unwrap();
+        assert_eq!(context.user_id().as_str(), "u1");
+        assert_eq!(context.session_id().as_str(), "s1");
+        assert!(context.expires_at() > SystemTime::now());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_is_refused_from_the_next_request_on() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store.clone());
+        let headers = bearer(&token("u1", "s1"));
+        assert!(auth.authenticate(&headers).await.is_ok());
+        assert!(store.revoke("s1"));
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
+        // The fast path agrees.
+        assert!(matches!(
+            auth.authenticate_cached(&headers),
+            Some(Err(AuthError::SessionNotLive(Liveness::Revoked)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_is_refused() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", Some(SystemTime::now() - Duration::from_secs(1)));
+        let auth = Authenticator::new(verifier(), store);
+        assert!(matches!(
+            auth.authenticate(&bearer(&token("u1", "s1"))).await,
+            Err(AuthError::SessionNotLive(Liveness::Expired))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_of_another_user_or_none_at_all_is_refused() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store);
+        assert!(matches!(
+            auth.authenticate(&bearer(&token("intruder", "s1"))).await,
+            Err(AuthError::SessionNotLive(Liveness::Unknown))
+        ));
+        assert!(matches!(
+            auth.authenticate(&bearer(&token("u1", "nope"))).await,
+            Err(AuthError::SessionNotLive(Liveness::Unknown))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_second_request_is_answered_without_awaiting() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store);
+        let headers = bearer(&token("u1", "s1"));
+        assert!(
+            auth.authenticate_cached(&headers).is_none(),
+            "not verified yet"
+        );
+        auth.authenticate(&headers).await.unwrap();
+        let context = auth.authenticate_cached(&headers).unwrap().unwrap();
+        assert_eq!(context.session_id().as_str(), "s1");
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_are_never_cached() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store);
+        let mut tampered = token("u1", "s1");
+        tampered.push('A');
+        let headers = bearer(&tampered);
+        for _ in 0..2 {
+            assert!(matches!(
+                auth.authenticate(&headers).await,
+                Err(AuthError::InvalidToken(_))
+            ));
+            assert!(auth.authenticate_cached(&headers).is_none());
+        }
+    }
+
+    struct Down;
+
+    impl LivenessCheck for Down {
+        async fn check(&self, _: &AuthContext) -> Result<Liveness, LivenessError> {
+            Err(LivenessError("database down".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unanswerable_store_fails_closed_by_default_and_open_when_asked() {
+        let headers = bearer(&token("u1", "s1"));
+        let closed = Authenticator::new(verifier(), Down);
+        let err = closed.authenticate(&headers).await.unwrap_err();
+        assert!(matches!(err, AuthError::Unavailable(_)));
+        assert_eq!(err.status(), 503);
+
+        let open = Authenticator::new(verifier(), Down)
+            .with_unavailable_policy(UnavailablePolicy::FailOpen);
+        assert!(open.authenticate(&headers).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_cookie_source_reads_the_cookie() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store)
+            .with_token_source(TokenSource::cookie("sg_access"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            HeaderValue::from_str(&format!("a=b; sg_access={}", token("u1", "s1"))).unwrap(),
+        );
+        assert!(auth.authenticate(&headers).await.is_ok());
+        assert!(matches!(
+            auth.authenticate(&bearer(&token("u1", "s1"))).await,
+            Err(AuthError::MissingToken)
+        ));
     }
 }

@@ -96,7 +96,13 @@ impl RemoteJwks {
 
     /// The set as last fetched.
     pub fn current(&self) -> Arc<KeySet> {
-        Arc::clone(&self.inner.keys.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(
+            &self
+                .inner
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The key for `kid`, refreshing first when the set is too old, or when it does not
@@ -124,7 +130,7 @@ impl RemoteJwks {
         self.inner
             .fetched
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .map(|at| at.elapsed())
     }
 
@@ -133,7 +139,7 @@ impl RemoteJwks {
             .inner
             .fetched
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let fetch_error = |reason: String| JwksError::Fetch {
             url: self.inner.url.clone(),
             reason,
@@ -162,8 +168,132 @@ impl RemoteJwks {
         let text = String::from_utf8(body).map_err(|_| fetch_error("not UTF-8".into()))?;
         let keys = KeySet::from_jwks_json(&text)?;
         let count = keys.len();
-        *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        *self
+            .inner
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
         tracing::info!(url = %self.inner.url, keys = count, "JWKS fetched");
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::get;
+    use jsonwebtoken::EncodingKey;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+
+    use super::*;
+    use crate::test_tokens::{AUDIENCE, ED_OTHER_PRIVATE, ED_PRIVATE, ISSUER, claims};
+    use crate::verify::{TokenError, TokenVerifier};
+
+    /// A published key for the private key `pem`, under `kid`.
+    fn public_jwk(kid: &str, pem: &[u8]) -> Jwk {
+        crate::install_crypto_provider();
+        let key = EncodingKey::from_ed_pem(pem).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::EdDSA).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk
+    }
+
+    fn sign(kid: &str, pem: &[u8]) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &claims("u", "s"),
+            &EncodingKey::from_ed_pem(pem).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Serves whatever `published` holds at `/jwks.json`, counting requests.
+    async fn jwks_server(published: Arc<Mutex<JwkSet>>, hits: Arc<AtomicUsize>) -> String {
+        let app = Router::new().route(
+            "/jwks.json",
+            get(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let body = serde_json::to_string(&*published.lock().unwrap()).unwrap();
+                async move { body }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/jwks.json")
+    }
+
+    #[tokio::test]
+    async fn keys_come_from_the_url_and_a_new_kid_triggers_one_rate_limited_refresh() {
+        let published = Arc::new(Mutex::new(JwkSet {
+            keys: vec![public_jwk("k1", ED_PRIVATE)],
+        }));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let url = jwks_server(Arc::clone(&published), Arc::clone(&hits)).await;
+        let jwks =
+            RemoteJwks::with_intervals(url, Duration::from_millis(300), Duration::from_secs(600));
+        let verifier = TokenVerifier::new(jwks.clone(), ISSUER, AUDIENCE);
+
+        // First use fetches; later uses of a known kid do not.
+        for _ in 0..3 {
+            verifier.verify(&sign("k1", ED_PRIVATE)).await.unwrap();
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // The server rotates in a new key. Inside the interval an unknown kid may not
+        // refetch (no one can make us hammer the server with made-up kids)...
+        published
+            .lock()
+            .unwrap()
+            .keys
+            .push(public_jwk("k2", ED_OTHER_PRIVATE));
+        let rotated = sign("k2", ED_OTHER_PRIVATE);
+        assert_eq!(
+            verifier.verify(&rotated).await.unwrap_err(),
+            TokenError::UnknownKey
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // ...after it, the unknown kid triggers exactly one refresh.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        verifier.verify(&rotated).await.unwrap();
+        verifier.verify(&rotated).await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        for _ in 0..5 {
+            assert_eq!(
+                verifier
+                    .verify(&sign("made-up", ED_PRIVATE))
+                    .await
+                    .unwrap_err(),
+                TokenError::UnknownKey
+            );
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "made-up kids are rate-limited"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_url_refuses_tokens_without_panicking() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let jwks = RemoteJwks::new(format!("http://127.0.0.1:{port}/jwks.json"));
+        assert!(matches!(jwks.refresh().await, Err(JwksError::Fetch { .. })));
+        let verifier = TokenVerifier::new(jwks, ISSUER, AUDIENCE);
+        assert_eq!(
+            verifier.verify(&sign("k1", ED_PRIVATE)).await.unwrap_err(),
+            TokenError::UnknownKey
+        );
     }
 }

@@ -141,3 +141,206 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+    use http_body_util::BodyExt as _;
+    use tower::{ServiceBuilder, ServiceExt as _};
+
+    use super::*;
+    use crate::context::AuthContext;
+    use crate::liveness::InMemoryLiveness;
+    use crate::test_tokens::{token, verifier};
+
+    async fn echo(request: Request<String>) -> Result<Response<String>, Infallible> {
+        let context = request.extensions().get::<AuthContext>().unwrap();
+        Ok(Response::new(format!(
+            "{} {}",
+            context.user_id(),
+            context.session_id()
+        )))
+    }
+
+    fn guard(store: &InMemoryLiveness) -> SessionGuardLayer {
+        SessionGuardLayer::new(Authenticator::new(verifier(), store.clone()))
+    }
+
+    fn request(authorization: Option<&str>) -> Request<String> {
+        let mut builder = Request::builder();
+        if let Some(value) = authorization {
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        builder.body(String::new()).unwrap()
+    }
+
+    async fn body(response: Response<ResponseBody<String>>) -> Bytes {
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_reaches_the_service_with_its_context() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let service = ServiceBuilder::new().layer(guard(&store)).service_fn(echo);
+        let bearer = format!("Bearer {}", token("u1", "s1"));
+        // Twice: the first goes through the async path, the second through the cache.
+        for _ in 0..2 {
+            let response = service
+                .clone()
+                .oneshot(request(Some(&bearer)))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(body(response).await, "u1 s1");
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_are_ok_responses_with_status_and_challenge() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        store.insert("s2", "u1", None);
+        store.revoke("s2");
+        let service = ServiceBuilder::new().layer(guard(&store)).service_fn(echo);
+        let revoked = format!("Bearer {}", token("u1", "s2"));
+        for (authorization, status, challenge) in [
+            (None, 401, "Bearer"),
+            (Some("Bearer"), 400, "Bearer error=\"invalid_request\""),
+            (
+                Some("Bearer not-a-jwt"),
+                401,
+                "Bearer error=\"invalid_token\"",
+            ),
+            (
+                Some(revoked.as_str()),
+                401,
+                "Bearer error=\"invalid_token\"",
+            ),
+        ] {
+            let response = service
+                .clone()
+                .oneshot(request(authorization))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{authorization:?}");
+            let header = response.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(header.starts_with(challenge), "{authorization:?}: {header}");
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+            let json: serde_json::Value = serde_json::from_slice(&body(response).await).unwrap();
+            assert!(json["error"].is_string() && json["message"].is_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inner_error_type_is_unchanged() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let service = ServiceBuilder::new()
+            .layer(guard(&store))
+            .service_fn(|_: Request<String>| async { Err::<Response<String>, _>("inner failed") });
+        let bearer = format!("Bearer {}", token("u1", "s1"));
+        let error = service.oneshot(request(Some(&bearer))).await.unwrap_err();
+        assert_eq!(error, "inner failed");
+    }
+
+    #[tokio::test]
+    async fn grpc_requests_are_refused_with_a_grpc_status() {
+        let store = InMemoryLiveness::new();
+        let service = ServiceBuilder::new().layer(guard(&store)).service_fn(echo);
+        let request = Request::builder()
+            .header(CONTENT_TYPE, "application/grpc")
+            .body(String::new())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert!(body(response).await.is_empty());
+    }
+}
+
+/// A raw hyper server (no framework) behind the layer, over real TCP.
+#[cfg(test)]
+mod hyper_tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::header::{AUTHORIZATION, CONTENT_TYPE};
+    use http::{Request, Response};
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::body::Incoming;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceBuilder;
+
+    use crate::test_tokens::{token, verifier};
+    use crate::{AuthContext, Authenticator, InMemoryLiveness, SessionGuardLayer};
+
+    async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let user = request
+            .extensions()
+            .get::<AuthContext>()
+            .unwrap()
+            .user_id()
+            .clone();
+        Ok(Response::new(Full::new(Bytes::from(format!(
+            "hello {user}"
+        )))))
+    }
+
+    #[tokio::test]
+    async fn a_plain_hyper_service_is_guarded() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let service = ServiceBuilder::new()
+            .layer(SessionGuardLayer::new(Authenticator::new(
+                verifier(),
+                store.clone(),
+            )))
+            .service_fn(hello);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let service = TowerToHyperService::new(service.clone());
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+
+        let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let send = |headers: Vec<(http::HeaderName, String)>| {
+            let mut request = Request::get(format!("http://{addr}/"));
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            http.request(request.body(Full::default()).unwrap())
+        };
+
+        let bearer = format!("Bearer {}", token("u1", "s1"));
+        let ok = send(vec![(AUTHORIZATION, bearer.clone())]).await.unwrap();
+        assert_eq!(ok.status(), 200);
+        let body = ok.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello u1");
+
+        store.revoke("s1");
+        assert_eq!(
+            send(vec![(AUTHORIZATION, bearer)]).await.unwrap().status(),
+            401
+        );
+
+        // A gRPC client sees a gRPC status, not an opaque HTTP 401.
+        let grpc = send(vec![(CONTENT_TYPE, "application/grpc".into())])
+            .await
+            .unwrap();
+        assert_eq!(grpc.status(), 200);
+        assert_eq!(grpc.headers()["grpc-status"], "16");
+    }
+}

@@ -109,3 +109,70 @@ impl<'a> FromRequest<'a> for AuthContext {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use poem::http::StatusCode;
+    use poem::{Endpoint, EndpointExt, Request, Route, get, handler};
+
+    use super::*;
+    use crate::liveness::InMemoryLiveness;
+    use crate::test_tokens::{token, verifier};
+
+    #[handler]
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "poem hands extractors over by value"
+    )]
+    fn me(auth: AuthContext) -> String {
+        format!("{} {}", auth.user_id(), auth.session_id())
+    }
+
+    fn request(authorization: Option<String>) -> Request {
+        let mut builder = Request::builder().uri(poem::http::Uri::from_static("/me"));
+        if let Some(value) = authorization {
+            builder = builder.header(poem::http::header::AUTHORIZATION, value);
+        }
+        builder.finish()
+    }
+
+    #[tokio::test]
+    async fn poem_routes_behind_the_middleware_get_the_context_or_a_refusal() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let app = Route::new()
+            .at("/me", get(me))
+            .with(SessionGuardMiddleware::new(Authenticator::new(
+                verifier(),
+                store.clone(),
+            )));
+        let bearer = format!("Bearer {}", token("u1", "s1"));
+
+        for _ in 0..2 {
+            let response = app.call(request(Some(bearer.clone()))).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.into_body().into_string().await.unwrap(), "u1 s1");
+        }
+
+        let missing = app.call(request(None)).await.unwrap();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+        let body: serde_json::Value =
+            serde_json::from_str(&missing.into_body().into_string().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "missing_token");
+
+        let malformed = app.call(request(Some("Bearer".into()))).await.unwrap();
+        assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+
+        store.revoke("s1");
+        let revoked = app.call(request(Some(bearer))).await.unwrap();
+        assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn the_extractor_without_the_middleware_is_a_clear_500() {
+        let app = Route::new().at("/me", get(me));
+        let response = app.get_response(request(None)).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::config::{Config, Environment};
@@ -71,6 +71,7 @@ impl SigningKey {
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| invalid(e.to_string()))?;
         public.common.key_id = Some(kid.clone());
+        public.common.public_key_use = Some(PublicKeyUse::Signature);
         let key = Self {
             kid,
             encoding,

@@ -35,6 +35,10 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
+mod proxy;
+
+pub use proxy::PostgresProxy;
+
 /// Prefix of every per-test database name.
 pub const TEST_DB_PREFIX: &str = "sg_test_";
 const TEMPLATE_PREFIX: &str = "sg_template_";

@@ -1,10 +1,12 @@
-//! Support for the end-to-end tests: the real `session-server` binary as a child process,
-//! a TCP proxy that can cut a process off from PostgreSQL, and a `LISTEN` connection.
+//! Support for the end-to-end tests: the real `session-server` binary as a child process
+//! and a `LISTEN` connection. The outage proxy lives in `session-testdb`.
 
 #![allow(
     clippy::missing_panics_doc,
     reason = "test support: every function panics, with a message, when something is off"
 )]
+
+pub use session_testdb::PostgresProxy;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -16,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
-use tokio_postgres::config::Host;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 /// The path of the `session-server` binary, built once per test process.
@@ -138,6 +139,11 @@ impl ServerProcess {
         }
     }
 
+    /// The folder holding the server's generated development key, when it has one.
+    pub fn keys_dir(&self) -> Option<&Path> {
+        self.keys_dir.as_ref().map(tempfile::TempDir::path)
+    }
+
     /// The absolute URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -195,122 +201,6 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Where the proxy forwards to: PostgreSQL over TCP or its unix socket.
-#[derive(Debug, Clone)]
-enum Upstream {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-/// A loopback TCP proxy in front of PostgreSQL that a test can cut and restore, to
-/// stage a database outage for one process without stopping the shared server.
-pub struct PostgresProxy {
-    addr: SocketAddr,
-    upstream: Upstream,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl PostgresProxy {
-    /// Starts forwarding a free loopback port to the server `config` points at.
-    pub async fn start(config: &Config) -> Self {
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let upstream = match config.get_hosts().first() {
-            Some(Host::Unix(dir)) => Upstream::Unix(dir.join(format!(".s.PGSQL.{port}"))),
-            Some(Host::Tcp(host)) => Upstream::Tcp(format!("{host}:{port}")),
-            None => Upstream::Tcp(format!("127.0.0.1:{port}")),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let mut proxy = Self {
-            addr,
-            upstream,
-            task: None,
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    /// `config` with its host and port replaced by this proxy's.
-    pub fn route(&self, config: &Config) -> Config {
-        let mut routed = Config::new();
-        routed.host("127.0.0.1").port(self.addr.port());
-        if let Some(user) = config.get_user() {
-            routed.user(user);
-        }
-        if let Some(password) = config.get_password() {
-            routed.password(password);
-        }
-        if let Some(dbname) = config.get_dbname() {
-            routed.dbname(dbname);
-        }
-        routed
-    }
-
-    /// Refuses new connections and severs every open one, as a stopped server would.
-    pub fn cut(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-
-    /// Accepts and forwards connections again, on the same port.
-    pub async fn restore(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("rebinding the proxy on {}: {e}", self.addr),
-            }
-        };
-        self.serve(listener);
-    }
-
-    fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let upstream = self.upstream.clone();
-        self.task = Some(tokio::spawn(async move {
-            // Each connection lives in this set, so aborting the accept loop drops the
-            // set and severs them all.
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let upstream = upstream.clone();
-                connections.spawn(async move {
-                    match upstream {
-                        Upstream::Tcp(addr) => {
-                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                    .await;
-                            }
-                        }
-                        Upstream::Unix(path) => {
-                            if let Ok(mut outbound) = tokio::net::UnixStream::connect(path).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                    .await;
-                            }
-                        }
-                    }
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        }));
-    }
-}
-
-impl Drop for PostgresProxy {
-    fn drop(&mut self) {
-        self.cut();
     }
 }
 

@@ -36,7 +36,7 @@ impl InMemoryLiveness {
     ) {
         self.sessions
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(
                 session_id.into(),
                 Entry {
@@ -52,14 +52,17 @@ impl InMemoryLiveness {
     pub fn revoke(&self, session_id: &str) -> bool {
         self.sessions
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(session_id)
             .map(|entry| entry.revoked = true)
             .is_some()
     }
 
     fn answer(&self, context: &AuthContext) -> Liveness {
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let sessions = self
+            .sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match sessions.get(context.session_id().as_str()) {
             Some(entry) if entry.user_id != *context.user_id() => Liveness::Unknown,
             Some(entry) if entry.revoked => Liveness::Revoked,

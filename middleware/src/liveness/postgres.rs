@@ -71,6 +71,8 @@ pub struct LivenessStats {
     pub listener_connected: bool,
     /// How many times the listener has connected (1 after a clean start).
     pub listener_connects: u64,
+    /// Revocation notifications received.
+    pub notifications: u64,
 }
 
 /// Configures and starts a [`PostgresLiveness`].
@@ -156,6 +158,7 @@ impl PostgresLivenessBuilder {
             epoch: AtomicU64::new(0),
             listener_connected: AtomicBool::new(false),
             listener_connects: AtomicU64::new(0),
+            notifications: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             live_ttl: self.live_ttl,
@@ -172,7 +175,10 @@ impl PostgresLivenessBuilder {
             listener_config,
             self.channel,
         ));
-        *inner.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        *inner
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
         Ok(PostgresLiveness { inner })
     }
 }
@@ -192,6 +198,7 @@ struct Inner {
     epoch: AtomicU64,
     listener_connected: AtomicBool,
     listener_connects: AtomicU64,
+    notifications: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     live_ttl: Duration,
@@ -204,7 +211,7 @@ impl Drop for Inner {
         if let Some(task) = self
             .listener
             .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
         {
             task.abort();
@@ -241,6 +248,7 @@ impl PostgresLiveness {
             misses: self.inner.misses.load(Ordering::Relaxed),
             listener_connected: self.inner.listener_connected.load(Ordering::Acquire),
             listener_connects: self.inner.listener_connects.load(Ordering::Relaxed),
+            notifications: self.inner.notifications.load(Ordering::Acquire),
         }
     }
 
@@ -399,6 +407,7 @@ async fn listen_once(
                 } else {
                     inner.cache.invalidate(notification.payload());
                 }
+                inner.notifications.fetch_add(1, Ordering::Release);
                 tracing::debug!(session_id = notification.payload(), "session revoked: evicted");
             }
             _ = ping.tick() => {
@@ -430,5 +439,263 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use http::header::AUTHORIZATION;
+    use http::{HeaderMap, HeaderValue};
+    use session_testdb::{PostgresProxy, TestDb};
+    use tokio_postgres::Client;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::authenticator::Authenticator;
+    use crate::error::AuthError;
+    use crate::test_tokens::{token, verifier};
+
+    /// Polls `condition` every 10 ms for up to 10 s.
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn started(builder: PostgresLivenessBuilder) -> PostgresLiveness {
+        let store = builder.start().unwrap();
+        eventually("the listener to connect", || {
+            store.stats().listener_connected
+        })
+        .await;
+        store
+    }
+
+    async fn user(client: &Client) -> Uuid {
+        client
+            .query_one(
+                "INSERT INTO users (email, password_hash) \
+                 VALUES (gen_random_uuid() || '@example.com', 'x') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn session(client: &Client, user: Uuid, idle: &str) -> Uuid {
+        client
+            .query_one(
+                &format!(
+                    "INSERT INTO sessions (user_id, idle_expires_at, absolute_expires_at) \
+                     VALUES ($1, now() + interval '{idle}', now() + interval '90 days') \
+                     RETURNING id"
+                ),
+                &[&user],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn revoke(client: &Client, session: Uuid) {
+        client
+            .execute(
+                "UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1",
+                &[&session],
+            )
+            .await
+            .unwrap();
+    }
+
+    fn bearer(user: Uuid, session: Uuid) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = format!("Bearer {}", token(&user.to_string(), &session.to_string()));
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
+        headers
+    }
+
+    #[tokio::test]
+    async fn a_session_revoked_by_plain_sql_is_refused_on_the_next_request() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let session = session(&client, user, "14 days").await;
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let auth = Authenticator::new(verifier(), store.clone());
+        let headers = bearer(user, session);
+
+        auth.authenticate(&headers).await.unwrap();
+        auth.authenticate(&headers).await.unwrap();
+        let stats = store.stats();
+        assert_eq!(
+            (stats.misses, stats.hits),
+            (1, 1),
+            "the second answer came from memory"
+        );
+
+        revoke(&client, session).await;
+        eventually("the notification", || store.stats().notifications == 1).await;
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
+        // And the revoked answer is remembered: no further queries.
+        let misses = store.stats().misses;
+        assert!(auth.authenticate(&headers).await.is_err());
+        assert_eq!(store.stats().misses, misses);
+    }
+
+    #[tokio::test]
+    async fn expired_unknown_and_foreign_sessions_are_refused() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let owner = user(&client).await;
+        let other = user(&client).await;
+        let expired = session(&client, owner, "-1 second").await;
+        let live = session(&client, owner, "14 days").await;
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let auth = Authenticator::new(verifier(), store);
+        for (user, session, expected) in [
+            (owner, expired, Liveness::Expired),
+            (owner, Uuid::new_v4(), Liveness::Unknown),
+            (other, live, Liveness::Unknown),
+        ] {
+            match auth.authenticate(&bearer(user, session)).await {
+                Err(AuthError::SessionNotLive(got)) => assert_eq!(got, expected),
+                other => panic!("{expected:?}: {other:?}"),
+            }
+        }
+        // Ids the schema cannot hold are refused without a query.
+        let mut headers = HeaderMap::new();
+        let value = format!("Bearer {}", token("not-a-uuid", "neither"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Unknown))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_reaching_its_deadline_while_cached_is_refused() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let session = session(&client, user, "1 second").await;
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let auth = Authenticator::new(verifier(), store);
+        let headers = bearer(user, session);
+        auth.authenticate(&headers).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Expired))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missed_notification_is_bounded_by_the_live_ttl() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let session = session(&client, user, "14 days").await;
+        // Listening on a channel nobody notifies: every revocation is "missed".
+        let store = started(
+            PostgresLiveness::builder(db.config().clone())
+                .with_channel("nobody_notifies_here")
+                .with_live_ttl(Duration::from_millis(300)),
+        )
+        .await;
+        let auth = Authenticator::new(verifier(), store);
+        let headers = bearer(user, session);
+        auth.authenticate(&headers).await.unwrap();
+        revoke(&client, session).await;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_killed_listener_clears_the_cache_reconnects_and_still_honours_revocations() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let session = session(&client, user, "14 days").await;
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let auth = Authenticator::new(verifier(), store.clone());
+        let headers = bearer(user, session);
+        auth.authenticate(&headers).await.unwrap();
+        assert_eq!(store.stats().misses, 1);
+
+        let killed: i64 = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND datname = current_database()",
+                &[&LISTENER_APPLICATION_NAME],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(killed, 1, "exactly one listener backend");
+        eventually("the listener to reconnect", || {
+            let stats = store.stats();
+            stats.listener_connects == 2 && stats.listener_connected
+        })
+        .await;
+
+        // The cache was cleared: the next answer comes from the database again.
+        auth.authenticate(&headers).await.unwrap();
+        assert_eq!(store.stats().misses, 2);
+
+        revoke(&client, session).await;
+        eventually("the notification", || store.stats().notifications == 1).await;
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_gives_503_never_200_and_recovery_follows() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let cached = session(&client, user, "14 days").await;
+        let fresh = session(&client, user, "14 days").await;
+        let mut proxy = PostgresProxy::start(db.config()).await;
+        let store = started(
+            PostgresLiveness::builder(proxy.route(db.config()))
+                .with_query_timeout(Duration::from_millis(500)),
+        )
+        .await;
+        let auth = Authenticator::new(verifier(), store.clone());
+        auth.authenticate(&bearer(user, cached)).await.unwrap();
+
+        proxy.cut();
+        eventually("the listener to notice", || {
+            !store.stats().listener_connected
+        })
+        .await;
+        for session in [cached, fresh] {
+            for _ in 0..3 {
+                let outcome = auth.authenticate(&bearer(user, session)).await;
+                let err = outcome.expect_err("no session can be vouched for while down");
+                assert!(matches!(err, AuthError::Unavailable(_)), "{err:?}");
+                assert_eq!(err.status(), 503);
+            }
+        }
+
+        proxy.restore().await;
+        eventually("the listener to reconnect", || {
+            store.stats().listener_connected
+        })
+        .await;
+        auth.authenticate(&bearer(user, fresh)).await.unwrap();
     }
 }

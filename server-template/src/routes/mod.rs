@@ -2,6 +2,7 @@
 
 mod error;
 mod health;
+mod jwks;
 
 use poem::error::NotFoundError;
 use poem::{Endpoint, EndpointExt, Route};
@@ -14,7 +15,10 @@ use crate::AppState;
 /// The whole application: API routes, `/openapi.json` and the `/docs` UI.
 pub fn app(state: AppState) -> impl Endpoint {
     let api = OpenApiService::new(
-        health::HealthApi::new(state),
+        (
+            health::HealthApi::new(state.clone()),
+            jwks::JwksApi::new(state),
+        ),
         "Session Server",
         env!("CARGO_PKG_VERSION"),
     );

@@ -1,0 +1,36 @@
+//! An axum service whose every route needs a live session.
+//!
+//! Keys come from the Session Server's JWKS; liveness from its PostgreSQL.
+//!
+//! ```sh
+//! cargo run -p session-server &                       # the issuer, on :8080
+//! cargo run -p session-guard --example axum --features axum
+//! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:3000/hello
+//! ```
+
+use axum::Router;
+use axum::routing::get;
+use session_guard::{
+    AuthContext, Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier,
+};
+
+async fn hello(auth: AuthContext) -> String {
+    format!("hello {} (session {})\n", auth.user_id(), auth.session_id())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    session_guard::install_crypto_provider();
+
+    let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json");
+    let verifier = TokenVerifier::new(keys, "session-server", "session-server");
+    let database = "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".parse()?;
+    let liveness = PostgresLiveness::builder(database).start()?;
+    let guard = SessionGuardLayer::new(Authenticator::new(verifier, liveness));
+
+    let app = Router::new().route("/hello", get(hello)).layer(guard);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

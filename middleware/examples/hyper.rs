@@ -1,0 +1,57 @@
+//! A plain hyper service, no framework, behind the Session Guard layer.
+//!
+//! ```sh
+//! cargo run -p session-server &                       # the issuer, on :8080
+//! cargo run -p session-guard --example hyper
+//! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:3001/
+//! ```
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use session_guard::{
+    AuthContext, Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier,
+};
+use tower::ServiceBuilder;
+
+async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let auth = request
+        .extensions()
+        .get::<AuthContext>()
+        .expect("set by the layer");
+    let text = format!("hello {} (session {})\n", auth.user_id(), auth.session_id());
+    Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    session_guard::install_crypto_provider();
+
+    let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json");
+    let verifier = TokenVerifier::new(keys, "session-server", "session-server");
+    let database = "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".parse()?;
+    let liveness = PostgresLiveness::builder(database).start()?;
+    let service = ServiceBuilder::new()
+        .layer(SessionGuardLayer::new(Authenticator::new(
+            verifier, liveness,
+        )))
+        .service_fn(hello);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
