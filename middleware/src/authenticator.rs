@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::context::{AuthContext, Claims};
+use crate::context::AuthContext;
 use crate::error::AuthError;
 use crate::extract::TokenSource;
 use crate::liveness::{DynLivenessCheck, Liveness, LivenessCheck};
@@ -83,12 +83,12 @@ impl Authenticator {
     /// Authenticates a request by its headers.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<AuthContext, AuthError> {
         let token = self.source.extract(headers)?;
-        let context = if let Some(claims) = self.tokens.get(token) {
-            AuthContext::new(claims)
+        let context = if let Some(context) = self.tokens.get(token) {
+            context
         } else {
-            let claims = Arc::new(self.verifier.verify(token).await?);
-            self.tokens.insert(token, Arc::clone(&claims));
-            AuthContext::new(claims)
+            let context = AuthContext::new(Arc::new(self.verifier.verify(token).await?));
+            self.tokens.insert(token, context.clone());
+            context
         };
         let liveness = match self.liveness.check_cached(&context) {
             Some(liveness) => liveness,
@@ -116,13 +116,9 @@ impl Authenticator {
             Ok(token) => token,
             Err(e) => return Some(Err(e)),
         };
-        let context = AuthContext::new(self.cached_claims(token)?);
+        let context = self.tokens.get(token)?;
         let liveness = self.liveness.check_cached(&context)?;
         Some(Self::admit(context, liveness))
-    }
-
-    fn cached_claims(&self, token: &str) -> Option<Arc<Claims>> {
-        self.tokens.get(token)
     }
 
     fn admit(context: AuthContext, liveness: Liveness) -> Result<AuthContext, AuthError> {

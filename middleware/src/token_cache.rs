@@ -9,33 +9,35 @@ use std::time::{Duration, Instant, SystemTime};
 use moka::Expiry;
 use moka::sync::Cache;
 
+use crate::context::AuthContext;
+#[cfg(test)]
 use crate::context::Claims;
 
 /// The default number of tokens kept.
 pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 100_000;
 
-/// A bounded cache from token text to its verified claims.
+/// A bounded cache from token text to the context its verified claims make.
 #[derive(Clone)]
 pub(crate) struct VerifiedTokenCache {
-    cache: Cache<Arc<str>, Arc<Claims>>,
+    cache: Cache<Arc<str>, AuthContext>,
 }
 
 struct UntilTokenExpiry;
 
-impl Expiry<Arc<str>, Arc<Claims>> for UntilTokenExpiry {
+impl Expiry<Arc<str>, AuthContext> for UntilTokenExpiry {
     fn expire_after_create(
         &self,
         _token: &Arc<str>,
-        claims: &Arc<Claims>,
+        context: &AuthContext,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(remaining(claims))
+        Some(remaining(context))
     }
 }
 
 /// Time left before `exp`; zero when it has passed.
-fn remaining(claims: &Claims) -> Duration {
-    claims
+fn remaining(context: &AuthContext) -> Duration {
+    context
         .expires_at()
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO)
@@ -51,20 +53,20 @@ impl VerifiedTokenCache {
         }
     }
 
-    /// The claims of `token` if it was verified before and has not expired since.
-    pub(crate) fn get(&self, token: &str) -> Option<Arc<Claims>> {
-        let claims = self.cache.get(token)?;
+    /// The context of `token` if it was verified before and has not expired since.
+    pub(crate) fn get(&self, token: &str) -> Option<AuthContext> {
+        let context = self.cache.get(token)?;
         // moka expires lazily on its own clock; the token's own `exp` is the authority.
-        if remaining(&claims).is_zero() {
+        if remaining(&context).is_zero() {
             self.cache.invalidate(token);
             return None;
         }
-        Some(claims)
+        Some(context)
     }
 
-    pub(crate) fn insert(&self, token: &str, claims: Arc<Claims>) {
-        if !remaining(&claims).is_zero() {
-            self.cache.insert(Arc::from(token), claims);
+    pub(crate) fn insert(&self, token: &str, context: AuthContext) {
+        if !remaining(&context).is_zero() {
+            self.cache.insert(Arc::from(token), context);
         }
     }
 
@@ -85,12 +87,12 @@ mod tests {
     use crate::context::Audience;
     use std::time::UNIX_EPOCH;
 
-    fn claims(expires_in: i64) -> Arc<Claims> {
+    fn claims(expires_in: i64) -> AuthContext {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        Arc::new(Claims {
+        AuthContext::new(Arc::new(Claims {
             iss: "i".into(),
             aud: Audience::One("a".into()),
             sub: "u".into(),
@@ -99,14 +101,14 @@ mod tests {
             iat: None,
             nbf: None,
             jti: None,
-        })
+        }))
     }
 
     #[test]
     fn returns_what_was_inserted_until_exp() {
         let cache = VerifiedTokenCache::new(10);
         cache.insert("live", claims(60));
-        assert_eq!(cache.get("live").unwrap().sub, "u");
+        assert_eq!(cache.get("live").unwrap().user_id().as_str(), "u");
         assert!(cache.get("other").is_none());
     }
 
