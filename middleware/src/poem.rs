@@ -62,11 +62,7 @@ impl<E: Endpoint> Endpoint for SessionGuardEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut request: Request) -> poem::Result<Response> {
-        let outcome = match self.auth.authenticate_cached(request.headers()) {
-            Some(outcome) => outcome,
-            None => self.auth.authenticate(request.headers()).await,
-        };
-        match outcome {
+        match authenticate(&self.auth, &request).await {
             Ok(context) => {
                 request.extensions_mut().insert(context);
                 self.inner
@@ -83,6 +79,20 @@ impl<E: Endpoint> Endpoint for SessionGuardEndpoint<E> {
                 Ok(rejection(&error, &request))
             }
         }
+    }
+}
+
+/// Authenticates a Poem request: from memory when the answer is there, else in full.
+///
+/// For extractors that authenticate themselves (a poem-openapi security scheme, say)
+/// instead of relying on [`SessionGuardMiddleware`].
+pub async fn authenticate(
+    auth: &Authenticator,
+    request: &Request,
+) -> Result<AuthContext, AuthError> {
+    match auth.authenticate_cached(request.headers()) {
+        Some(outcome) => outcome,
+        None => auth.authenticate(request.headers()).await,
     }
 }
 

@@ -75,6 +75,42 @@ pub struct Config {
     /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM or
     /// ctrl-c (default 10).
     pub shutdown_grace: Duration,
+    /// `JWT_ISSUER`: the `iss` of access tokens (default `session-server`).
+    pub issuer: String,
+    /// `JWT_AUDIENCE`: the `aud` of access tokens (default `session-server`).
+    pub audience: String,
+    /// `ACCESS_TOKEN_TTL_SECONDS`: access token lifetime (default 900).
+    pub access_token_ttl: Duration,
+    /// `REFRESH_TOKEN_KEY_FILE`: a file of at least 32 random bytes that keys the refresh
+    /// token hashes and successors. Development generates one in `DEV_KEYS_DIR`.
+    pub refresh_key_file: Option<PathBuf>,
+    /// `REFRESH_IDLE_TIMEOUT_SECONDS`: a session not refreshed for this long ends
+    /// (default 14 days).
+    pub refresh_idle_timeout: Duration,
+    /// `REFRESH_ABSOLUTE_LIFETIME_SECONDS`: a session ends this long after login, whatever
+    /// happens (default 90 days).
+    pub refresh_absolute_lifetime: Duration,
+    /// `REFRESH_GRACE_SECONDS`: how long a rotated refresh token may be retried (default 10).
+    pub refresh_grace: Duration,
+    /// `RATE_LIMIT_LOGIN_PER_ACCOUNT`: logins per account per minute (default 20; 0: off).
+    pub login_per_account_per_minute: u32,
+    /// `RATE_LIMIT_LOGIN_PER_IP`: logins and registrations per client IP per minute
+    /// (default 60; 0: off).
+    pub login_per_ip_per_minute: u32,
+    /// `RATE_LIMIT_REFRESH_PER_IP`: refreshes per client IP per minute (default 600; 0: off).
+    pub refresh_per_ip_per_minute: u32,
+    /// `TRUSTED_PROXIES`: comma-separated IPs or CIDRs whose `Forwarded` and
+    /// `X-Forwarded-For` headers are believed (default none).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `MAX_BODY_BYTES`: the largest request body accepted (default 65536).
+    pub max_body_bytes: usize,
+    /// `REQUEST_TIMEOUT_SECONDS`: the longest a request may take (default 30).
+    pub request_timeout: Duration,
+    /// `SESSION_RETENTION_DAYS`: ended sessions are deleted this long after they end
+    /// (default 30).
+    pub session_retention: Duration,
+    /// `PURGE_INTERVAL_SECONDS`: how often the purge job runs (default 3600).
+    pub purge_interval: Duration,
 }
 
 impl Config {
@@ -147,6 +183,45 @@ impl Config {
                 10,
                 0..=600,
             )?),
+            issuer: env
+                .text("JWT_ISSUER")?
+                .unwrap_or_else(|| "session-server".to_owned()),
+            audience: env
+                .text("JWT_AUDIENCE")?
+                .unwrap_or_else(|| "session-server".to_owned()),
+            access_token_ttl: seconds(&env, "ACCESS_TOKEN_TTL_SECONDS", 900, 10..=86_400)?,
+            refresh_key_file: refresh_key_file(&env, environment)?,
+            refresh_idle_timeout: seconds(
+                &env,
+                "REFRESH_IDLE_TIMEOUT_SECONDS",
+                14 * DAY,
+                60..=365 * DAY,
+            )?,
+            refresh_absolute_lifetime: seconds(
+                &env,
+                "REFRESH_ABSOLUTE_LIFETIME_SECONDS",
+                90 * DAY,
+                60..=3 * 365 * DAY,
+            )?,
+            refresh_grace: seconds(&env, "REFRESH_GRACE_SECONDS", 10, 0..=300)?,
+            login_per_account_per_minute: env.parsed(
+                "RATE_LIMIT_LOGIN_PER_ACCOUNT",
+                20,
+                0..=1_000_000,
+            )?,
+            login_per_ip_per_minute: env.parsed("RATE_LIMIT_LOGIN_PER_IP", 60, 0..=1_000_000)?,
+            refresh_per_ip_per_minute: env.parsed(
+                "RATE_LIMIT_REFRESH_PER_IP",
+                600,
+                0..=10_000_000,
+            )?,
+            trusted_proxies: trusted_proxies(&env)?,
+            max_body_bytes: env.parsed("MAX_BODY_BYTES", 65_536, 1_024..=16 * 1024 * 1024)?,
+            request_timeout: seconds(&env, "REQUEST_TIMEOUT_SECONDS", 30, 1..=600)?,
+            session_retention: Duration::from_secs(
+                env.parsed("SESSION_RETENTION_DAYS", 30, 0..=3650)? * DAY,
+            ),
+            purge_interval: seconds(&env, "PURGE_INTERVAL_SECONDS", 3600, 1..=7 * DAY)?,
         })
     }
 
@@ -214,6 +289,53 @@ fn database_config(env: &Lookup<'_>) -> Result<tokio_postgres::Config, ConfigErr
     }
     config.application_name("session-server");
     Ok(config)
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+fn seconds(
+    env: &Lookup<'_>,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.parsed(var, default, range)?))
+}
+
+fn refresh_key_file(
+    env: &Lookup<'_>,
+    environment: Environment,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let file = env.text("REFRESH_TOKEN_KEY_FILE")?.map(PathBuf::from);
+    if file.is_none() && environment == Environment::Production {
+        return Err(ConfigError::new(
+            "REFRESH_TOKEN_KEY_FILE",
+            "APP_ENV=production needs an explicit refresh-token key (a file of at least 32 \
+             random bytes, e.g. `head -c 32 /dev/urandom`)",
+        ));
+    }
+    Ok(file)
+}
+
+fn trusted_proxies(env: &Lookup<'_>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(list) = env.text("TRUSTED_PROXIES")? else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "TRUSTED_PROXIES",
+                        format!("`{entry}` is not an IP address or CIDR range"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn log_filter(env: &Lookup<'_>) -> Result<String, ConfigError> {
@@ -316,6 +438,10 @@ mod tests {
             ("DATABASE_TIMEOUT_SECONDS", "-1"),
             ("SHUTDOWN_GRACE_SECONDS", "100000"),
             ("RUST_LOG", "info,[[["),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+            ("REFRESH_GRACE_SECONDS", "301"),
+            ("RATE_LIMIT_LOGIN_PER_IP", "-5"),
+            ("MAX_BODY_BYTES", "10"),
             ("DATABASE_URL", "postgres://host:notaport/db"),
         ] {
             let err = config(&[(var, value)]).expect_err(value);

@@ -91,6 +91,16 @@ impl SigningKey {
         &self.public
     }
 
+    /// Signs `claims` into a JWT whose header names this key.
+    pub fn sign<T: serde::Serialize>(
+        &self,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+    }
+
     /// Signs a throwaway token and verifies it with the public half.
     fn self_check(&self) -> Result<(), String> {
         let mut header = Header::new(Algorithm::EdDSA);
@@ -148,6 +158,15 @@ impl KeyRing {
     pub fn all(&self) -> &[SigningKey] {
         &self.keys
     }
+
+    /// The public keys as a `session-guard` key set, for verifying our own tokens.
+    pub fn verification_keys(&self) -> session_guard::KeySet {
+        session_guard::KeySet::new(
+            self.keys
+                .iter()
+                .filter_map(|key| session_guard::VerificationKey::from_jwk(&key.public).ok()),
+        )
+    }
 }
 
 /// The development key's path, generating the key on first use.
@@ -175,7 +194,7 @@ fn dev_key(dir: &Path) -> Result<PathBuf, KeyError> {
 }
 
 /// Writes a file only its owner can read, failing if it already exists.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -1,21 +1,38 @@
 //! The Session Server template: a Poem backend that owns users and sessions.
 //!
 //! [`run`] is the whole server; the binary adds argument parsing and logging. Settings
-//! come from [`config::Config`], read once from the environment.
+//! come from [`config::Config`], read once from the environment. Protected routes are
+//! authenticated by `session-guard`'s Poem adapter, the same core other services use.
 
+pub mod access_token;
+pub mod auth;
 pub mod config;
 pub mod database;
+pub mod device;
+pub mod error;
 pub mod keys;
+pub mod passwords;
+pub mod purge;
+pub mod rate_limit;
+pub mod refresh_token;
 pub mod routes;
+pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use poem::Server;
 use poem::listener::TcpListener;
+use session_guard::{Authenticator, PostgresLiveness, TokenVerifier};
 
+use crate::access_token::AccessTokenIssuer;
+use crate::auth::{Accounts, SessionPolicy};
 use crate::config::Config;
 use crate::keys::KeyRing;
+use crate::passwords::PasswordHasher;
+use crate::rate_limit::{KeyedLimit, RateLimits};
+use crate::refresh_token::RefreshKey;
 
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +40,15 @@ pub enum StartupError {
     /// The signing keys are missing or unusable.
     #[error(transparent)]
     Keys(#[from] keys::KeyError),
+    /// The refresh-token key is missing or unusable.
+    #[error(transparent)]
+    RefreshKey(#[from] refresh_token::RefreshKeyError),
     /// The database could not be reached, created or migrated.
     #[error(transparent)]
     Database(#[from] database::DatabaseError),
+    /// The liveness store could not be started.
+    #[error(transparent)]
+    Liveness(#[from] session_guard::LivenessError),
     /// Binding or serving failed.
     #[error("HTTP server on {addr}: {source}")]
     Serve {
@@ -39,45 +62,101 @@ pub enum StartupError {
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// The settings.
+    pub config: Arc<Config>,
     /// Connections to PostgreSQL.
-    pub pool: deadpool_postgres::Pool,
+    pub pool: Pool,
     /// The keys that sign and verify access tokens.
     pub keys: Arc<KeyRing>,
-    /// The longest wait for the database.
-    pub database_timeout: Duration,
+    /// Accounts and sessions.
+    pub accounts: Accounts,
+    /// `session-guard`'s core, for the protected routes.
+    pub authenticator: Authenticator,
+    /// The liveness store behind it (for its metrics).
+    pub liveness: PostgresLiveness,
+    /// The Prometheus registry.
+    pub metrics: PrometheusHandle,
 }
 
 /// Loads keys, prepares the database, and serves HTTP until SIGTERM or ctrl-c.
 pub async fn run(config: Config) -> Result<(), StartupError> {
+    let state = prepare(config).await?;
+    let addr = state.config.bind_addr;
+    let grace = state.config.shutdown_grace;
+    let purge = purge::spawn(
+        state.pool.clone(),
+        state.accounts.clone(),
+        state.config.session_retention,
+        state.config.purge_interval,
+    );
+    let served = Server::new(TcpListener::bind(addr))
+        .run_with_graceful_shutdown(routes::app(&state), shutdown_signal(), Some(grace))
+        .await;
+    purge.abort();
+    served.map_err(|source| StartupError::Serve { addr, source })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Everything `run` builds before it listens.
+pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
     session_guard::install_crypto_provider();
-    let keys = KeyRing::load(&config)?;
+    let keys = Arc::new(KeyRing::load(&config)?);
     tracing::info!(
         kid = keys.signing().kid(),
         keys = keys.all().len(),
         "signing keys loaded"
     );
+    let refresh_key = Arc::new(match &config.refresh_key_file {
+        Some(path) => RefreshKey::load(path)?,
+        None => RefreshKey::load_or_generate(&config.dev_keys_dir)?,
+    });
     let applied = database::migrate(&config).await?;
-    tracing::info!(
-        database = %config.database_target(),
-        applied,
-        "database ready"
+    tracing::info!(database = %config.database_target(), applied, "database ready");
+    let pool = database::pool(&config)?;
+    let liveness = PostgresLiveness::builder(config.database.clone())
+        .with_pool(pool.clone())
+        .with_query_timeout(config.database_timeout)
+        .start()?;
+    let verifier = TokenVerifier::new(keys.verification_keys(), &config.issuer, &config.audience);
+    let authenticator = Authenticator::new(verifier, liveness.clone());
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let accounts = Accounts::new(
+        pool.clone(),
+        PasswordHasher::new(cores),
+        refresh_key,
+        AccessTokenIssuer::new(
+            Arc::clone(&keys),
+            &config.issuer,
+            &config.audience,
+            config.access_token_ttl,
+        ),
+        RateLimits {
+            login_per_account: KeyedLimit::per_minute(config.login_per_account_per_minute),
+            login_per_ip: KeyedLimit::per_minute(config.login_per_ip_per_minute),
+            refresh_per_ip: KeyedLimit::per_minute(config.refresh_per_ip_per_minute),
+        },
+        SessionPolicy {
+            idle_timeout: config.refresh_idle_timeout,
+            absolute_lifetime: config.refresh_absolute_lifetime,
+            grace: config.refresh_grace,
+        },
     );
-    let state = AppState {
-        pool: database::pool(&config)?,
-        keys: Arc::new(keys),
-        database_timeout: config.database_timeout,
-    };
-    let addr = config.bind_addr;
-    Server::new(TcpListener::bind(addr))
-        .run_with_graceful_shutdown(
-            routes::app(state),
-            shutdown_signal(),
-            Some(config.shutdown_grace),
-        )
-        .await
-        .map_err(|source| StartupError::Serve { addr, source })?;
-    tracing::info!("stopped");
-    Ok(())
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "a metrics recorder exists already; using a private one");
+            PrometheusBuilder::new().build_recorder().handle()
+        });
+    Ok(AppState {
+        config: Arc::new(config),
+        pool,
+        keys,
+        accounts,
+        authenticator,
+        liveness,
+        metrics,
+    })
 }
 
 /// Resolves on ctrl-c or SIGTERM, whichever comes first.

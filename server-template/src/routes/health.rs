@@ -34,12 +34,12 @@ enum HealthResponse {
     Unavailable(Json<ErrorBody>),
 }
 
-#[OpenApi]
+#[OpenApi(tag = "super::ApiTags::Operations")]
 impl HealthApi {
     /// Health check for load balancers and orchestrators.
     #[oai(path = "/health", method = "get")]
     async fn health(&self) -> HealthResponse {
-        match database::ping(&self.state.pool, self.state.database_timeout).await {
+        match database::ping(&self.state.pool, self.state.config.database_timeout).await {
             Ok(()) => HealthResponse::Healthy(Json(Healthy {
                 status: "ok".to_owned(),
             })),

@@ -22,7 +22,7 @@ struct Jwks {
     keys: Vec<serde_json::Value>,
 }
 
-#[OpenApi]
+#[OpenApi(tag = "super::ApiTags::Operations")]
 impl JwksApi {
     /// The public keys that verify access tokens, for services that check them.
     #[oai(path = "/.well-known/jwks.json", method = "get")]

@@ -1,35 +1,124 @@
-//! The HTTP surface: routes, their OpenAPI description and the error body they share.
+//! The HTTP surface: routes, their OpenAPI description, request limits, and the error
+//! body they all share.
 
-mod error;
+mod auth;
+mod authenticated;
+pub mod error;
 mod health;
 mod jwks;
+mod metrics;
+mod sessions;
 
-use poem::error::NotFoundError;
-use poem::{Endpoint, EndpointExt, Route};
-use poem_openapi::OpenApiService;
+use std::net::IpAddr;
+
+use poem::http::StatusCode;
+use poem::http::header::CONTENT_LENGTH;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
+use poem_openapi::{OpenApiService, Tags};
 
 pub use error::ErrorBody;
 
 use crate::AppState;
 
-/// The whole application: API routes, `/openapi.json` and the `/docs` UI.
-pub fn app(state: AppState) -> impl Endpoint {
-    let api = OpenApiService::new(
+#[derive(Tags)]
+enum ApiTags {
+    /// Accounts, login and token refresh.
+    Auth,
+    /// Signed-in sessions and devices.
+    Sessions,
+    /// Health and keys.
+    Operations,
+}
+
+/// The OpenAPI service of every documented route.
+fn api(state: &AppState) -> OpenApiService<impl poem_openapi::OpenApi + use<>, ()> {
+    OpenApiService::new(
         (
+            auth::AuthApi::new(state.clone()),
+            sessions::SessionsApi::new(state.clone()),
             health::HealthApi::new(state.clone()),
-            jwks::JwksApi::new(state),
+            jwks::JwksApi::new(state.clone()),
         ),
         "Session Server",
         env!("CARGO_PKG_VERSION"),
-    );
+    )
+    .description(
+        "Register, sign in, refresh with rotation and theft detection, and see or revoke \
+         the sessions of every device you are signed in on.",
+    )
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi_json(state: &AppState) -> String {
+    api(state).spec()
+}
+
+/// The whole application: API routes, `/openapi.json`, `/docs`, `/metrics`.
+pub fn app(state: &AppState) -> impl Endpoint + use<> {
+    let api = api(state);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let max_body = state.config.max_body_bytes;
+    let timeout = state.config.request_timeout;
     Route::new()
         .at("/openapi.json", spec)
+        .at("/metrics", get(metrics::render))
         .nest("/docs", docs)
         .nest("/", api)
-        .catch_error(|_: NotFoundError| async {
-            ErrorBody::new("not_found", "no such route")
-                .with_status(poem::http::StatusCode::NOT_FOUND)
-        })
+        .data(state.authenticator.clone())
+        .data(state.metrics.clone())
+        .data(state.liveness.clone())
+        .around(move |endpoint, request| limited(endpoint, request, max_body, timeout))
+        .catch_all_error(|error| async move { error::framework_error(error) })
+}
+
+/// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
+/// much of a chunked body) and requests that take longer than `timeout`.
+async fn limited<E: Endpoint>(
+    endpoint: std::sync::Arc<E>,
+    mut request: Request,
+    max_body: usize,
+    timeout: std::time::Duration,
+) -> poem::Result<Response> {
+    let too_large = || {
+        ErrorBody::new(
+            "payload_too_large",
+            format!("the body may have at most {max_body} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body as u64 => return Ok(too_large()),
+        Some(_) => {}
+        None => {
+            let body = request.take_body();
+            if !body.is_empty() {
+                let Ok(bytes) = body.into_bytes_limit(max_body).await else {
+                    return Ok(too_large());
+                };
+                request.set_body(bytes);
+            }
+        }
+    }
+    match tokio::time::timeout(timeout, endpoint.call(request)).await {
+        Ok(result) => result.map(IntoResponse::into_response),
+        Err(_) => Ok(
+            ErrorBody::new("timeout", "the request took too long; retry")
+                .with_status(StatusCode::SERVICE_UNAVAILABLE),
+        ),
+    }
+}
+
+/// The client's IP, believing forwarding headers only from trusted proxies.
+fn client_ip(request: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = request
+        .remote_addr()
+        .as_socket_addr()
+        .map(std::net::SocketAddr::ip);
+    crate::device::client_ip(peer, request.headers(), trusted)
 }

@@ -1,0 +1,56 @@
+//! The one error type of the server's logic, mapped to HTTP once (in `routes::error`).
+
+use std::time::Duration;
+
+use crate::passwords::PasswordPolicyError;
+
+/// Everything a request can fail with, beyond authentication (which `session-guard`
+/// answers itself).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Not an email address.
+    #[error("not a valid email address")]
+    InvalidEmail,
+    /// The password breaks the length rules.
+    #[error(transparent)]
+    Password(#[from] PasswordPolicyError),
+    /// The device name is too long or holds control characters.
+    #[error("the device name must be at most 128 printable characters")]
+    InvalidDeviceName,
+    /// An account with this email exists.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Unknown email or wrong password: deliberately one error.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// A signed-in user gave the wrong current password.
+    #[error("the current password is wrong")]
+    WrongCurrentPassword,
+    /// Unknown, expired, revoked or reused refresh token: deliberately one error.
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidRefreshToken,
+    /// No such session of this user.
+    #[error("no such session")]
+    SessionNotFound,
+    /// Over a rate limit; retry after this long.
+    #[error("too many requests")]
+    RateLimited(Duration),
+    /// PostgreSQL did not answer or failed.
+    #[error("database unavailable: {0}")]
+    Database(String),
+    /// A bug or a broken invariant; logged, answered with 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<tokio_postgres::Error> for ServiceError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ServiceError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Database(e.to_string())
+    }
+}

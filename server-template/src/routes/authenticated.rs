@@ -1,0 +1,90 @@
+//! The bearer security scheme of the API: authenticates through `session-guard`'s Poem
+//! adapter and documents itself in the OpenAPI document.
+
+use poem::{Request, RequestBody};
+use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaSecurityScheme, Registry};
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
+use session_guard::{AuthContext, Authenticator};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+
+const SCHEME: &str = "BearerAuth";
+
+/// The authenticated caller of a protected operation.
+#[derive(Debug, Clone)]
+pub(super) struct Authenticated(pub(super) AuthContext);
+
+impl Authenticated {
+    /// The user, as the UUID the tokens we issue carry.
+    pub(super) fn user(&self) -> Result<Uuid, ApiError> {
+        parse(self.0.user_id().as_str())
+    }
+
+    /// The session, as the UUID the tokens we issue carry.
+    pub(super) fn session(&self) -> Result<Uuid, ApiError> {
+        parse(self.0.session_id().as_str())
+    }
+}
+
+/// Our own tokens always carry UUIDs, and liveness already vouched for them (the store
+/// refuses anything else), so this cannot fail for a request that got this far.
+fn parse(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::Unauthorized(Json(ErrorBody::new(
+            "invalid_token",
+            "the access token is invalid, expired or revoked",
+        )))
+    })
+}
+
+impl<'a> ApiExtractor<'a> for Authenticated {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        registry.create_security_scheme(
+            SCHEME,
+            MetaSecurityScheme {
+                ty: "http",
+                description: Some(
+                    "An access token from /auth/login or /auth/refresh: \
+                     `Authorization: Bearer <access_token>`.",
+                ),
+                name: None,
+                key_in: None,
+                scheme: Some("bearer"),
+                bearer_format: Some("JWT"),
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![SCHEME]
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        _body: &mut RequestBody,
+        _options: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let auth = request
+            .data::<Authenticator>()
+            .expect("the app installs the Authenticator as data");
+        match session_guard::poem::authenticate(auth, request).await {
+            Ok(context) => Ok(Self(context)),
+            Err(error) => {
+                metrics::counter!("session_auth_rejections_total", "reason" => error.reason())
+                    .increment(1);
+                Err(poem::Error::from_response(session_guard::poem::rejection(
+                    &error, request,
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `/me` and `/sessions`: who is signed in, and where.
+
+use std::net::IpAddr;
+
+use poem::Request;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::authenticated::Authenticated;
+use super::error::ApiError;
+use super::{ApiTags, client_ip};
+use crate::AppState;
+use crate::auth::RevokeScope;
+use crate::error::ServiceError;
+
+pub(super) struct SessionsApi {
+    state: AppState,
+}
+
+impl SessionsApi {
+    pub(super) fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+/// The signed-in user and session.
+#[derive(Object)]
+struct Me {
+    /// The user's id.
+    user_id: Uuid,
+    /// The user's email.
+    email: String,
+    /// This session's id.
+    session_id: Uuid,
+}
+
+/// One place the user is signed in.
+#[derive(Object)]
+struct SessionBody {
+    /// The session's id.
+    id: Uuid,
+    /// The name the user gave the device at login.
+    device_name: Option<String>,
+    /// What the user agent says it is, e.g. "Firefox 131 on Linux".
+    device_label: Option<String>,
+    /// The user agent at login.
+    user_agent: Option<String>,
+    /// The client IP at the last login or refresh.
+    ip: Option<String>,
+    /// When the session started (RFC 3339).
+    created_at: String,
+    /// When it was last refreshed (RFC 3339).
+    last_used_at: String,
+    /// Whether this is the session making the request.
+    current: bool,
+}
+
+/// The live sessions, newest use first.
+#[derive(Object)]
+struct SessionList {
+    /// The sessions.
+    sessions: Vec<SessionBody>,
+}
+
+/// How many sessions were signed out.
+#[derive(Object)]
+struct Revoked {
+    /// The count.
+    revoked: u64,
+}
+
+#[derive(ApiResponse)]
+enum MeResponse {
+    /// The caller.
+    #[oai(status = 200)]
+    Ok(Json<Me>),
+}
+
+#[derive(ApiResponse)]
+enum ListResponse {
+    /// The live sessions.
+    #[oai(status = 200)]
+    Ok(Json<SessionList>),
+}
+
+#[derive(ApiResponse)]
+enum RevokedResponse {
+    /// The other sessions were signed out.
+    #[oai(status = 200)]
+    Ok(Json<Revoked>),
+}
+
+#[derive(ApiResponse)]
+enum NoContent {
+    /// Signed out.
+    #[oai(status = 204)]
+    Done,
+}
+
+#[OpenApi(tag = "ApiTags::Sessions")]
+impl SessionsApi {
+    /// The signed-in user and session.
+    #[oai(path = "/me", method = "get")]
+    async fn me(&self, auth: Authenticated) -> Result<MeResponse, ApiError> {
+        let user_id = auth.user()?;
+        let email = self.state.accounts.email(user_id).await?;
+        Ok(MeResponse::Ok(Json(Me {
+            user_id,
+            email,
+            session_id: auth.session()?,
+        })))
+    }
+
+    /// Every live session of the user, newest use first.
+    #[oai(path = "/sessions", method = "get")]
+    async fn list(&self, auth: Authenticated) -> Result<ListResponse, ApiError> {
+        let current = auth.session()?;
+        let rows = self.state.accounts.sessions(auth.user()?).await?;
+        let sessions = rows
+            .into_iter()
+            .map(|row| SessionBody {
+                current: row.id == current,
+                id: row.id,
+                device_name: row.device_name,
+                device_label: row.device_label,
+                user_agent: row.user_agent,
+                ip: row.ip.as_ref().map(IpAddr::to_string),
+                created_at: rfc3339(row.created_at),
+                last_used_at: rfc3339(row.last_used_at),
+            })
+            .collect();
+        Ok(ListResponse::Ok(Json(SessionList { sessions })))
+    }
+
+    /// Sign out one session of this user. Unknown ids and other users' ids both get 404.
+    #[oai(path = "/sessions/:id", method = "delete")]
+    async fn revoke(
+        &self,
+        request: &Request,
+        auth: Authenticated,
+        /// The session to sign out.
+        id: Path<String>,
+    ) -> Result<NoContent, ApiError> {
+        let session = Uuid::parse_str(&id).map_err(|_| ServiceError::SessionNotFound)?;
+        let scope = RevokeScope::One {
+            session,
+            reason: "revoked_by_user",
+        };
+        let ip = client_ip(request, &self.state.config.trusted_proxies);
+        self.state.accounts.revoke(auth.user()?, scope, ip).await?;
+        Ok(NoContent::Done)
+    }
+
+    /// Sign out every session of this user but this one.
+    #[oai(path = "/sessions/revoke-others", method = "post")]
+    async fn revoke_others(
+        &self,
+        request: &Request,
+        auth: Authenticated,
+    ) -> Result<RevokedResponse, ApiError> {
+        let scope = RevokeScope::AllBut {
+            keep: Some(auth.session()?),
+            reason: "revoke_others",
+        };
+        let ip = client_ip(request, &self.state.config.trusted_proxies);
+        let revoked = self.state.accounts.revoke(auth.user()?, scope, ip).await?;
+        Ok(RevokedResponse::Ok(Json(Revoked { revoked })))
+    }
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}

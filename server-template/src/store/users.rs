@@ -1,0 +1,56 @@
+//! `users`.
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::ServiceError;
+
+const INSERT: &str = "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
+                      ON CONFLICT ((lower(email))) DO NOTHING RETURNING id";
+const BY_EMAIL: &str = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)";
+const BY_ID: &str = "SELECT email, password_hash FROM users WHERE id = $1";
+const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1";
+
+/// Creates an account; `None` when the email is taken.
+pub async fn insert(
+    client: &impl GenericClient,
+    email: &str,
+    password_hash: &str,
+) -> Result<Option<Uuid>, ServiceError> {
+    let statement = client.prepare_cached(INSERT).await?;
+    let row = client
+        .query_opt(&statement, &[&email, &password_hash])
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// The account's id and password hash, by email.
+pub async fn by_email(
+    client: &impl GenericClient,
+    email: &str,
+) -> Result<Option<(Uuid, String)>, ServiceError> {
+    let statement = client.prepare_cached(BY_EMAIL).await?;
+    let row = client.query_opt(&statement, &[&email]).await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// The account's email and password hash, by id.
+pub async fn by_id(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<(String, String)>, ServiceError> {
+    let statement = client.prepare_cached(BY_ID).await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// Replaces the password hash.
+pub async fn set_password(
+    client: &impl GenericClient,
+    id: Uuid,
+    password_hash: &str,
+) -> Result<(), ServiceError> {
+    let statement = client.prepare_cached(SET_PASSWORD).await?;
+    client.execute(&statement, &[&id, &password_hash]).await?;
+    Ok(())
+}
