@@ -222,3 +222,39 @@ async fn documentation_and_unknown_routes() {
     assert_eq!(body["error"], "not_found");
     assert!(body["message"].is_string());
 }
+
+#[tokio::test]
+async fn production_with_explicit_keys_starts_and_generates_nothing() {
+    let db = TestDb::new().await;
+    // A development run generates a key pair we can hand to production explicitly.
+    let mut dev = ServerProcess::start(&db.url(), &[]).await;
+    let keys = dev.keys_dir().unwrap().to_owned();
+    let signing = keys.join("ed25519-dev.pem");
+    let refresh = keys.join("refresh-token.key");
+    let kept = tempfile::tempdir().unwrap();
+    for file in [&signing, &refresh] {
+        std::fs::copy(file, kept.path().join(file.file_name().unwrap())).unwrap();
+    }
+    assert!(dev.terminate(Duration::from_secs(20)).await.success());
+
+    let untouched = tempfile::tempdir().unwrap();
+    let signing = kept.path().join("ed25519-dev.pem");
+    let refresh = kept.path().join("refresh-token.key");
+    let production = ServerProcess::start(
+        &db.url(),
+        &[
+            ("APP_ENV", "production"),
+            ("JWT_SIGNING_KEYS", signing.to_str().unwrap()),
+            ("REFRESH_TOKEN_KEY_FILE", refresh.to_str().unwrap()),
+            ("DEV_KEYS_DIR", untouched.path().to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(production.get("/health").await.status(), 200);
+    assert_eq!(std::fs::read_dir(untouched.path()).unwrap().count(), 0);
+    assert!(
+        !production.log().contains("generated"),
+        "{}",
+        production.log()
+    );
+}

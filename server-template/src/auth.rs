@@ -128,14 +128,15 @@ impl Accounts {
             check_device_name(name)?;
         }
         // A malformed email or password is simply a failed login: same answer, same cost.
-        let mut client = self.pool.get().await?;
+        // No connection is held while hashing: a burst of logins must not drain the pool.
         let account = if normalize_email(email).is_ok() {
-            users::by_email(&client, &normalized).await?
+            users::by_email(&self.pool.get().await?, &normalized).await?
         } else {
             None
         };
         let (user, stored) = account.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
         let verified = self.passwords.verify(password, stored).await;
+        let mut client = self.pool.get().await?;
         let (Some(user), Verified::Match { rehash }) = (user, verified) else {
             tracing::info!(ip = ?device.ip, "login failed");
             metrics::counter!("session_logins_total", "outcome" => "failure").increment(1);
@@ -276,8 +277,9 @@ impl Accounts {
         ip: Option<IpAddr>,
     ) -> Result<(), ServiceError> {
         passwords::check_policy(&new_password)?;
-        let mut client = self.pool.get().await?;
-        let stored = users::by_id(&client, user).await?.map(|(_, hash)| hash);
+        let stored = users::by_id(&self.pool.get().await?, user)
+            .await?
+            .map(|(_, hash)| hash);
         if !matches!(
             self.passwords.verify(current_password, stored).await,
             Verified::Match { .. }
@@ -285,6 +287,7 @@ impl Accounts {
             return Err(ServiceError::WrongCurrentPassword);
         }
         let new_hash = self.passwords.hash(new_password).await;
+        let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         users::set_password(&transaction, user, &new_hash).await?;
         let revoked =

@@ -460,9 +460,13 @@ mod tests {
     fn production_refuses_to_start_without_keys() {
         let err = config(&[("APP_ENV", "production")]).unwrap_err();
         assert_eq!(err.var, "JWT_SIGNING_KEYS");
+        let err =
+            config(&[("APP_ENV", "production"), ("JWT_SIGNING_KEYS", "/k/a.pem")]).unwrap_err();
+        assert_eq!(err.var, "REFRESH_TOKEN_KEY_FILE");
         let ok = config(&[
             ("APP_ENV", "production"),
             ("JWT_SIGNING_KEYS", "/k/a.pem, /k/b.pem"),
+            ("REFRESH_TOKEN_KEY_FILE", "/k/refresh.key"),
         ])
         .expect("keys given");
         assert_eq!(

@@ -6,6 +6,8 @@
     reason = "test support: every function panics, with a message, when something is off"
 )]
 
+pub mod api;
+
 pub use session_testdb::PostgresProxy;
 
 use std::collections::HashMap;

@@ -81,11 +81,17 @@ async fn limited<E: Endpoint>(
     timeout: std::time::Duration,
 ) -> poem::Result<Response> {
     let too_large = || {
-        ErrorBody::new(
+        let mut response = ErrorBody::new(
             "payload_too_large",
             format!("the body may have at most {max_body} bytes"),
         )
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE);
+        // The unread rest of the body is still on the connection: do not reuse it.
+        response.headers_mut().insert(
+            poem::http::header::CONNECTION,
+            poem::http::HeaderValue::from_static("close"),
+        );
+        response
     };
     let declared = request
         .headers()

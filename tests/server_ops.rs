@@ -1,0 +1,292 @@
+//! The server as operators see it: two processes sharing one database, the purge job,
+//! stored security events, metrics and the OpenAPI document.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use session_e2e::ServerProcess;
+use session_testdb::TestDb;
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn post(
+    server: &ServerProcess,
+    path: &str,
+    body: &Value,
+    bearer: Option<&str>,
+) -> (u16, Value) {
+    let mut request = http().post(server.url(path)).json(body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// One client per test thread (each test has its own runtime, which owns the client's
+/// connections): building a client costs milliseconds, which would swamp the
+/// propagation time being measured.
+fn http() -> reqwest::Client {
+    thread_local! {
+        static CLIENT: reqwest::Client = reqwest::Client::new();
+    }
+    CLIENT.with(Clone::clone)
+}
+
+async fn me_status(server: &ServerProcess, token: &str) -> u16 {
+    http()
+        .get(server.url("/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Registers `email` and logs in once; returns the token pair.
+async fn signed_in(server: &ServerProcess, email: &str) -> Value {
+    let credentials = json!({ "email": email, "password": PASSWORD });
+    let (status, _) = post(server, "/auth/register", &credentials, None).await;
+    assert_eq!(status, 201);
+    let (status, pair) = post(server, "/auth/login", &credentials, None).await;
+    assert_eq!(status, 200, "{pair}");
+    pair
+}
+
+#[tokio::test]
+async fn a_logout_on_one_process_is_honoured_by_another_within_100_ms() {
+    let db = TestDb::new().await;
+    // Replicas share their keys, as they would in production.
+    let keys = tempfile::tempdir().unwrap();
+    let shared = [("DEV_KEYS_DIR", keys.path().to_str().unwrap())];
+    let a = ServerProcess::start(&db.url(), &shared).await;
+    let b = ServerProcess::start(&db.url(), &shared).await;
+    let pair = signed_in(&a, "two@example.com").await;
+    let access = pair["access_token"].as_str().unwrap();
+
+    // B has verified the token and cached the session as live.
+    assert_eq!(me_status(&b, access).await, 200);
+    assert_eq!(me_status(&b, access).await, 200);
+
+    let (status, _) = post(&a, "/auth/logout", &json!({}), Some(access)).await;
+    assert_eq!(status, 204);
+    let revoked_at = Instant::now();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        match me_status(&b, access).await {
+            401 => break,
+            200 => assert!(
+                revoked_at.elapsed() < Duration::from_secs(2),
+                "B still accepts the token"
+            ),
+            other => panic!("unexpected {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = revoked_at.elapsed();
+    eprintln!("revocation reached the other process in {elapsed:?} ({polls} polls)");
+    assert!(elapsed < Duration::from_millis(100), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn the_purge_job_deletes_long_ended_sessions_on_one_replica_at_a_time() {
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    let ended: Vec<uuid::Uuid> = client
+        .query(
+            "WITH u AS (INSERT INTO users (email, password_hash) VALUES ('p@example.com', 'x') \
+             RETURNING id) \
+             INSERT INTO sessions (user_id, idle_expires_at, absolute_expires_at, revoked_at) \
+             SELECT id, now() - interval '2 hours', now() + interval '1 day', NULL FROM u \
+             UNION ALL SELECT id, now() + interval '1 day', now() + interval '2 days', \
+                    now() - interval '1 hour' FROM u \
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let live: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO sessions (user_id, idle_expires_at, absolute_expires_at) \
+             SELECT id, now() + interval '1 day', now() + interval '2 days' FROM users \
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let count = |ids: Vec<uuid::Uuid>| {
+        let client = &client;
+        async move {
+            client
+                .query_one("SELECT count(*) FROM sessions WHERE id = ANY($1)", &[&ids])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+
+    // Another replica holds the purge lock: this one must stand back.
+    let holder = db.connect().await;
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&session_server::purge::PURGE_LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let _server = ServerProcess::start(
+        &db.url(),
+        &[
+            ("PURGE_INTERVAL_SECONDS", "1"),
+            ("SESSION_RETENTION_DAYS", "0"),
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        count(ended.clone()).await,
+        2,
+        "purged while another replica held the lock"
+    );
+
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&session_server::purge::PURGE_LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(ended.clone()).await > 0 {
+        assert!(Instant::now() < deadline, "ended sessions were not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(vec![live]).await, 1, "a live session was purged");
+}
+
+#[tokio::test]
+async fn security_events_are_stored_without_secrets() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start(&db.url(), &[("REFRESH_GRACE_SECONDS", "0")]).await;
+    let pair = signed_in(&server, "events@example.com").await;
+    let refresh = pair["refresh_token"].as_str().unwrap();
+
+    let wrong = json!({ "email": "events@example.com", "password": "not the password" });
+    assert_eq!(post(&server, "/auth/login", &wrong, None).await.0, 401);
+    let body = json!({ "refresh_token": refresh });
+    assert_eq!(post(&server, "/auth/refresh", &body, None).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The rotated token again, after the (zero) grace window: theft.
+    assert_eq!(post(&server, "/auth/refresh", &body, None).await.0, 401);
+
+    let client = db.connect().await;
+    let rows = client
+        .query(
+            "SELECT kind, coalesce(session_id::text, ''), detail::text FROM security_events \
+             ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    assert!(kinds.contains(&"login_failed".to_owned()), "{kinds:?}");
+    let reuse = rows
+        .iter()
+        .find(|row| row.get::<_, &str>(0) == "refresh_reuse")
+        .expect("the reuse was recorded");
+    assert_eq!(
+        reuse.get::<_, &str>(1),
+        pair["session_id"].as_str().unwrap()
+    );
+    for row in &rows {
+        let detail: &str = row.get(2);
+        assert!(!detail.contains(refresh), "a refresh token was stored");
+        assert!(!detail.contains(PASSWORD) && !detail.contains("not the password"));
+    }
+    assert!(
+        !server.log().contains(refresh),
+        "a refresh token was logged"
+    );
+    assert!(!server.log().contains(PASSWORD), "a password was logged");
+}
+
+#[tokio::test]
+async fn metrics_count_logins_refreshes_rejections_and_the_cache() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start(&db.url(), &[]).await;
+    let pair = signed_in(&server, "metrics@example.com").await;
+    let access = pair["access_token"].as_str().unwrap();
+    assert_eq!(me_status(&server, access).await, 200);
+    assert_eq!(me_status(&server, access).await, 200);
+    assert_eq!(me_status(&server, "garbage").await, 401);
+    let body = json!({ "refresh_token": pair["refresh_token"] });
+    assert_eq!(post(&server, "/auth/refresh", &body, None).await.0, 200);
+
+    let response = server.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for line in [
+        "session_logins_total{outcome=\"success\"} 1",
+        "session_refreshes_total{outcome=\"rotated\"} 1",
+        "session_auth_rejections_total{reason=\"token_malformed\"} 1",
+        "session_liveness_cache_hits 1",
+        "session_liveness_cache_misses 1",
+        "session_liveness_cache_hit_ratio 0.5",
+        "session_liveness_listener_connected 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_bearer_auth_and_every_error_body() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start(&db.url(), &[]).await;
+    let spec: Value = server.get("/openapi.json").await.json().await.unwrap();
+    let scheme = &spec["components"]["securitySchemes"]["BearerAuth"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+
+    let protected = [
+        ("/auth/logout", "post"),
+        ("/auth/logout-all", "post"),
+        ("/auth/password", "post"),
+        ("/me", "get"),
+        ("/sessions", "get"),
+        ("/sessions/{id}", "delete"),
+        ("/sessions/revoke-others", "post"),
+    ];
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|s| s.get("BearerAuth").is_some()));
+            let should = protected.contains(&(path.as_str(), method.as_str()));
+            assert_eq!(secured, should, "{method} {path} security");
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let body_schema =
+                        &response["content"]["application/json; charset=utf-8"]["schema"]["$ref"];
+                    assert_eq!(
+                        body_schema, "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}: {response}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(operations >= 12, "{operations} operations documented");
+}
