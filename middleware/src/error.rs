@@ -25,6 +25,9 @@ pub enum AuthError {
     /// The token failed verification.
     #[error("invalid access token: {0}")]
     InvalidToken(#[from] TokenError),
+    /// A cookie-authenticated request that a browser marks as sent by another site.
+    #[error("cross-site request with a session cookie")]
+    CrossSite,
     /// The token is valid but its session is not live.
     #[error("session not live: {}", .0.reason())]
     SessionNotLive(Liveness),
@@ -41,6 +44,7 @@ impl AuthError {
                 StatusCode::UNAUTHORIZED
             }
             Self::MalformedHeader => StatusCode::BAD_REQUEST,
+            Self::CrossSite => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -50,6 +54,7 @@ impl AuthError {
         match self {
             Self::MissingToken => "missing_token",
             Self::MalformedHeader => "malformed_header",
+            Self::CrossSite => "cross_site",
             Self::InvalidToken(e) => e.reason(),
             Self::SessionNotLive(liveness) => liveness.reason(),
             Self::Unavailable(_) => "liveness_unavailable",
@@ -61,6 +66,7 @@ impl AuthError {
         match self {
             Self::MissingToken => "missing_token",
             Self::MalformedHeader => "invalid_request",
+            Self::CrossSite => "cross_site_request",
             Self::InvalidToken(_) | Self::SessionNotLive(_) => "invalid_token",
             Self::Unavailable(_) => "session_check_unavailable",
         }
@@ -71,6 +77,7 @@ impl AuthError {
         match self {
             Self::MissingToken => "an access token is required",
             Self::MalformedHeader => "the Authorization header is malformed",
+            Self::CrossSite => "a session cookie cannot authenticate a request from another site",
             Self::InvalidToken(_) | Self::SessionNotLive(_) => {
                 "the access token is invalid, expired or revoked"
             }
@@ -89,7 +96,7 @@ impl AuthError {
             Self::InvalidToken(_) | Self::SessionNotLive(_) => {
                 r#"Bearer error="invalid_token", error_description="the access token is invalid""#
             }
-            Self::Unavailable(_) => return None,
+            Self::CrossSite | Self::Unavailable(_) => return None,
         };
         Some(HeaderValue::from_static(challenge))
     }

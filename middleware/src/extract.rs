@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, COOKIE};
+use http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 
 use crate::error::AuthError;
 
@@ -15,7 +15,10 @@ pub enum TokenSource {
     #[default]
     Bearer,
     /// A cookie with this name. Set it `HttpOnly`, `Secure` and `SameSite=Strict` (or
-    /// `Lax`): a cookie is sent by the browser on its own, so CSRF protection is yours.
+    /// `Lax`). A browser sends cookies on its own, also on requests another site makes it
+    /// send (CSRF), so a cookie-authenticated request that a browser marks as coming from
+    /// elsewhere (`Sec-Fetch-Site` other than `same-origin`/`none`, or an `Origin` that is
+    /// not this `Host`) is refused with 403.
     Cookie(Arc<str>),
     /// `Authorization: Bearer` when present, else the named cookie.
     BearerOrCookie(Arc<str>),
@@ -31,9 +34,11 @@ impl TokenSource {
     pub fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
         match self {
             Self::Bearer => bearer(headers),
-            Self::Cookie(name) => cookie(headers, name),
+            Self::Cookie(name) => from_this_site(headers).and_then(|()| cookie(headers, name)),
             Self::BearerOrCookie(name) => match bearer(headers) {
-                Err(AuthError::MissingToken) => cookie(headers, name),
+                Err(AuthError::MissingToken) => {
+                    from_this_site(headers).and_then(|()| cookie(headers, name))
+                }
                 found => found,
             },
         }
@@ -70,6 +75,32 @@ fn is_b64token(token: &str) -> bool {
         && body.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
         })
+}
+
+/// Refuses requests a browser says come from another site, before a cookie may count.
+/// Clients that send neither header (not browsers) cannot be made to forge a request,
+/// so they pass.
+fn from_this_site(headers: &HeaderMap) -> Result<(), AuthError> {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(AuthError::CrossSite);
+    }
+    if let (Some(origin), Some(host)) = (headers.get(ORIGIN), headers.get(HOST)) {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|origin| origin.split_once("://"))
+            .map(|(_, authority)| authority);
+        let same = authority.is_some_and(|authority| {
+            host.to_str()
+                .is_ok_and(|host| host.eq_ignore_ascii_case(authority))
+        });
+        if !same {
+            return Err(AuthError::CrossSite);
+        }
+    }
+    Ok(())
 }
 
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> {
@@ -174,6 +205,58 @@ mod tests {
             source.extract(&headers(&[("authorization", b"Bearer abc")])),
             Err(AuthError::MissingToken)
         ));
+    }
+
+    #[test]
+    fn cookies_from_another_site_are_refused() {
+        let source = TokenSource::cookie("sg_access");
+        let cookie: (&str, &[u8]) = ("cookie", b"sg_access=abc");
+        for (extra, allowed) in [
+            (vec![], true),
+            (vec![("sec-fetch-site", &b"same-origin"[..])], true),
+            (vec![("sec-fetch-site", &b"none"[..])], true),
+            (vec![("sec-fetch-site", &b"cross-site"[..])], false),
+            (vec![("sec-fetch-site", &b"same-site"[..])], false),
+            (
+                vec![
+                    ("host", &b"app.example"[..]),
+                    ("origin", &b"https://app.example"[..]),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    ("host", &b"app.example"[..]),
+                    ("origin", &b"https://evil.example"[..]),
+                ],
+                false,
+            ),
+            (
+                vec![("host", &b"app.example"[..]), ("origin", &b"null"[..])],
+                false,
+            ),
+        ] {
+            let mut pairs = vec![cookie];
+            pairs.extend(extra.iter().map(|(k, v)| (*k, *v)));
+            let map = headers(&pairs);
+            let result = source.extract(&map);
+            if allowed {
+                assert_eq!(result.unwrap(), "abc", "{extra:?}");
+            } else {
+                assert!(matches!(result, Err(AuthError::CrossSite)), "{extra:?}");
+            }
+        }
+        // A bearer header is never a CSRF vector: the browser does not add it by itself.
+        let bearer = headers(&[
+            ("authorization", b"Bearer abc"),
+            ("sec-fetch-site", b"cross-site"),
+        ]);
+        assert_eq!(
+            TokenSource::BearerOrCookie("sg_access".into())
+                .extract(&bearer)
+                .unwrap(),
+            "abc"
+        );
     }
 
     #[test]
