@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
+use session_guard::PostgresLiveness;
 use uuid::Uuid;
 
 use crate::access_token::AccessTokenIssuer;
@@ -55,10 +56,11 @@ pub struct Accounts {
     access: AccessTokenIssuer,
     limits: RateLimits,
     policy: SessionPolicy,
+    liveness: PostgresLiveness,
 }
 
 impl Accounts {
-    /// Accounts over `pool`.
+    /// Accounts over `pool`; revocations are also forgotten at once by `liveness`.
     pub fn new(
         pool: Pool,
         passwords: PasswordHasher,
@@ -66,6 +68,7 @@ impl Accounts {
         access: AccessTokenIssuer,
         limits: RateLimits,
         policy: SessionPolicy,
+        liveness: PostgresLiveness,
     ) -> Self {
         Self {
             pool,
@@ -74,6 +77,7 @@ impl Accounts {
             access,
             limits,
             policy,
+            liveness,
         }
     }
 
@@ -135,7 +139,7 @@ impl Accounts {
             None
         };
         let (user, stored) = account.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
-        let verified = self.passwords.verify(password, stored).await;
+        let verified = self.passwords.verify(password, stored.clone()).await;
         let mut client = self.pool.get().await?;
         let (Some(user), Verified::Match { rehash }) = (user, verified) else {
             tracing::info!(ip = ?device.ip, "login failed");
@@ -153,6 +157,13 @@ impl Accounts {
         };
         let refresh_token = RefreshToken::generate();
         let transaction = client.transaction().await?;
+        // The hash was verified outside any transaction. Had a password change committed
+        // since, this login used the old password and must not open a session; locking
+        // the row also makes a change still under way wait, then revoke this session.
+        if users::hash_for_share(&transaction, user).await? != stored {
+            tracing::info!(user_id = %user, "login lost a race with a password change");
+            return Err(ServiceError::InvalidCredentials);
+        }
         if let Some(new_hash) = rehash {
             users::set_password(&transaction, user, &new_hash).await?;
         }
@@ -217,6 +228,9 @@ impl Accounts {
                 self.pair(user, session, successor, expires)
             }
             (Outcome::Reused, user, session, _) => {
+                if let Some(session) = session {
+                    self.forget(&[session]);
+                }
                 tracing::warn!(
                     user_id = ?user,
                     session_id = ?session,
@@ -239,13 +253,13 @@ impl Accounts {
         ip: Option<IpAddr>,
     ) -> Result<u64, ServiceError> {
         let client = self.pool.get().await?;
-        let (count, reason, session) = match scope {
+        let (revoked, reason, session) = match scope {
             RevokeScope::One { session, reason } => {
                 let found = sessions::revoke_one(&client, user, session, reason).await?;
                 if !found {
                     return Err(ServiceError::SessionNotFound);
                 }
-                (1, reason, Some(session))
+                (vec![session], reason, Some(session))
             }
             RevokeScope::AllBut { keep, reason } => (
                 sessions::revoke_all_but(&client, user, keep, reason).await?,
@@ -253,6 +267,8 @@ impl Accounts {
                 keep,
             ),
         };
+        self.forget(&revoked);
+        let count = revoked.len() as u64;
         tracing::info!(user_id = %user, count, reason, "sessions revoked");
         metrics::counter!("session_revocations_total", "reason" => reason).increment(count);
         events::record(
@@ -290,9 +306,10 @@ impl Accounts {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         users::set_password(&transaction, user, &new_hash).await?;
-        let revoked =
+        let revoked_ids =
             sessions::revoke_all_but(&transaction, user, Some(current_session), "password_change")
                 .await?;
+        let revoked = revoked_ids.len() as u64;
         events::record(
             &transaction,
             "password_changed",
@@ -303,6 +320,7 @@ impl Accounts {
         )
         .await?;
         transaction.commit().await?;
+        self.forget(&revoked_ids);
         tracing::info!(user_id = %user, revoked, "password changed");
         metrics::counter!("session_revocations_total", "reason" => "password_change")
             .increment(revoked);
@@ -322,6 +340,14 @@ impl Accounts {
     pub async fn sessions(&self, user: Uuid) -> Result<Vec<sessions::SessionRow>, ServiceError> {
         let client = self.pool.get().await?;
         sessions::list_live(&client, user).await
+    }
+
+    /// Makes this instance refuse the sessions at once; other instances hear of it from
+    /// PostgreSQL within milliseconds.
+    fn forget(&self, sessions: &[Uuid]) {
+        for session in sessions {
+            self.liveness.forget(&session.to_string());
+        }
     }
 
     fn pair(

@@ -77,10 +77,18 @@ pub async fn migrate(config: &Config) -> Result<usize, DatabaseError> {
 /// The pool the request handlers borrow connections from.
 ///
 /// It connects lazily, so the server starts and keeps running while PostgreSQL is down;
-/// every wait is bounded by `DATABASE_TIMEOUT_SECONDS`.
+/// every wait, and every statement, is bounded by `DATABASE_TIMEOUT_SECONDS`.
 pub fn pool(config: &Config) -> Result<Pool, DatabaseError> {
+    // Every statement on a pooled connection is bounded too, not only the wait for one:
+    // a query stuck behind a lock gives up and the request answers 503.
+    let mut pooled = config.database.clone();
+    let timeout_ms = config.database_timeout.as_millis();
+    let given = pooled.get_options().unwrap_or_default().to_owned();
+    pooled.options(format!(
+        "{given} -c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+    ));
     let manager = Manager::from_config(
-        config.database.clone(),
+        pooled,
         NoTls,
         ManagerConfig {
             // A connection that died with its server is noticed as closed and replaced.

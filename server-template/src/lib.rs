@@ -141,6 +141,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
             absolute_lifetime: config.refresh_absolute_lifetime,
             grace: config.refresh_grace,
         },
+        liveness.clone(),
     );
     let metrics = PrometheusBuilder::new()
         .install_recorder()

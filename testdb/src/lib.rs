@@ -35,8 +35,10 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
+mod cluster;
 mod proxy;
 
+pub use cluster::{ClusterUnavailable, PrivateCluster, StopMode};
 pub use proxy::PostgresProxy;
 
 /// Prefix of every per-test database name.

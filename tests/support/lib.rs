@@ -7,6 +7,8 @@
 )]
 
 pub mod api;
+pub mod attempt;
+pub mod proc_status;
 
 pub use session_testdb::PostgresProxy;
 

@@ -241,6 +241,16 @@ impl PostgresLiveness {
         }
     }
 
+    /// Drops what this instance remembers about `session_id`, at once.
+    ///
+    /// For the process that revokes a session itself: the notification will evict it on
+    /// every instance within milliseconds, but this one should not accept the session's
+    /// token even for those milliseconds after answering "logged out".
+    pub fn forget(&self, session_id: &str) {
+        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        self.inner.cache.invalidate(session_id);
+    }
+
     /// Cache and listener counters.
     pub fn stats(&self) -> LivenessStats {
         LivenessStats {
@@ -548,6 +558,29 @@ mod tests {
         let misses = store.stats().misses;
         assert!(auth.authenticate(&headers).await.is_err());
         assert_eq!(store.stats().misses, misses);
+    }
+
+    #[tokio::test]
+    async fn forget_makes_the_next_request_ask_the_database() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let session = session(&client, user, "14 days").await;
+        // No notifications reach this store: only `forget` can evict.
+        let store = started(
+            PostgresLiveness::builder(db.config().clone()).with_channel("nobody_notifies_here"),
+        )
+        .await;
+        let auth = Authenticator::new(verifier(), store.clone());
+        let headers = bearer(user, session);
+        auth.authenticate(&headers).await.unwrap();
+        revoke(&client, session).await;
+        assert!(auth.authenticate(&headers).await.is_ok(), "still cached as live");
+        store.forget(&session.to_string());
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
     }
 
     #[tokio::test]

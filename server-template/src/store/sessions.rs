@@ -27,7 +27,7 @@ const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = coalesce(revoked_at, 
        revoked_reason = coalesce(revoked_reason, $3) \
      WHERE id = $1 AND user_id = $2";
 const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
-     WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2";
+     WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 RETURNING id";
 /// Deletes up to `$2` sessions that ended more than `$1` ago.
 const PURGE_BATCH: &str = "DELETE FROM sessions WHERE id IN ( \
        SELECT id FROM sessions \
@@ -129,15 +129,16 @@ pub async fn revoke_one(
         == 1)
 }
 
-/// Revokes every live session of the user but `keep`; returns how many.
+/// Revokes every live session of the user but `keep`; returns the revoked ids.
 pub async fn revoke_all_but(
     client: &impl GenericClient,
     user: Uuid,
     keep: Option<Uuid>,
     reason: &str,
-) -> Result<u64, ServiceError> {
+) -> Result<Vec<Uuid>, ServiceError> {
     let statement = client.prepare_cached(REVOKE_ALL_BUT).await?;
-    Ok(client.execute(&statement, &[&user, &keep, &reason]).await?)
+    let rows = client.query(&statement, &[&user, &keep, &reason]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Deletes one batch of sessions that ended more than `retention` ago.

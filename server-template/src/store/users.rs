@@ -9,6 +9,8 @@ const INSERT: &str = "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
                       ON CONFLICT ((lower(email))) DO NOTHING RETURNING id";
 const BY_EMAIL: &str = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)";
 const BY_ID: &str = "SELECT email, password_hash FROM users WHERE id = $1";
+/// The hash, locked against a concurrent password change until the transaction ends.
+const HASH_FOR_SHARE: &str = "SELECT password_hash FROM users WHERE id = $1 FOR SHARE";
 const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1";
 
 /// Creates an account; `None` when the email is taken.
@@ -42,6 +44,17 @@ pub async fn by_id(
     let statement = client.prepare_cached(BY_ID).await?;
     let row = client.query_opt(&statement, &[&id]).await?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// The current password hash, locked so that a password change waits for this
+/// transaction (or, having committed first, is seen by it).
+pub async fn hash_for_share(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<String>, ServiceError> {
+    let statement = client.prepare_cached(HASH_FOR_SHARE).await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// Replaces the password hash.
