@@ -575,7 +575,10 @@ mod tests {
         let headers = bearer(user, session);
         auth.authenticate(&headers).await.unwrap();
         revoke(&client, session).await;
-        assert!(auth.authenticate(&headers).await.is_ok(), "still cached as live");
+        assert!(
+            auth.authenticate(&headers).await.is_ok(),
+            "still cached as live"
+        );
         store.forget(&session.to_string());
         assert!(matches!(
             auth.authenticate(&headers).await,
