@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use session_server::config::{Config, LogFormat};
 
+/// Every Argon2 hash allocates and frees 19 MiB. glibc's allocator keeps such blocks
+/// once freed (its mmap threshold rises to meet them), so a few hundred logins left the
+/// process at hundreds of MB; mimalloc hands them back to the OS.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: session-server [serve | migrate]
 
   serve     run the HTTP server (default); migrates the database first
