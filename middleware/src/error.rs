@@ -85,6 +85,41 @@ impl AuthError {
         }
     }
 
+    /// The JSON body, `{"error": code(), "message": message()}`, rendered at compile
+    /// time: a refusal allocates nothing for its body.
+    fn body(&self) -> &'static [u8] {
+        macro_rules! body {
+            ($code:literal, $message:literal) => {
+                concat!(
+                    r#"{"error":""#,
+                    $code,
+                    r#"","message":""#,
+                    $message,
+                    r#""}"#
+                )
+                .as_bytes()
+            };
+        }
+        match self {
+            Self::MissingToken => body!("missing_token", "an access token is required"),
+            Self::MalformedHeader => {
+                body!("invalid_request", "the Authorization header is malformed")
+            }
+            Self::CrossSite => body!(
+                "cross_site_request",
+                "a session cookie cannot authenticate a request from another site"
+            ),
+            Self::InvalidToken(_) | Self::SessionNotLive(_) => body!(
+                "invalid_token",
+                "the access token is invalid, expired or revoked"
+            ),
+            Self::Unavailable(_) => body!(
+                "session_check_unavailable",
+                "the session cannot be checked right now; retry shortly"
+            ),
+        }
+    }
+
     /// The RFC 6750 challenge, when the status calls for one.
     pub fn www_authenticate(&self) -> Option<HeaderValue> {
         let challenge = match self {
@@ -114,8 +149,7 @@ impl AuthError {
         if is_grpc(request_headers) {
             return self.to_grpc_response();
         }
-        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
-        let mut response = Response::new(Bytes::from(body.to_string()));
+        let mut response = Response::new(Bytes::from_static(self.body()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -230,6 +264,24 @@ mod tests {
             .collect();
         for response in &responses[1..] {
             assert_eq!(response, &responses[0]);
+        }
+    }
+
+    #[test]
+    fn the_prerendered_bodies_say_what_code_and_message_say() {
+        for error in [
+            AuthError::MissingToken,
+            AuthError::MalformedHeader,
+            AuthError::CrossSite,
+            AuthError::InvalidToken(TokenError::Expired),
+            AuthError::SessionNotLive(Liveness::Revoked),
+            AuthError::Unavailable(LivenessError("x".into())),
+        ] {
+            let body: serde_json::Value = serde_json::from_slice(error.body()).unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({ "error": error.code(), "message": error.message() })
+            );
         }
     }
 

@@ -45,6 +45,30 @@ impl TokenSource {
     }
 }
 
+impl TokenSource {
+    /// The bearer token as sent, with only the cheapest checks (one `Authorization`
+    /// header, `Bearer` scheme, UTF-8): for looking up a token verified before, which is
+    /// well-formed by construction. Validating every byte first cost half of the layer's
+    /// time on a cache hit. `None` when there is nothing to look up this way (cookie mode,
+    /// no header, several headers); [`TokenSource::extract`] then decides.
+    pub(crate) fn bearer_candidate<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        if matches!(self, Self::Cookie(_)) {
+            return None;
+        }
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        let bytes = value.as_bytes();
+        let (scheme, token) = bytes.split_at_checked(7)?;
+        if !scheme.eq_ignore_ascii_case(b"bearer ") {
+            return None;
+        }
+        Some(std::str::from_utf8(token).ok()?.trim_start_matches(' '))
+    }
+}
+
 /// RFC 6750 §2.1: `Bearer 1*SP b64token`, one `Authorization` header only.
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
@@ -257,6 +281,30 @@ mod tests {
                 .unwrap(),
             "abc"
         );
+    }
+
+    #[test]
+    fn the_lookup_candidate_is_what_extract_would_return_for_well_formed_headers() {
+        for source in [
+            TokenSource::Bearer,
+            TokenSource::BearerOrCookie("sg_access".into()),
+        ] {
+            for value in [&b"Bearer abc.def"[..], b"bearer   abc.def", b"BEARER abc"] {
+                let map = headers(&[("authorization", value)]);
+                assert_eq!(
+                    source.bearer_candidate(&map),
+                    Some(source.extract(&map).unwrap()),
+                    "{value:?}"
+                );
+            }
+            for value in [&b"Basic abc"[..], b"Bearer", b"Bearer\xff"] {
+                let map = headers(&[("authorization", value)]);
+                assert!(source.bearer_candidate(&map).is_none(), "{value:?}");
+            }
+        }
+        let cookie_mode = TokenSource::cookie("sg_access");
+        let map = headers(&[("authorization", b"Bearer abc")]);
+        assert!(cookie_mode.bearer_candidate(&map).is_none());
     }
 
     #[test]

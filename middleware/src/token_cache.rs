@@ -4,10 +4,9 @@
 //! Bounded in size, and an entry never outlives its token's `exp`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use moka::Expiry;
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 
 use crate::context::AuthContext;
 #[cfg(test)]
@@ -17,22 +16,14 @@ use crate::context::Claims;
 pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 100_000;
 
 /// A bounded cache from token text to the context its verified claims make.
+///
+/// `quick_cache` (CLOCK-Pro, sharded, foldhash) rather than a cache with per-entry
+/// timers: a lookup is one hash of the token and one probe, and an entry costs little
+/// more than the token itself. Expiry is checked on every read against the token's own
+/// `exp`, and an expired entry is removed then.
 #[derive(Clone)]
 pub(crate) struct VerifiedTokenCache {
-    cache: Cache<Arc<str>, AuthContext>,
-}
-
-struct UntilTokenExpiry;
-
-impl Expiry<Arc<str>, AuthContext> for UntilTokenExpiry {
-    fn expire_after_create(
-        &self,
-        _token: &Arc<str>,
-        context: &AuthContext,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(remaining(context))
-    }
+    cache: Arc<Cache<Arc<str>, AuthContext>>,
 }
 
 /// Time left before `exp`; zero when it has passed.
@@ -45,20 +36,17 @@ fn remaining(context: &AuthContext) -> Duration {
 
 impl VerifiedTokenCache {
     pub(crate) fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         Self {
-            cache: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilTokenExpiry)
-                .build(),
+            cache: Arc::new(Cache::new(capacity)),
         }
     }
 
     /// The context of `token` if it was verified before and has not expired since.
     pub(crate) fn get(&self, token: &str) -> Option<AuthContext> {
         let context = self.cache.get(token)?;
-        // moka expires lazily on its own clock; the token's own `exp` is the authority.
         if remaining(&context).is_zero() {
-            self.cache.invalidate(token);
+            self.cache.remove(token);
             return None;
         }
         Some(context)
@@ -71,13 +59,8 @@ impl VerifiedTokenCache {
     }
 
     #[cfg(test)]
-    pub(crate) fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks();
-    }
-
-    #[cfg(test)]
-    pub(crate) fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
+    pub(crate) fn len(&self) -> usize {
+        self.cache.len()
     }
 }
 
@@ -121,6 +104,7 @@ mod tests {
         cache.insert("soon", claims(1));
         std::thread::sleep(Duration::from_millis(2100));
         assert!(cache.get("soon").is_none());
+        assert_eq!(cache.len(), 0, "the expired entry was removed on read");
     }
 
     #[test]
@@ -129,7 +113,6 @@ mod tests {
         for i in 0..1_000 {
             cache.insert(&format!("token-{i}"), claims(60));
         }
-        cache.run_pending_tasks();
-        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+        assert!(cache.len() <= 100, "{}", cache.len());
     }
 }

@@ -10,7 +10,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
@@ -188,6 +188,14 @@ impl TokenVerifier {
             })?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sid.is_empty() {
+            return Err(TokenError::InvalidClaims);
+        }
+        // The caches turn `exp` into a `SystemTime`; past what one can hold that would
+        // overflow and panic. No real token lives that long.
+        if UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .is_none()
+        {
             return Err(TokenError::InvalidClaims);
         }
         Ok(claims)
@@ -451,6 +459,26 @@ mod tests {
             verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).await.unwrap_err(),
             TokenError::TooLarge
         );
+    }
+
+    /// Found by the `authenticate` fuzz target: a validly signed token whose `exp` lies
+    /// beyond `SystemTime`'s range (more than `i64::MAX` seconds) made the token cache
+    /// panic when it computed the expiry instant.
+    #[tokio::test]
+    async fn an_exp_beyond_the_clock_is_refused_without_a_panic() {
+        for exp in [u64::MAX, 1 << 63] {
+            let mut far = claims("u", "s");
+            far["exp"] = json!(exp);
+            assert_eq!(
+                verify(&sign("hs", &far)).await.unwrap_err(),
+                TokenError::InvalidClaims,
+                "exp {exp}"
+            );
+        }
+        let mut latest = claims("u", "s");
+        latest["exp"] = json!((1_u64 << 63) - 1);
+        let claims = verify(&sign("hs", &latest)).await.unwrap();
+        assert!(claims.expires_at() > std::time::SystemTime::now());
     }
 
     #[tokio::test]

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt as _;
-use moka::Expiry;
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
 
 use super::{Liveness, LivenessCheck, LivenessError};
-use crate::context::{AuthContext, SessionId};
+use crate::context::AuthContext;
 
 /// The channel the schema's trigger notifies on.
 pub const DEFAULT_CHANNEL: &str = "session_revoked";
@@ -44,19 +44,6 @@ const LIVENESS_SQL: &str = "SELECT revoked_at IS NOT NULL, \
 struct Cached {
     liveness: Liveness,
     until: Instant,
-}
-
-struct UntilDeadline;
-
-impl Expiry<SessionId, Cached> for UntilDeadline {
-    fn expire_after_create(
-        &self,
-        _key: &SessionId,
-        value: &Cached,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.until.saturating_duration_since(created_at))
-    }
 }
 
 /// Counters for metrics: cache hits and misses, and the listener's state.
@@ -151,10 +138,7 @@ impl PostgresLivenessBuilder {
         };
         let inner = Arc::new(Inner {
             pool,
-            cache: Cache::builder()
-                .max_capacity(self.capacity)
-                .expire_after(UntilDeadline)
-                .build(),
+            cache: Cache::new(usize::try_from(self.capacity).unwrap_or(usize::MAX).max(1)),
             epoch: AtomicU64::new(0),
             listener_connected: AtomicBool::new(false),
             listener_connects: AtomicU64::new(0),
@@ -192,7 +176,9 @@ pub struct PostgresLiveness {
 
 struct Inner {
     pool: Pool,
-    cache: Cache<SessionId, Cached>,
+    /// Keyed by the session's UUID: 16 bytes inline, no allocation per entry. Each entry
+    /// carries its own deadline, checked on read.
+    cache: Cache<Uuid, Cached>,
     /// Bumped by every notification and every listener connect or drop; a query that
     /// sees it change caches no live answer.
     epoch: AtomicU64,
@@ -248,7 +234,9 @@ impl PostgresLiveness {
     /// token even for those milliseconds after answering "logged out".
     pub fn forget(&self, session_id: &str) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
-        self.inner.cache.invalidate(session_id);
+        if let Ok(id) = Uuid::parse_str(session_id) {
+            self.inner.cache.remove(&id);
+        }
     }
 
     /// Cache and listener counters.
@@ -264,8 +252,8 @@ impl PostgresLiveness {
 
     async fn query(&self, context: &AuthContext) -> Result<(Liveness, Duration), LivenessError> {
         let (Ok(session_id), Ok(user_id)) = (
-            uuid::Uuid::parse_str(context.session_id().as_str()),
-            uuid::Uuid::parse_str(context.user_id().as_str()),
+            Uuid::parse_str(context.session_id().as_str()),
+            Uuid::parse_str(context.user_id().as_str()),
         ) else {
             // Not ids this schema could hold: no such session, and no query needed.
             return Ok((Liveness::Unknown, Duration::ZERO));
@@ -304,8 +292,10 @@ impl PostgresLiveness {
 
 impl LivenessCheck for PostgresLiveness {
     fn check_cached(&self, context: &AuthContext) -> Option<Liveness> {
-        let cached = self.inner.cache.get(context.session_id())?;
+        let id = Uuid::parse_str(context.session_id().as_str()).ok()?;
+        let cached = self.inner.cache.get(&id)?;
         if cached.until <= Instant::now() {
+            self.inner.cache.remove(&id);
             return None;
         }
         self.inner.hits.fetch_add(1, Ordering::Relaxed);
@@ -336,10 +326,10 @@ impl LivenessCheck for PostgresLiveness {
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
         };
-        if until > now {
-            self.inner
-                .cache
-                .insert(context.session_id().clone(), Cached { liveness, until });
+        if until > now
+            && let Ok(id) = Uuid::parse_str(context.session_id().as_str())
+        {
+            self.inner.cache.insert(id, Cached { liveness, until });
         }
         Ok(liveness)
     }
@@ -413,9 +403,9 @@ async fn listen_once(
                 let Some(inner) = store.upgrade() else { return Ok(()) };
                 inner.epoch.fetch_add(1, Ordering::AcqRel);
                 if notification.payload() == EVERY_SESSION {
-                    inner.cache.invalidate_all();
-                } else {
-                    inner.cache.invalidate(notification.payload());
+                    inner.cache.clear();
+                } else if let Ok(id) = Uuid::parse_str(notification.payload()) {
+                    inner.cache.remove(&id);
                 }
                 inner.notifications.fetch_add(1, Ordering::Release);
                 tracing::debug!(session_id = notification.payload(), "session revoked: evicted");
@@ -441,7 +431,7 @@ async fn listen_once(
 fn forget_everything(inner: &Inner) {
     inner.listener_connected.store(false, Ordering::Release);
     inner.epoch.fetch_add(1, Ordering::AcqRel);
-    inner.cache.invalidate_all();
+    inner.cache.clear();
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
