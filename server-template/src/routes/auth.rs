@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::authenticated::Authenticated;
 use super::error::ApiError;
+use super::text::{DeviceName, Email, Password, Text};
 use super::{ApiTags, client_ip};
 use crate::AppState;
 use crate::auth::{RevokeScope, TokenPair};
@@ -27,9 +28,9 @@ impl AuthApi {
 #[derive(Object)]
 struct RegisterRequest {
     /// An email address; trimmed and lower-cased.
-    email: String,
+    email: Text<Email>,
     /// 8 to 1024 characters.
-    password: String,
+    password: Text<Password>,
 }
 
 /// The new account.
@@ -47,7 +48,7 @@ struct LoginRequest {
     /// The account's password.
     password: String,
     /// A name the user gives this device ("Ada's laptop"), up to 128 characters.
-    device_name: Option<String>,
+    device_name: Option<Text<DeviceName>>,
 }
 
 /// A refresh token to rotate.
@@ -63,7 +64,7 @@ struct PasswordChange {
     /// The password in use now.
     current_password: String,
     /// 8 to 1024 characters.
-    new_password: String,
+    new_password: Text<Password>,
 }
 
 /// An access token and the refresh token that renews it.
@@ -131,7 +132,7 @@ impl AuthApi {
         let user_id = self
             .state
             .accounts
-            .register(&body.email, body.password, ip)
+            .register(&body.email.into_inner(), body.password.into_inner(), ip)
             .await?;
         Ok(RegisterResponse::Created(Json(Registered { user_id })))
     }
@@ -152,7 +153,7 @@ impl AuthApi {
             user_agent,
             name: body
                 .device_name
-                .map(|name| name.trim().to_owned())
+                .map(|name| name.into_inner().trim().to_owned())
                 .filter(|name| !name.is_empty()),
             ip: client_ip(request, &self.state.config.trusted_proxies),
         };
@@ -216,7 +217,7 @@ impl AuthApi {
                 auth.user()?,
                 auth.session()?,
                 body.current_password,
-                body.new_password,
+                body.new_password.into_inner(),
                 client_ip(request, &self.state.config.trusted_proxies),
             )
             .await?;

@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, their OpenAPI description, request limits, and the error
 //! body they all share.
 
+mod allow;
 mod auth;
 mod authenticated;
 pub mod error;
@@ -8,8 +9,10 @@ mod health;
 mod jwks;
 mod metrics;
 mod sessions;
+mod text;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use poem::http::StatusCode;
 use poem::http::header::CONTENT_LENGTH;
@@ -58,6 +61,8 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
     let api = api(state);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let allowed =
+        Arc::new(allow::AllowedMethods::from_openapi(&api.spec()).with("/metrics", &["GET"]));
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
     Route::new()
@@ -69,13 +74,16 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
         .data(state.metrics.clone())
         .data(state.liveness.clone())
         .around(move |endpoint, request| limited(endpoint, request, max_body, timeout))
+        .around(move |endpoint, request| {
+            allow::allow_on_405(endpoint, request, Arc::clone(&allowed))
+        })
         .catch_all_error(|error| async move { error::framework_error(error) })
 }
 
 /// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
 /// much of a chunked body) and requests that take longer than `timeout`.
 async fn limited<E: Endpoint>(
-    endpoint: std::sync::Arc<E>,
+    endpoint: Arc<E>,
     mut request: Request,
     max_body: usize,
     timeout: std::time::Duration,

@@ -42,12 +42,16 @@ struct SessionBody {
     /// The session's id.
     id: Uuid,
     /// The name the user gave the device at login.
+    #[oai(nullable)]
     device_name: Option<String>,
     /// What the user agent says it is, e.g. "Firefox 131 on Linux".
+    #[oai(nullable)]
     device_label: Option<String>,
     /// The user agent at login.
+    #[oai(nullable)]
     user_agent: Option<String>,
     /// The client IP at the last login or refresh.
+    #[oai(nullable)]
     ip: Option<String>,
     /// When the session started (RFC 3339).
     created_at: String,
@@ -172,4 +176,39 @@ impl SessionsApi {
 
 fn rfc3339(at: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::registry::Registry;
+    use poem_openapi::types::Type as _;
+
+    use super::*;
+
+    /// Schemathesis found `GET /sessions` answering `"device_name": null` where the
+    /// document promised a string: the optional fields are sent as `null`, so the document
+    /// says they may be.
+    #[test]
+    fn optional_session_fields_are_documented_as_nullable() {
+        let mut registry = Registry::new();
+        SessionBody::register(&mut registry);
+        let schema = serde_json::to_value(&registry.schemas["SessionBody"]).unwrap();
+        for field in ["device_name", "device_label", "user_agent", "ip"] {
+            assert_eq!(schema["properties"][field]["nullable"], true, "{field}");
+        }
+        assert!(schema["properties"]["id"].get("nullable").is_none());
+
+        let body = SessionBody {
+            id: Uuid::nil(),
+            device_name: None,
+            device_label: None,
+            user_agent: None,
+            ip: None,
+            created_at: String::new(),
+            last_used_at: String::new(),
+            current: true,
+        };
+        let json = poem_openapi::types::ToJSON::to_json(&body).unwrap();
+        assert!(json["device_name"].is_null());
+    }
 }
