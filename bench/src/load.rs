@@ -29,11 +29,13 @@ impl Bounds {
     }
 }
 
-/// What workers saw: the latency of every success, and failures counted by kind.
+/// What workers saw: the latency of every expected answer, and failures counted by kind.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    /// Latencies of successful requests; sorted once [`run`] has merged them.
+    /// Latencies of expected answers; sorted once [`run`] has merged them.
     latencies: Vec<Duration>,
+    /// How many of the expected answers were refusals (a revoked session's 401).
+    refused: u64,
     errors: BTreeMap<String, u64>,
 }
 
@@ -41,6 +43,18 @@ impl Stats {
     /// A success that started at `started`.
     pub(crate) fn success(&mut self, started: Instant) {
         self.latencies.push(started.elapsed());
+    }
+
+    /// An expected refusal (a revoked session's 401) that started at `started`: it
+    /// counts, with its latency, as an answer.
+    pub(crate) fn refusal(&mut self, started: Instant) {
+        self.latencies.push(started.elapsed());
+        self.refused += 1;
+    }
+
+    /// Expected refusals among the successes.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// A failure of kind `kind` (`HTTP 503`, `transport: ...`).
@@ -77,23 +91,14 @@ impl Stats {
         &self.errors
     }
 
-    /// Failures that were server errors (5xx).
-    pub(crate) fn server_errors(&self) -> u64 {
-        self.errors
-            .iter()
-            .filter(|(kind, _)| kind.starts_with("HTTP 5"))
-            .map(|(_, count)| count)
-            .sum()
-    }
-
     /// The nearest-rank percentile of the success latencies, in thousandths (990: p99).
     pub(crate) fn percentile(&self, per_mille: usize) -> Option<Duration> {
-        let rank = (self.latencies.len() * per_mille).div_ceil(1000).max(1);
-        self.latencies.get(rank - 1).copied()
+        nearest_rank(&self.latencies, per_mille)
     }
 
     fn merge(&mut self, other: Self) {
         self.latencies.extend(other.latencies);
+        self.refused += other.refused;
         for (kind, count) in other.errors {
             *self.errors.entry(kind).or_default() += count;
         }
@@ -130,6 +135,12 @@ where
     let elapsed = started.elapsed();
     stats.latencies.sort_unstable();
     Ok(Run { stats, elapsed })
+}
+
+/// The nearest-rank percentile of `sorted`, in thousandths (990: p99).
+pub(crate) fn nearest_rank(sorted: &[Duration], per_mille: usize) -> Option<Duration> {
+    let rank = (sorted.len() * per_mille).div_ceil(1000).max(1);
+    sorted.get(rank - 1).copied()
 }
 
 /// `count` events in `elapsed`, per second.

@@ -1,38 +1,65 @@
-//! `session-bench`: measures the real `session-server` against a throwaway PostgreSQL
-//! database and prints each figure next to its target.
+//! `session-bench`: every performance figure of Session Guard, each measured against a
+//! baseline in the same run, on loopback, against throwaway PostgreSQL databases.
 //!
 //! ```sh
-//! cargo run --release -p session-bench -- refresh-login
+//! cargo run --release -p session-bench -- all            # every figure; rewrites BENCHMARKS.md
+//! cargo run --release -p session-bench -- layer --rounds 5
 //! ```
 //!
-//! A missed target is a measurement, not a failure: the exit code is 0 whenever the
-//! harness itself worked, 1 when it did not, 2 for a usage error. Every load loop is
-//! bounded in time and in request count, and everything runs on loopback.
+//! Each figure runs `--rounds` times (3 by default) and is reported as the median and the
+//! spread of its rounds; a ratio is taken within one round, because the machine is shared
+//! and noisy. A missed target is a measurement, not a failure: the exit code is 0
+//! whenever the harness itself worked, 1 when it did not, 2 for a usage error. Every load
+//! loop is bounded in time and in request count, and every child process exits with the
+//! harness.
 //!
-//! Layout: [`server`] builds and runs the server process, [`load`] is the bounded load
-//! runner, [`refresh`] and [`login`] are the figures, [`pgbench`] runs PostgreSQL's own
-//! benchmark tool, [`report`] prints the table.
+//! Layout, by figure: [`layer_cost`] (1, with [`hello`] and [`naive`] as the measured
+//! services), [`refresh`] (2, with [`pgbench`]), [`propagation`] (3), [`login`] (4),
+//! [`memory`] (5) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
+//! [`server`] runs the release server, [`child`] runs this harness as a child process,
+//! [`load`] and [`http1`] make bounded load, [`seed`] and [`tokens`] make sessions and
+//! tokens, [`cpu`] reads `/proc`, [`report`] folds rounds into rows, [`machine`] and
+//! [`document`] write BENCHMARKS.md.
 
+mod callgrind;
+mod child;
+mod cli;
+mod cpu;
+mod document;
+mod hello;
+mod hot_loop;
+mod http1;
+mod layer_cost;
 mod load;
 mod login;
+mod machine;
+mod memory;
+mod naive;
 mod pgbench;
+mod profile;
+mod propagation;
 mod refresh;
 mod report;
+mod seed;
 mod server;
+mod tokens;
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use cli::{Args, USAGE};
+use report::{Report, Round, Section};
 
 /// Anything that stops the harness (a missed target is not one).
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 /// The harness's result type.
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
-const USAGE: &str = "usage: session-bench refresh-login";
-
-/// Knobs shared by the scenarios.
+/// Knobs shared by the figures.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
+    /// How many times each figure runs.
+    pub(crate) rounds: usize,
     /// How long each load phase runs.
     pub(crate) duration: Duration,
     /// Concurrent refresh chains (HTTP workers and pgbench clients alike).
@@ -44,24 +71,50 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    fn new() -> Self {
-        Self {
-            duration: Duration::from_secs(10),
+    fn from_args(args: &Args) -> Result<Self> {
+        let rounds: usize = args.number("rounds", 3)?;
+        let seconds: u64 = args.number("duration", 6)?;
+        if !(1..=20).contains(&rounds) || !(1..=120).contains(&seconds) {
+            return Err("--rounds must be 1 to 20, --duration 1 to 120 seconds".into());
+        }
+        Ok(Self {
+            rounds,
+            duration: Duration::from_secs(seconds),
             refresh_concurrency: 32,
             max_requests_per_worker: 1_000_000,
             cores: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        }
+        })
     }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args != ["refresh-login"] {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    }
-    let outcome = refresh_login(Settings::new()).await;
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("session-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match args.command.as_str() {
+        "all" | "layer" | "refresh-login" | "propagation" | "memory" | "profile" => {
+            match Settings::from_args(&args) {
+                Ok(settings) => figures(&args.command, settings).await,
+                Err(e) => {
+                    eprintln!("session-bench: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        // The harness's own child processes.
+        "serve-hello" => hello::serve(&args).await,
+        "fill-memory" => memory::fill(&args).await,
+        "profile-loop" => hot_loop::run(&args).await,
+        other => {
+            eprintln!("session-bench: unknown command {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,33 +124,105 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The refresh and login figures, against one server and one database.
-async fn refresh_login(settings: Settings) -> Result<()> {
-    // Measured first, while nothing else runs on the machine.
-    eprintln!("measuring one Argon2 hash in-process ...");
-    let hash_time = login::argon2_hash_time(11)?;
-
-    eprintln!("building session-server (release) ...");
-    let binary = server::build().await?;
-    // Declared before the server, so the server is dropped (killed) first.
-    let db = session_testdb::TestDb::new().await;
-    let server = server::Server::start(&binary, &db.url()).await?;
-
-    eprintln!(
-        "refresh: {} chains over HTTP, then pgbench ...",
-        settings.refresh_concurrency
+/// Runs the figures `command` names, prints the table, and for `all` rewrites
+/// BENCHMARKS.md.
+async fn figures(command: &str, settings: Settings) -> Result<()> {
+    let started = Instant::now();
+    let machine = machine::Machine::describe(settings.cores);
+    let load_before = machine::load_average();
+    let every = command == "all";
+    let mut report = Report::default();
+    let mut profile = None;
+    if every || command == "layer" {
+        report.sections.push(layer_cost::run(settings).await?);
+    }
+    if every || command == "refresh-login" || command == "propagation" {
+        eprintln!("building session-server (release) ...");
+        let binary = server::build().await?;
+        if every || command == "refresh-login" {
+            let (refresh, login) = refresh_login(&binary, settings).await?;
+            report.sections.push(refresh);
+            report.sections.push(login);
+        }
+        if every || command == "propagation" {
+            report
+                .sections
+                .push(propagation::run(&binary, settings).await?);
+        }
+    }
+    if every || command == "memory" {
+        report.sections.push(memory::run(settings).await?);
+    }
+    if every || command == "profile" {
+        let outcome = profile::run(settings.rounds).await?;
+        report.sections.push(outcome.section());
+        profile = Some(outcome);
+    }
+    // Numbered figures in their order, the profile last.
+    report.sections.sort_by_key(|section| section.title.clone());
+    let elapsed = started.elapsed();
+    let load_after = machine::load_average();
+    println!(
+        "\nsession-bench {command}: {} rounds, {}s load phases, {} cores, {:.0} s \
+         (load average before {load_before}, after {load_after})\n",
+        settings.rounds,
+        settings.duration.as_secs(),
+        settings.cores,
+        elapsed.as_secs_f64()
     );
-    let refresh = refresh::run(&server, &db, settings).await?;
-    eprintln!(
-        "login: {} workers over HTTP, /me alongside ...",
-        2 * settings.cores
-    );
-    let login = login::run(&server, hash_time, settings).await?;
-
-    let mut table = report::Table::new("refresh-login", settings.cores);
-    refresh.report(&mut table);
-    login.report(&mut table);
-    table.print();
-    server.print_log_summary();
+    print!("{}", report.text());
+    if let Some(profile) = &profile {
+        println!("\n{}", profile.summary_text());
+    }
+    if every {
+        let path = document::write(&document::Run {
+            machine: &machine,
+            settings,
+            report: &report,
+            profile: profile.as_ref(),
+            elapsed,
+            load_before: &load_before,
+            load_after: &load_after,
+        })?;
+        println!("\nwrote {}", path.display());
+    }
     Ok(())
+}
+
+/// Figures 2 and 4: each round gets a fresh database and server.
+async fn refresh_login(binary: &std::path::Path, settings: Settings) -> Result<(Section, Section)> {
+    let mut refresh = Section::new("2. Refresh", refresh::METHOD);
+    let mut login = Section::new("4. Login", login::METHOD);
+    for round_index in 0..settings.rounds {
+        eprintln!(
+            "refresh-login: round {}/{}: one Argon2 hash in-process ...",
+            round_index + 1,
+            settings.rounds
+        );
+        // Measured first, while nothing else of this round runs.
+        let hash_time = login::argon2_hash_time(11)?;
+        // Declared before the server, so the server is dropped (killed) first.
+        let db = session_testdb::TestDb::new().await;
+        let server = server::Server::start(binary, &db.url()).await?;
+        eprintln!(
+            "refresh-login: {} chains over HTTP, then pgbench ...",
+            settings.refresh_concurrency
+        );
+        let refresh_figures = refresh::run(&server, &db, settings).await?;
+        eprintln!(
+            "refresh-login: {} login workers over HTTP, /me alongside ...",
+            2 * settings.cores
+        );
+        let login_figures = login::run(&server, hash_time, settings).await?;
+        let mut round = Round::default();
+        refresh_figures.record(&mut round);
+        if let Some(log) = server.log_summary() {
+            round.note(log);
+        }
+        refresh.push(round);
+        let mut round = Round::default();
+        login_figures.record(&mut round);
+        login.push(round);
+    }
+    Ok((refresh, login))
 }

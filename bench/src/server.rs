@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::Result;
@@ -116,7 +117,7 @@ impl Server {
                 .into());
             }
             if let Ok(response) = self.http.get(self.url("/health")).send().await
-                && response.status() == reqwest::StatusCode::OK
+                && response.status() == StatusCode::OK
             {
                 return Ok(());
             }
@@ -139,7 +140,7 @@ impl Server {
         &self,
         path: &str,
         body: &Value,
-        expect: reqwest::StatusCode,
+        expect: StatusCode,
     ) -> Result<Value> {
         let response = self.http.post(self.url(path)).json(body).send().await?;
         let status = response.status();
@@ -150,13 +151,39 @@ impl Server {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// Prints how much the server logged (at `warn` and above) and the first lines.
-    pub(crate) fn print_log_summary(&self) {
+    /// `POST path` with a bearer token and no body; returns the status.
+    pub(crate) async fn post_bearer(&self, path: &str, token: &str) -> Result<StatusCode> {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        Ok(response.status())
+    }
+
+    /// How much the server logged (at `warn` and above) besides its development-key
+    /// warnings, with the first such lines; `None` when nothing else.
+    pub(crate) fn log_summary(&self) -> Option<String> {
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        println!("server log (RUST_LOG=warn): {} line(s)", log.total);
-        for line in &log.first {
-            println!("  {line}");
-        }
+        let expected = log
+            .first
+            .iter()
+            .filter(|line| line.contains("generated a development"))
+            .count();
+        let unexpected: Vec<&str> = log
+            .first
+            .iter()
+            .filter(|line| !line.contains("generated a development"))
+            .map(String::as_str)
+            .collect();
+        (log.total > expected).then(|| {
+            format!(
+                "server log (RUST_LOG=warn): {} line(s) besides the development-key warnings: {}",
+                log.total - expected,
+                unexpected.join(" / ")
+            )
+        })
     }
 
     fn log_text(&self) -> String {

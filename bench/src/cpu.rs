@@ -1,0 +1,85 @@
+//! CPU time a process has used, from `/proc/<pid>/stat`, and resident memory from
+//! `/proc/<pid>/status`: how the harness charges work to the service and to PostgreSQL
+//! rather than to its own load generator.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::Result;
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+fn ticks_per_second() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks| ticks > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// User plus system CPU time of process `pid` so far (all its threads).
+pub(crate) fn process_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("malformed /proc/<pid>/stat")?;
+    // Fields 3.. start after the name: utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> Result<u64> {
+        Ok(fields
+            .get(index - 3)
+            .ok_or("short /proc/<pid>/stat")?
+            .parse()?)
+    };
+    let total = ticks(14)? + ticks(15)?;
+    Ok(Duration::from_micros(
+        total * 1_000_000 / ticks_per_second(),
+    ))
+}
+
+/// A field of `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM`); `"self"` for this process.
+pub(crate) fn status_kib(pid: &str, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status").into())
+}
+
+/// The PostgreSQL backends connected to the database `client` is connected to, except
+/// `client`'s own.
+pub(crate) async fn database_backends(client: &tokio_postgres::Client) -> Result<Vec<u32>> {
+    let rows = client
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| u32::try_from(row.get::<_, i32>(0)).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let busy: u64 = (0..2_000_000u64).map(std::hint::black_box).sum();
+        assert!(busy > 0);
+        assert!(process_time(std::process::id()).is_ok());
+        assert!(status_kib("self", "VmRSS").unwrap() > 0);
+    }
+}

@@ -1,0 +1,72 @@
+//! Users and sessions written straight into the database, many at once, with ids derived
+//! from their index: a child process computes the id of session `i` and its owner
+//! without reading a million rows back.
+
+use tokio_postgres::Client;
+
+use crate::Result;
+
+/// Session `index`'s id: a valid UUID (version 4 layout), as long as a real one.
+pub(crate) fn session_id(index: u64) -> String {
+    format!("00000000-0000-4000-8000-{index:012x}")
+}
+
+/// User `index`'s id.
+pub(crate) fn user_id(index: u64) -> String {
+    format!("00000000-0000-4000-9000-{index:012x}")
+}
+
+const USERS: &str = "\
+INSERT INTO users (id, email, password_hash)
+SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(u), 12, '0'))::uuid,
+       'bench-' || u || '@example.com', 'not a password hash'
+  FROM generate_series(0, $1::int8 - 1) AS u";
+
+const SESSIONS: &str = "\
+INSERT INTO sessions (id, user_id, device_name, ip, idle_expires_at, absolute_expires_at,
+                      revoked_at, revoked_reason)
+SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(s), 12, '0'))::uuid,
+       ('00000000-0000-4000-9000-' || lpad(to_hex(s % $2::int8), 12, '0'))::uuid,
+       'bench', '127.0.0.1', now() + interval '14 days', now() + interval '90 days',
+       CASE WHEN s % $3::int8 = 0 THEN now() END,
+       CASE WHEN s % $3::int8 = 0 THEN 'admin' END
+  FROM generate_series(0, $1::int8 - 1) AS s";
+
+/// Sessions `0..sessions`, owned round-robin by users `0..users`; every
+/// `revoked_every`-th session (from session 0) is revoked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Population {
+    /// How many sessions.
+    pub(crate) sessions: u64,
+    /// How many users own them.
+    pub(crate) users: u64,
+    /// One session in this many is revoked.
+    pub(crate) revoked_every: u64,
+}
+
+impl Population {
+    /// The owner of session `index`.
+    pub(crate) fn owner(&self, index: u64) -> u64 {
+        index % self.users
+    }
+
+    /// Whether session `index` is revoked.
+    pub(crate) fn is_revoked(&self, index: u64) -> bool {
+        index.is_multiple_of(self.revoked_every)
+    }
+
+    /// Writes the users and sessions (into a database that has none of them yet).
+    pub(crate) async fn seed(&self, client: &Client) -> Result<()> {
+        let (sessions, users, revoked_every) = (
+            i64::try_from(self.sessions)?,
+            i64::try_from(self.users)?,
+            i64::try_from(self.revoked_every)?,
+        );
+        client.execute(USERS, &[&users]).await?;
+        client
+            .execute(SESSIONS, &[&sessions, &users, &revoked_every])
+            .await?;
+        client.batch_execute("ANALYZE users, sessions").await?;
+        Ok(())
+    }
+}
