@@ -128,6 +128,29 @@ impl Record {
     }
 }
 
+/// Waits (at most 20 s) until the load has recorded `count` answers with `status` to
+/// requests sent after `since`: the event the outage test moves on at, instead of a
+/// fixed sleep.
+async fn load_answered(records: &Mutex<Vec<Record>>, since: Instant, status: u16, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.sent >= since && r.status == Some(status))
+            .count();
+        if seen >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} answers {status} of the load, expected {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Takes a [`Session`]'s new tokens from a 200 of a refresh.
 fn rotate(session: &mut Session, attempt: &Attempt) {
     if attempt.status() == Some(200) {
@@ -246,17 +269,18 @@ async fn postgres_restart_under_load(mode: StopMode) {
             .map(|session| churn(&api, session, &stop, &records, 5_000)),
     );
     let outage = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let began = Instant::now();
+        load_answered(&records, began, 200, 20).await;
         let stop_called = Instant::now();
         db.down(mode).await;
         let stopped = Instant::now();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Down long enough for the load to meet it many times over.
+        load_answered(&records, stopped, 503, 40).await;
         assert_eq!(
             server.get("/health").await.status(),
             503,
             "health while down"
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
         let start_called = Instant::now();
         db.up().await;
         let started = Instant::now();
@@ -311,8 +335,8 @@ async fn postgres_restart_under_load(mode: StopMode) {
             "health after recovery"
         );
         let (refused_after, _) = refused_within(&api, &doomed.access, Duration::ZERO).await;
-        // The load runs on a while after recovery, then stops.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The load runs on after recovery until it has been answered again, then stops.
+        load_answered(&records, recovered + Duration::from_secs(1), 200, 20).await;
         stop.store(true, Ordering::Release);
         eprintln!(
             "{mode:?} restart: down {:?} (pg_ctl stop took {:?}, start took {:?}); \
@@ -695,6 +719,29 @@ async fn lock_session_row(db: &TestDb, session: &str) -> Client {
     client
 }
 
+/// Waits (at most 20 s) until a backend of `db` waits for a lock: the refresh has taken
+/// the pool's one connection and is stuck behind the row lock.
+async fn blocked_on_a_lock(db: &TestDb) {
+    let observer = db.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no request blocked on the lock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A pool-of-one server whose one connection was held by a refresh blocked on a row lock.
 struct HeldPool {
     _db: TestDb,
@@ -729,8 +776,8 @@ async fn pool_of_one_held_by_a_row_lock(extra_env: &[(&str, &str)], hold: Durati
     let locker = lock_session_row(&db, &sessions[0].id).await;
     let blocked = api.attempt_refresh(&sessions[0].refresh);
     let others = async {
-        // Let the blocked refresh take the one connection first.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The blocked refresh must hold the one connection first.
+        blocked_on_a_lock(&db).await;
         let mut requests = Vec::new();
         for session in &sessions[1..] {
             requests.push((

@@ -2,8 +2,8 @@
 //! against a protected route (`GET /me`) and the refresh route, with no errors, and the
 //! server's resident memory flat once warmed up.
 //!
-//! Slow, so ignored by default:
-//! `cargo test -p session-e2e --test load -- --ignored --nocapture`. It prints requests
+//! It runs with the rest (about 35 s); `cargo test -p session-e2e --test load -- --nocapture`
+//! prints requests
 //! per second, p50 and p99 latency, errors, and the server's RSS over time. The server is
 //! the debug build the other end-to-end tests use, on a machine it shares with the load
 //! generator and PostgreSQL; the figures are for comparison between runs, not capacity.
@@ -110,7 +110,6 @@ fn open_sockets(pid: u32) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "load test: run with cargo test -p session-e2e --test load -- --ignored --nocapture"]
 #[allow(
     clippy::too_many_lines,
     clippy::cast_precision_loss,

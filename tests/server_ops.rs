@@ -142,15 +142,25 @@ async fn the_purge_job_deletes_long_ended_sessions_on_one_replica_at_a_time() {
         )
         .await
         .unwrap();
-    let _server = ServerProcess::start(
+    let server = ServerProcess::start(
         &db.url(),
         &[
             ("PURGE_INTERVAL_SECONDS", "1"),
             ("SESSION_RETENTION_DAYS", "0"),
+            ("RUST_LOG", "info,session_server::purge=debug"),
         ],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Wait for the job to have run, and stood back, twice.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.log().matches("purge skipped").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the purge job never ran:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         count(ended.clone()).await,
         2,
@@ -183,7 +193,6 @@ async fn security_events_are_stored_without_secrets() {
     assert_eq!(post(&server, "/auth/login", &wrong, None).await.0, 401);
     let body = json!({ "refresh_token": refresh });
     assert_eq!(post(&server, "/auth/refresh", &body, None).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     // The rotated token again, after the (zero) grace window: theft.
     assert_eq!(post(&server, "/auth/refresh", &body, None).await.0, 401);
 

@@ -261,8 +261,16 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 1);
 
         // ...after it, the unknown kid triggers exactly one refresh.
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        verifier.verify(&rotated).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while verifier.verify(&rotated).await.is_err() {
+            assert_eq!(
+                hits.load(Ordering::SeqCst),
+                1,
+                "refetched inside the interval"
+            );
+            assert!(std::time::Instant::now() < deadline, "never refetched");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         verifier.verify(&rotated).await.unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 2);
         for _ in 0..5 {

@@ -35,7 +35,8 @@ pub fn spawn(
                 Ok(Some(deleted)) if deleted > 0 => {
                     tracing::info!(deleted, "purged ended sessions");
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::debug!("purge skipped: another replica holds the lock"),
                 Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
             }
         }
