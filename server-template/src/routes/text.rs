@@ -2,8 +2,8 @@
 //!
 //! poem-openapi's validators would enforce a rule while parsing and answer with a generic
 //! `invalid_request`; the service answers with a precise code (`password_too_short`,
-//! `invalid_email`, ...). So these types only *document* the rule, and parse any string
-//! the way `String` does, leaving the check and its error to the service.
+//! `invalid_email`, ...). So these types only *document* the rule and take any JSON
+//! string (but only a string), leaving the check and its error to the service.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
@@ -60,12 +60,17 @@ impl<R: TextRule> Type for Text<R> {
 
 impl<R: TextRule> ParseFromJSON for Text<R> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        let text =
-            String::parse_from_json(value).map_err(poem_openapi::types::ParseError::propagate)?;
-        Ok(Self {
-            text,
-            rule: PhantomData,
-        })
+        // Strings only: `String` would also take a number or a boolean as its text, so a
+        // body that breaks the documented type would be accepted.
+        match value {
+            Some(Value::String(text)) => Ok(Self {
+                text,
+                rule: PhantomData,
+            }),
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
     }
 }
 
@@ -161,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn any_string_parses_so_the_service_picks_the_error() {
+    fn any_string_and_only_a_string_parses_so_the_service_picks_the_error() {
         assert_eq!(parse::<Password>("short".into()).unwrap(), "short");
         assert_eq!(
             parse::<Email>("not an email".into()).unwrap(),
@@ -171,11 +176,14 @@ mod tests {
             parse::<DeviceName>("tab\there".into()).unwrap(),
             "tab\there"
         );
-        // As for `String`: a JSON number is read as its text.
-        assert_eq!(
-            parse::<Password>(serde_json::json!(123_456_789)).unwrap(),
-            "123456789"
-        );
-        assert!(parse::<Password>(serde_json::json!({"a": 1})).is_none());
+        // Only strings: a number or a boolean breaks the documented type (schemathesis
+        // found `{"password": 12345678}` accepted at registration).
+        for not_a_string in [
+            serde_json::json!(123_456_789),
+            serde_json::json!(true),
+            serde_json::json!({"a": 1}),
+        ] {
+            assert!(parse::<Password>(not_a_string).is_none());
+        }
     }
 }
