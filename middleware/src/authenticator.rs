@@ -83,11 +83,11 @@ impl Authenticator {
     /// Authenticates a request by its headers.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<AuthContext, AuthError> {
         let token = self.source.extract(headers)?;
-        let context = if let Some(context) = self.tokens.get(token) {
+        let context = if let Some(context) = self.tokens.get(token.as_bytes()) {
             context
         } else {
             let context = AuthContext::new(Arc::new(self.verifier.verify(token).await?));
-            self.tokens.insert(token, context.clone());
+            self.tokens.insert(token.as_bytes(), context.clone());
             context
         };
         let liveness = match self.liveness.check_cached(&context) {
@@ -122,11 +122,11 @@ impl Authenticator {
             Ok(token) => token,
             Err(e) => return Some(Err(e)),
         };
-        if candidate == Some(token) {
+        if candidate == Some(token.as_bytes()) {
             // Looked up just above: not verified yet.
             return None;
         }
-        let context = self.tokens.get(token)?;
+        let context = self.tokens.get(token.as_bytes())?;
         let liveness = self.liveness.check_cached(&context)?;
         Some(Self::admit(context, liveness))
     }
