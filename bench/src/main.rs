@@ -195,12 +195,10 @@ async fn refresh_login(binary: &std::path::Path, settings: Settings) -> Result<(
     let mut login = Section::new("4. Login", login::METHOD);
     for round_index in 0..settings.rounds {
         eprintln!(
-            "refresh-login: round {}/{}: one Argon2 hash in-process ...",
+            "refresh-login: round {}/{} ...",
             round_index + 1,
             settings.rounds
         );
-        // Measured first, while nothing else of this round runs.
-        let hash_time = login::argon2_hash_time(11)?;
         // Declared before the server, so the server is dropped (killed) first.
         let db = session_testdb::TestDb::new().await;
         let server = server::Server::start(binary, &db.url()).await?;
@@ -210,10 +208,11 @@ async fn refresh_login(binary: &std::path::Path, settings: Settings) -> Result<(
         );
         let refresh_figures = refresh::run(&server, &db, settings).await?;
         eprintln!(
-            "refresh-login: {} login workers over HTTP, /me alongside ...",
+            "refresh-login: Argon2 in-process, {} login workers over HTTP with /me \
+             alongside, Argon2 again ...",
             2 * settings.cores
         );
-        let login_figures = login::run(&server, hash_time, settings).await?;
+        let login_figures = login::run(&server, settings).await?;
         let mut round = Round::default();
         refresh_figures.record(&mut round);
         if let Some(log) = server.log_summary() {
