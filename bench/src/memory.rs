@@ -32,8 +32,17 @@ const POPULATION: Population = Population {
     users: 10_000,
     revoked_every: 10,
 };
-/// Verified tokens the layer keeps (its default).
+/// Verified tokens the figure asks the layer to hold (the layer's default capacity).
 const TOKEN_CACHE: u64 = 100_000;
+/// Capacity over what the caches must hold, in percent: `quick_cache`'s shards fill
+/// unevenly, so a cache of exactly 1,000,000 drops a few entries before it is full (1 to
+/// 8 of 1,000 sampled sessions in earlier runs), and the figure is about holding them all.
+const HEADROOM_PERCENT: u64 = 2;
+
+/// `entries` plus [`HEADROOM_PERCENT`].
+const fn with_headroom(entries: u64) -> u64 {
+    entries + entries * HEADROOM_PERCENT / 100
+}
 /// Longest the child may spend filling its caches; then it reports what it has.
 const FILL_LIMIT: Duration = Duration::from_secs(300);
 /// Authentications in flight in the child.
@@ -49,16 +58,18 @@ const KIB_PER_MB: f64 = 1024.0;
 /// How the figure is measured, for BENCHMARKS.md.
 pub(crate) const METHOD: &str = "\
 A database with 1,000,000 sessions of 10,000 users (one in ten revoked). A child \
-process builds `PostgresLiveness` (cache capacity 1,000,000, live TTL raised to one \
+process builds `PostgresLiveness` (cache capacity 1,020,000, live TTL raised to one \
 hour so that entries stay while the cache fills, pool of 16) and an `Authenticator` \
-with HS256 keys and the default token cache of 100,000, then reads its `VmRSS`: the \
+with HS256 keys and a token cache of 102,000 (2% over what they must hold: a cache \
+filled to exactly its capacity drops a few entries, its shards filling unevenly), then \
+reads its `VmRSS`: the \
 baseline, an empty layer process. Then 64 tasks sign one token per session and call \
 `Authenticator::authenticate` with it (through the public API only: that verifies and \
 caches the token, asks PostgreSQL once and caches the session's answer, live or \
 revoked), for at most 300 s. `VmRSS` is read again once every session has been \
 answered (MB are MiB). Afterwards 1,000 sessions spread over the range are \
 authenticated again: the liveness queries that causes count the sessions the cache \
-has evicted again (a cache filled exactly to its capacity may drop a few), and the \
+has evicted again (expected: none), and the \
 share already answerable from both caches estimates how many tokens the token cache \
 holds. In each round a second child does \
 the same with the token cache off (capacity 0): its growth is the sessions' share, \
@@ -165,7 +176,7 @@ fn record(filled: &Filled, sessions_only: &Filled) -> Round {
         Unit::Megabytes,
     );
     round.value(
-        "of which the 100k tokens (the difference)",
+        "of which the tokens (the difference; a cache of 102,000)",
         megabytes(tokens_growth),
         Unit::Megabytes,
     );
@@ -176,7 +187,7 @@ fn record(filled: &Filled, sessions_only: &Filled) -> Round {
     );
     round.value(
         "bytes per cached token",
-        (tokens_growth * 1024) as f64 / TOKEN_CACHE as f64,
+        (tokens_growth * 1024) as f64 / with_headroom(TOKEN_CACHE) as f64,
         Unit::Count,
     );
     round.value(
@@ -240,14 +251,14 @@ pub(crate) async fn fill(args: &Args) -> Result<()> {
     let limit = Duration::from_secs(args.number("max-seconds", FILL_LIMIT.as_secs())?);
     let secret = tokens::random_secret()?;
     let liveness = PostgresLiveness::builder(database)
-        .with_cache_capacity(POPULATION.sessions)
+        .with_cache_capacity(with_headroom(POPULATION.sessions))
         .with_live_ttl(Duration::from_secs(3_600))
         .with_pool_size(POOL_SIZE)
         .start()?;
     wait_for_listener(&liveness).await?;
     let token_cache = args.number("token-cache", TOKEN_CACHE)?;
     let auth = Authenticator::new(tokens::hs256_verifier(&secret)?, liveness.clone())
-        .with_token_cache_capacity(token_cache);
+        .with_token_cache_capacity(with_headroom(token_cache));
     let signer = Arc::new(Signer::hs256(&secret));
     let issued_at = tokens::unix_now();
     let rss_empty_kib = cpu::status_kib("self", "VmRSS")?;
