@@ -40,17 +40,18 @@ const TARGET_RATIO: f64 = 0.90;
 /// The services.
 const MODES: [Mode; 4] = [Mode::Bare, Mode::Hs256, Mode::EdDsa, Mode::Naive];
 
-/// The phases of round `round_index`, in order: bare, the two layer modes (their order
-/// alternates from round to round), bare again, naive. The layer's figures are set
-/// against the mean of the two bare phases around them, so a machine that slows down or
-/// speeds up during the round does not favour whichever comes first.
-fn order(round_index: usize) -> [Mode; 5] {
-    let (first, second) = if round_index.is_multiple_of(2) {
-        (Mode::Hs256, Mode::EdDsa)
-    } else {
-        (Mode::EdDsa, Mode::Hs256)
-    };
-    [Mode::Bare, first, second, Mode::Bare, Mode::Naive]
+/// Slices per layer-cost round: the round's phase time is cut into this many slices for
+/// each of bare, HS256 and EdDSA, interleaved.
+const SLICES: usize = 3;
+
+/// The order of slice `slice`: bare, HS256 and EdDSA rotated by one each slice, so that
+/// within a round each service runs early, in the middle and late, and a machine that
+/// speeds up or slows down favours none of them.
+fn slice_order(slice: usize) -> [Mode; 3] {
+    let mut order = [Mode::Bare, Mode::Hs256, Mode::EdDsa];
+    let len = order.len();
+    order.rotate_left(slice % len);
+    order
 }
 
 /// How the figure is measured, for BENCHMARKS.md.
@@ -105,9 +106,16 @@ pub(crate) async fn run(settings: Settings) -> Result<Section> {
     }
 
     let mut section = Section::new("1. Layer cost", METHOD);
+    let slice = Settings {
+        duration: settings.duration / u32::try_from(SLICES)?,
+        ..settings
+    };
     for round_index in 0..settings.rounds {
-        let mut phases = Vec::new();
-        for mode in order(round_index) {
+        let mut phases: Vec<(Mode, Stats, Phase)> = Vec::new();
+        let steps = (0..SLICES)
+            .flat_map(|index| slice_order(index).map(|mode| (mode, slice)))
+            .chain([(Mode::Naive, settings)]);
+        for (mode, step) in steps {
             let service = services
                 .iter()
                 .find_map(|(started, service)| (*started == mode).then_some(service))
@@ -124,12 +132,27 @@ pub(crate) async fn run(settings: Settings) -> Result<Section> {
                 &eddsa_tokens
             };
             let warm = warm_up(service, tokens).await?;
-            let phase = measure(service, tokens, &client, settings).await?;
-            phases.push((mode, warm, phase));
+            let phase = measure(service, tokens, &client, step).await?;
+            match phases.iter_mut().find(|(seen, ..)| *seen == mode) {
+                Some((_, warm_total, total)) => {
+                    warm_total.merge(warm);
+                    total.absorb(phase);
+                }
+                None => phases.push((mode, warm, phase)),
+            }
         }
         section.push(record(&phases));
     }
     Ok(section)
+}
+
+impl Phase {
+    /// Adds `other`, a later slice against the same service.
+    fn absorb(&mut self, other: Self) {
+        self.run.absorb(other.run);
+        self.server_cpu += other.server_cpu;
+        self.database_cpu += other.database_cpu;
+    }
 }
 
 /// `Bearer` values of one token per seeded session.
@@ -243,26 +266,12 @@ fn record(phases: &[(Mode, Stats, Phase)]) -> Round {
     let per_request = |phase: &Phase, cpu: Duration| {
         cpu.as_micros() as f64 / phase.run.stats.successes().max(1) as f64
     };
-    let bares: Vec<_> = phases
-        .iter()
-        .filter(|(mode, ..)| *mode == Mode::Bare)
-        .map(|(_, _, phase)| (phase.run.rate(), per_request(phase, phase.server_cpu)))
-        .collect();
-    let count = bares.len() as f64;
-    let bare_rate = bares.iter().map(|(rate, _)| rate).sum::<f64>() / count;
-    let bare_cpu = bares.iter().map(|(_, cpu)| cpu).sum::<f64>() / count;
-    let mut bare_seen = 0;
+    let bare = phases.iter().find(|(mode, ..)| *mode == Mode::Bare);
+    let (bare_rate, bare_cpu) = bare.map_or((f64::NAN, f64::NAN), |(_, _, phase)| {
+        (phase.run.rate(), per_request(phase, phase.server_cpu))
+    });
     for (mode, warm, phase) in phases {
-        let name = if *mode == Mode::Bare {
-            bare_seen += 1;
-            if bare_seen == 1 {
-                "bare (before)"
-            } else {
-                "bare (after)"
-            }
-        } else {
-            label(*mode)
-        };
+        let name = label(*mode);
         let stats = &phase.run.stats;
         let rate = phase.run.rate();
         round.value(format!("{name}: requests/s"), rate, Unit::PerSecond);
@@ -281,12 +290,12 @@ fn record(phases: &[(Mode, Stats, Phase)]) -> Round {
                 Unit::Micros,
             );
             round.value(
-                format!("{name}: server CPU per request − bare (mean)"),
+                format!("{name}: server CPU per request − bare"),
                 server_cpu - bare_cpu,
                 Unit::Micros,
             );
             let ratio = round.value(
-                format!("{name} / bare (mean of both): requests/s"),
+                format!("{name} / bare: requests/s"),
                 rate / bare_rate,
                 Unit::Ratio,
             );

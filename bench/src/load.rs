@@ -96,7 +96,8 @@ impl Stats {
         nearest_rank(&self.latencies, per_mille)
     }
 
-    fn merge(&mut self, other: Self) {
+    /// Adds `other`'s answers, refusals and failures to these.
+    pub(crate) fn merge(&mut self, other: Self) {
         self.latencies.extend(other.latencies);
         self.refused += other.refused;
         for (kind, count) in other.errors {
@@ -115,6 +116,14 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    /// Folds `other`, a later phase against the same service, into this one: the
+    /// answers and the wall time add up.
+    pub(crate) fn absorb(&mut self, other: Self) {
+        self.stats.merge(other.stats);
+        self.stats.latencies.sort_unstable();
+        self.elapsed += other.elapsed;
+    }
+
     /// Successes per second of wall time.
     pub(crate) fn rate(&self) -> f64 {
         per_second(self.stats.successes(), self.elapsed)
