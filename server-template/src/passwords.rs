@@ -231,6 +231,8 @@ fn verify_with(blocks: &mut Vec<Block>, password: &str, stored: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+
     use super::*;
 
     #[test]
@@ -247,7 +249,6 @@ mod tests {
 
     #[test]
     fn hashes_match_the_argon2_crates_own_in_both_directions() {
-        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
         let mut blocks = Vec::new();
         let ours = hash_with(&mut blocks, "correct horse");
         assert!(
@@ -339,7 +340,6 @@ mod tests {
         );
 
         // A hash made with weaker parameters is upgraded on a successful login.
-        use argon2::password_hash::PasswordHasher as _;
         let weak = Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
