@@ -71,7 +71,11 @@ latencies; server CPU per request is the child's utime + stime (`/proc/<pid>/sta
 over the phase, divided by the answers; PostgreSQL CPU per request is the same for \
 the database backends connected to the run's database. The load generator shares the \
 two cores with the service, so the absolute rates are the machine's, the ratios are \
-the figure.";
+the figure. The machine's speed drifts by tens of percent within a minute (other \
+tenants), so a round interleaves the three services it compares: it cuts the phase \
+time into 3 slices per service and runs bare, HS256, EdDSA, then HS256, EdDSA, bare, \
+then EdDSA, bare, HS256 (each slice after its own warm-up pass), and a service's \
+figures are its 3 slices added up. The naive service runs last, one whole phase.";
 
 /// One timed phase against one service.
 #[derive(Debug)]
