@@ -83,6 +83,13 @@ mod tests {
         let store = PostgresLiveness::builder(db.config().clone())
             .start()
             .unwrap();
+        // A notification sent before the LISTEN connection is up is lost for good; this
+        // test is about the notification, so it starts once the listener is connected.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !store.stats().listener_connected {
+            assert!(Instant::now() < deadline, "the listener never connected");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let app = Router::new()
             .route("/me", get(me))
             .layer(SessionGuardLayer::new(Authenticator::new(
