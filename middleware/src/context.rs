@@ -118,6 +118,10 @@ impl Claims {
 pub struct AuthContext {
     user_id: UserId,
     session_id: SessionId,
+    /// `sid` as a UUID, parsed once when the token is verified: the PostgreSQL store's
+    /// cache key, looked up on every request. `None` when `sid` is not a UUID.
+    #[cfg(feature = "postgres")]
+    session_uuid: Option<uuid::Uuid>,
     claims: Arc<Claims>,
 }
 
@@ -126,8 +130,16 @@ impl AuthContext {
         Self {
             user_id: UserId::from(claims.sub.as_str()),
             session_id: SessionId::from(claims.sid.as_str()),
+            #[cfg(feature = "postgres")]
+            session_uuid: uuid::Uuid::parse_str(&claims.sid).ok(),
             claims,
         }
+    }
+
+    /// The session id as a UUID, if it is one.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn session_uuid(&self) -> Option<uuid::Uuid> {
+        self.session_uuid
     }
 
     /// The user (`sub`).

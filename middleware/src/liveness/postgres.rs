@@ -251,8 +251,8 @@ impl PostgresLiveness {
     }
 
     async fn query(&self, context: &AuthContext) -> Result<(Liveness, Duration), LivenessError> {
-        let (Ok(session_id), Ok(user_id)) = (
-            Uuid::parse_str(context.session_id().as_str()),
+        let (Some(session_id), Ok(user_id)) = (
+            context.session_uuid(),
             Uuid::parse_str(context.user_id().as_str()),
         ) else {
             // Not ids this schema could hold: no such session, and no query needed.
@@ -292,7 +292,7 @@ impl PostgresLiveness {
 
 impl LivenessCheck for PostgresLiveness {
     fn check_cached(&self, context: &AuthContext) -> Option<Liveness> {
-        let id = Uuid::parse_str(context.session_id().as_str()).ok()?;
+        let id = context.session_uuid()?;
         let cached = self.inner.cache.get(&id)?;
         if cached.until <= Instant::now() {
             self.inner.cache.remove(&id);
@@ -327,7 +327,7 @@ impl LivenessCheck for PostgresLiveness {
                 .unwrap_or(Duration::ZERO)
         };
         if until > now
-            && let Ok(id) = Uuid::parse_str(context.session_id().as_str())
+            && let Some(id) = context.session_uuid()
         {
             self.inner.cache.insert(id, Cached { liveness, until });
         }
