@@ -48,8 +48,6 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthContext {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use axum::Router;
     use axum::routing::get;
     use http_body_util::{BodyExt as _, Empty};
@@ -57,6 +55,7 @@ mod tests {
     use hyper_util::rt::TokioExecutor;
     use session_testdb::TestDb;
 
+    use crate::liveness::postgres::tests::{eventually, started};
     use crate::test_tokens::{token, verifier};
     use crate::{AuthContext, Authenticator, PostgresLiveness, SessionGuardLayer};
 
@@ -80,16 +79,7 @@ mod tests {
             .await
             .unwrap();
         let (user, session): (String, String) = (row.get(0), row.get(1));
-        let store = PostgresLiveness::builder(db.config().clone())
-            .start()
-            .unwrap();
-        // A notification sent before the LISTEN connection is up is lost for good; this
-        // test is about the notification, so it starts once the listener is connected.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !store.stats().listener_connected {
-            assert!(Instant::now() < deadline, "the listener never connected");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
         let app = Router::new()
             .route("/me", get(me))
             .layer(SessionGuardLayer::new(Authenticator::new(
@@ -130,11 +120,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.stats().notifications == before {
-            assert!(Instant::now() < deadline, "no notification");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually("the notification", || store.stats().notifications > before).await;
         assert_eq!(get_me(Some(bearer)).await.0, 401);
     }
 

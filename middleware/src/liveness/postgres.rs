@@ -443,7 +443,7 @@ impl Drop for AbortOnDrop {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, Instant};
 
     use http::header::AUTHORIZATION;
@@ -458,7 +458,7 @@ mod tests {
     use crate::test_tokens::{token, verifier};
 
     /// Polls `condition` every 10 ms for up to 10 s.
-    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !condition() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -466,7 +466,9 @@ mod tests {
         }
     }
 
-    async fn started(builder: PostgresLivenessBuilder) -> PostgresLiveness {
+    /// A started store whose revocation listener is connected: a notification sent
+    /// before `LISTEN` is lost for good.
+    pub(crate) async fn started(builder: PostgresLivenessBuilder) -> PostgresLiveness {
         let store = builder.start().unwrap();
         eventually("the listener to connect", || {
             store.stats().listener_connected
