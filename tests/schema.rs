@@ -1,5 +1,6 @@
-//! The schema against a real PostgreSQL: the revocation trigger on every path, the
-//! constraints, the indexes the design's lookups need, and migrating concurrently.
+//! The schema against a real PostgreSQL: the revocation trigger on every path (and its
+//! silence when ended sessions are purged), the constraints, the indexes the design's
+//! lookups need, and migrating concurrently.
 
 use std::time::Duration;
 
@@ -91,7 +92,7 @@ async fn deleting_truncating_and_cascading_all_notify() {
     let other = user(&client, "linus@example.com").await;
     session(&client, other).await;
     client
-        .batch_execute("TRUNCATE sessions, refresh_tokens")
+        .batch_execute("TRUNCATE sessions CASCADE")
         .await
         .unwrap();
     expect_notification(&mut listener, REVOKE_ALL_PAYLOAD).await;
@@ -131,6 +132,54 @@ async fn moving_a_deadline_earlier_notifies_and_routine_updates_stay_silent() {
 }
 
 #[tokio::test]
+async fn deleting_sessions_that_already_ended_is_silent_and_deleting_a_live_one_is_not() {
+    let db = TestDb::new().await;
+    let mut listener = Listener::start(db.config(), REVOCATION_CHANNEL).await;
+    let client = db.connect().await;
+    let user_id = user(&client, "purge@example.com").await;
+    let mut ended = Vec::new();
+    for _ in 0..50 {
+        ended.push(session(&client, user_id).await);
+    }
+    client
+        .execute(
+            "UPDATE sessions SET revoked_at = now() - interval '40 days', \
+             revoked_reason = 'logout' WHERE id = ANY($1)",
+            &[&&ended[..25]],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE sessions SET idle_expires_at = now() - interval '40 days' WHERE id = ANY($1)",
+            &[&&ended[25..]],
+        )
+        .await
+        .unwrap();
+    // Those updates ended the sessions, and said so; drain what they announced.
+    for _ in 0..ended.len() {
+        assert!(listener.next(WAIT).await.is_some());
+    }
+
+    // What the purge does: delete sessions that ended long ago.
+    let deleted = client
+        .execute("DELETE FROM sessions WHERE id = ANY($1)", &[&ended])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 50);
+    let live = session(&client, user_id).await;
+    client
+        .execute("DELETE FROM sessions WHERE id = $1", &[&live])
+        .await
+        .unwrap();
+
+    // Notifications arrive in commit order: had the purge announced anything, it would
+    // come before the live session's id.
+    expect_notification(&mut listener, &live.to_string()).await;
+    assert!(listener.next(Duration::from_millis(200)).await.is_none());
+}
+
+#[tokio::test]
 async fn emails_are_unique_whatever_their_case() {
     let db = TestDb::new().await;
     let client = db.connect().await;
@@ -166,27 +215,21 @@ async fn constraints_reject_inconsistent_rows() {
             "UPDATE sessions SET user_agent = repeat('a', 513) WHERE id = $1",
         ),
         (
-            "a token hash that is not 32 bytes",
-            "INSERT INTO refresh_tokens (token_hash, session_id, generation) \
-             VALUES ('\\x00', $1, 0)",
+            "a refresh hash that is not 32 bytes",
+            "UPDATE sessions SET refresh_hash = '\\x00' WHERE id = $1",
+        ),
+        (
+            "a client fingerprint that is not 32 bytes",
+            "UPDATE sessions SET refresh_rotated_by = '\\x00' WHERE id = $1",
+        ),
+        (
+            "a negative generation",
+            "UPDATE sessions SET refresh_generation = -1 WHERE id = $1",
         ),
     ] {
         let err = client.execute(sql, &[&session_id]).await.expect_err(what);
         assert_eq!(err.code(), Some(&SqlState::CHECK_VIOLATION), "{what}");
     }
-
-    // Two rotations of the same generation collide instead of forking the session.
-    let insert = "INSERT INTO refresh_tokens (token_hash, session_id, generation) \
-                  VALUES ($1, $2, 1)";
-    client
-        .execute(insert, &[&[1_u8; 32].as_slice(), &session_id])
-        .await
-        .unwrap();
-    let err = client
-        .execute(insert, &[&[2_u8; 32].as_slice(), &session_id])
-        .await
-        .expect_err("a second token of generation 1");
-    assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION));
 }
 
 /// The plan `sql` gets when sequential scans are priced out, as one string.
@@ -222,17 +265,17 @@ async fn the_design_lookups_are_served_by_indexes() {
             "sessions_pkey",
         ),
         (
-            "refresh state by token hash",
-            format!(
-                "SELECT session_id FROM refresh_tokens WHERE token_hash = '\\x{}'",
-                "00".repeat(32)
-            ),
-            "refresh_tokens_pkey",
+            "refresh state by session id",
+            format!("SELECT refresh_hash FROM sessions WHERE id = '{session_id}'"),
+            "sessions_pkey",
         ),
         (
-            "refresh state by session id",
-            format!("SELECT generation FROM refresh_tokens WHERE session_id = '{session_id}'"),
-            "refresh_tokens_session_id_generation_key",
+            "a token of the format before the upgrade, by its hash",
+            format!(
+                "SELECT session_id FROM legacy_refresh_tokens WHERE token_hash = '\\x{}'",
+                "00".repeat(32)
+            ),
+            "legacy_refresh_tokens_pkey",
         ),
         (
             "a user by email",

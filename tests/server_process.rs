@@ -59,7 +59,7 @@ async fn first_run_creates_its_database_migrates_and_answers_health() {
         .await
         .query_one(
             "SELECT count(*) FROM information_schema.tables \
-             WHERE table_name IN ('users', 'sessions', 'refresh_tokens')",
+             WHERE table_name IN ('users', 'sessions', 'security_events')",
             &[],
         )
         .await
@@ -173,7 +173,7 @@ async fn migrate_subcommand_applies_the_schema_and_exits() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(history, [1, 2], "each migration applied exactly once");
+    assert_eq!(history, [1, 2, 3], "each migration applied exactly once");
     client
         .query_one("SELECT count(*) FROM sessions", &[])
         .await
