@@ -1,15 +1,20 @@
-//! `RefreshToken::parse` on arbitrary text.
+//! `PresentedToken::parse` on arbitrary text.
 //!
-//! Invariants: only 43 base64url characters parse; a parsed token's `expose()` gives back
+//! Invariants: only the two formats parse (71 base64url characters of version 1, or the
+//! 43 of a bare legacy secret); a parsed current-format token's `expose()` gives back
 //! exactly the text it came from (one text per token, so no two spellings of one
-//! secret), and parses again to the same token; rotation never hands back the same token.
+//! token), and parses again to the same token; rotation moves to the next generation of
+//! the same session, deterministically, with a secret of another hash.
 
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use session_server::refresh_token::{RefreshKey, RefreshToken};
+use session_server::refresh_token::{
+    LEGACY_TOKEN_CHARS, PresentedToken, RefreshKey, TOKEN_CHARS,
+};
+use uuid::Uuid;
 
 fn key() -> &'static RefreshKey {
     static KEY: OnceLock<RefreshKey> = OnceLock::new();
@@ -20,26 +25,33 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Some(token) = RefreshToken::parse(text) else {
+    let Some(presented) = PresentedToken::parse(text) else {
         return;
     };
-    assert_eq!(text.len(), 43, "parsed a token of another length");
     assert!(
         text.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
         "parsed a token outside the base64url alphabet"
     );
-    let exposed = token.expose();
-    assert_eq!(exposed, text, "expose() does not round-trip");
-    assert_eq!(RefreshToken::parse(&exposed).as_ref(), Some(&token));
+    match &presented {
+        PresentedToken::Chained(token) => {
+            assert_eq!(text.len(), TOKEN_CHARS, "parsed a token of another length");
+            let exposed = token.expose();
+            assert_eq!(exposed, text, "expose() does not round-trip");
+            assert_eq!(PresentedToken::parse(&exposed).as_ref(), Some(&presented));
+            assert!(i32::try_from(token.generation()).is_ok());
+        }
+        PresentedToken::Legacy(_) => {
+            assert_eq!(text.len(), LEGACY_TOKEN_CHARS, "parsed a token of another length");
+        }
+    }
 
     let key = key();
-    let successor = key.successor(&token);
-    assert_ne!(successor, token, "rotation returned the same token");
-    assert_eq!(
-        successor,
-        key.successor(&token),
-        "rotation is not deterministic"
-    );
-    assert_ne!(key.hash(&token), key.hash(&successor));
+    let session = presented.session().unwrap_or_else(Uuid::nil);
+    let next = key.next(&presented, session);
+    assert_eq!(next, key.next(&presented, session), "rotation is not deterministic");
+    assert_eq!(next.session(), session);
+    assert_eq!(next.generation(), presented.generation() + 1);
+    let successor = key.successor(presented.secret());
+    assert_ne!(key.hash(presented.secret()), key.hash(&successor));
 });

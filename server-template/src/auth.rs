@@ -13,8 +13,8 @@ use crate::access_token::AccessTokenIssuer;
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
 use crate::rate_limit::RateLimits;
-use crate::refresh_token::{RefreshKey, RefreshToken};
-use crate::store::refresh::Outcome;
+use crate::refresh_token::{Ancestry, PresentedToken, RefreshKey, RefreshSecret, RefreshToken};
+use crate::store::refresh::{Outcome, RotateRequest, Rotation};
 use crate::store::sessions::Device;
 use crate::store::{events, refresh, sessions, users};
 
@@ -43,8 +43,10 @@ pub struct SessionPolicy {
     pub idle_timeout: Duration,
     /// A session ends this long after login, whatever happens.
     pub absolute_lifetime: Duration,
-    /// How long a rotated refresh token may be retried.
+    /// How long the previous refresh token may be retried by the client that rotated it.
     pub grace: Duration,
+    /// How many such retries one rotation allows.
+    pub max_retries: u32,
 }
 
 /// Accounts and sessions.
@@ -155,7 +157,7 @@ impl Accounts {
             .await?;
             return Err(ServiceError::InvalidCredentials);
         };
-        let refresh_token = RefreshToken::generate();
+        let secret = RefreshSecret::generate();
         let transaction = client.transaction().await?;
         // The hash was verified outside any transaction. Had a password change committed
         // since, this login used the old password and must not open a session; locking
@@ -173,59 +175,71 @@ impl Accounts {
             &device,
             self.policy.idle_timeout,
             self.policy.absolute_lifetime,
-            &self.refresh_key.hash(&refresh_token),
+            &self.refresh_key.hash(&secret),
         )
         .await?;
         transaction.commit().await?;
+        let refresh_token = RefreshToken::first(session, secret);
         tracing::info!(user_id = %user, session_id = %session, "login");
         metrics::counter!("session_logins_total", "outcome" => "success").increment(1);
         self.pair(user, session, refresh_token, idle_expires_at)
     }
 
-    /// Rotates a refresh token (see DESIGN, "Rotation and theft detection").
+    /// Rotates a refresh token. `client` is the caller as the retry rule sees it.
     pub async fn refresh(
         &self,
         token: &str,
-        ip: Option<IpAddr>,
+        client: &RefreshClient,
     ) -> Result<TokenPair, ServiceError> {
-        if let Some(ip) = ip {
+        if let Some(ip) = client.ip {
             self.limits
                 .refresh_per_ip
                 .check(&ip)
                 .map_err(ServiceError::RateLimited)?;
         }
-        let Some(token) = RefreshToken::parse(token) else {
+        let Some(presented) = PresentedToken::parse(token) else {
             metrics::counter!("session_refreshes_total", "outcome" => "malformed").increment(1);
             return Err(ServiceError::InvalidRefreshToken);
         };
-        let successor = self.refresh_key.successor(&token);
-        let client = self.pool.get().await?;
+        let key = &self.refresh_key;
+        let hash = key.hash(presented.secret());
+        let next_hash = key.hash(&key.successor(presented.secret()));
+        let fingerprint = key.client_fingerprint(client.ip, client.user_agent.as_deref());
+        let connection = self.pool.get().await?;
         let rotation = refresh::rotate(
-            &client,
-            &self.refresh_key.hash(&token),
-            &self.refresh_key.hash(&successor),
-            self.policy.grace,
-            self.policy.idle_timeout,
-            ip,
+            &connection,
+            &RotateRequest {
+                session: presented.session(),
+                generation: presented.generation(),
+                hash: &hash,
+                next_hash: &next_hash,
+                client: &fingerprint,
+                grace: self.policy.grace,
+                idle: self.policy.idle_timeout,
+                max_retries: self.policy.max_retries,
+                ip: client.ip,
+            },
         )
         .await?;
-        let label = match rotation.outcome {
-            Outcome::Rotated => "rotated",
-            Outcome::Retried => "retried",
-            Outcome::Reused => "reused",
-            Outcome::Revoked => "revoked",
-            Outcome::Expired => "expired",
-            Outcome::Unknown => "unknown",
+        let outcome = match rotation.outcome {
+            Outcome::Stale => {
+                self.check_stale(&connection, &presented, &rotation, client.ip)
+                    .await?
+            }
+            outcome => outcome,
         };
-        metrics::counter!("session_refreshes_total", "outcome" => label).increment(1);
+        metrics::counter!("session_refreshes_total", "outcome" => outcome.as_str()).increment(1);
         match (
-            rotation.outcome,
+            outcome,
             rotation.user,
             rotation.session,
             rotation.refresh_expires_at,
         ) {
             (Outcome::Rotated | Outcome::Retried, Some(user), Some(session), Some(expires)) => {
-                self.pair(user, session, successor, expires)
+                if outcome == Outcome::Retried {
+                    tracing::info!(user_id = %user, session_id = %session, ip = ?client.ip, "refresh retried");
+                }
+                self.pair(user, session, key.next(&presented, session), expires)
             }
             (Outcome::Reused, user, session, _) => {
                 if let Some(session) = session {
@@ -234,7 +248,7 @@ impl Accounts {
                 tracing::warn!(
                     user_id = ?user,
                     session_id = ?session,
-                    ip = ?ip,
+                    ip = ?client.ip,
                     "refresh token reuse: session revoked"
                 );
                 metrics::counter!("session_revocations_total", "reason" => "refresh_reuse")
@@ -242,6 +256,43 @@ impl Accounts {
                 Err(ServiceError::InvalidRefreshToken)
             }
             _ => Err(ServiceError::InvalidRefreshToken),
+        }
+    }
+
+    /// A token older than the previous generation: reuse when it walks forward to the
+    /// session's current secret (the session is revoked then), unknown otherwise. The
+    /// walk is bounded and runs off the async threads.
+    async fn check_stale(
+        &self,
+        connection: &impl deadpool_postgres::GenericClient,
+        presented: &PresentedToken,
+        rotation: &Rotation,
+        ip: Option<IpAddr>,
+    ) -> Result<Outcome, ServiceError> {
+        let (Some(session), Some(current), Some(current_hash)) = (
+            rotation.session,
+            rotation.generation,
+            rotation.current_hash.clone(),
+        ) else {
+            return Ok(Outcome::Unknown);
+        };
+        let steps = current.saturating_sub(presented.generation());
+        let key = Arc::clone(&self.refresh_key);
+        let secret = presented.secret().clone();
+        let ancestry =
+            tokio::task::spawn_blocking(move || key.ancestry(&secret, steps, &current_hash))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("chain walk failed: {e}")))?;
+        match ancestry {
+            Ancestry::Genuine => {
+                refresh::revoke_reused(connection, session, presented.generation(), ip).await?;
+                Ok(Outcome::Reused)
+            }
+            Ancestry::Forged => Ok(Outcome::Unknown),
+            Ancestry::TooOld => {
+                tracing::info!(session_id = %session, steps, "refresh token too old to check");
+                Ok(Outcome::Unknown)
+            }
         }
     }
 
@@ -372,6 +423,16 @@ impl Accounts {
             session_id: session,
         })
     }
+}
+
+/// Who is refreshing: the previous token may be retried only by the client that rotated
+/// it.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshClient {
+    /// The client IP.
+    pub ip: Option<IpAddr>,
+    /// The request's user agent, as stored for devices.
+    pub user_agent: Option<String>,
 }
 
 /// Which sessions to revoke.

@@ -90,8 +90,12 @@ pub struct Config {
     /// `REFRESH_ABSOLUTE_LIFETIME_SECONDS`: a session ends this long after login, whatever
     /// happens (default 90 days).
     pub refresh_absolute_lifetime: Duration,
-    /// `REFRESH_GRACE_SECONDS`: how long a rotated refresh token may be retried (default 10).
+    /// `REFRESH_GRACE_SECONDS`: how long the previous refresh token may be retried by the
+    /// client that rotated it (default 5).
     pub refresh_grace: Duration,
+    /// `REFRESH_MAX_RETRIES`: how many times, per rotation, the previous refresh token may
+    /// be retried inside the grace window (default 16).
+    pub refresh_max_retries: u32,
     /// `RATE_LIMIT_LOGIN_PER_ACCOUNT`: logins per account per minute (default 20; 0: off).
     pub login_per_account_per_minute: u32,
     /// `RATE_LIMIT_LOGIN_PER_IP`: logins and registrations per client IP per minute
@@ -120,6 +124,10 @@ impl Config {
     }
 
     /// Reads settings through `lookup`, which maps a variable name to its value.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one short statement per setting, in the README's order"
+    )]
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Self, ConfigError> {
@@ -203,7 +211,8 @@ impl Config {
                 90 * DAY,
                 60..=3 * 365 * DAY,
             )?,
-            refresh_grace: seconds(&env, "REFRESH_GRACE_SECONDS", 10, 0..=300)?,
+            refresh_grace: seconds(&env, "REFRESH_GRACE_SECONDS", 5, 0..=300)?,
+            refresh_max_retries: env.parsed("REFRESH_MAX_RETRIES", 16, 0..=1_000)?,
             login_per_account_per_minute: env.parsed(
                 "RATE_LIMIT_LOGIN_PER_ACCOUNT",
                 20,
@@ -440,6 +449,7 @@ mod tests {
             ("RUST_LOG", "info,[[["),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
             ("REFRESH_GRACE_SECONDS", "301"),
+            ("REFRESH_MAX_RETRIES", "1001"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-5"),
             ("MAX_BODY_BYTES", "10"),
             ("DATABASE_URL", "postgres://host:notaport/db"),

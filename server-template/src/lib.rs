@@ -140,6 +140,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
             idle_timeout: config.refresh_idle_timeout,
             absolute_lifetime: config.refresh_absolute_lifetime,
             grace: config.refresh_grace,
+            max_retries: config.refresh_max_retries,
         },
         liveness.clone(),
     );

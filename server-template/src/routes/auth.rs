@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::text::{DeviceName, Email, Password, Text};
 use super::{ApiTags, client_ip};
 use crate::AppState;
-use crate::auth::{RevokeScope, TokenPair};
+use crate::auth::{RefreshClient, RevokeScope, TokenPair};
 use crate::device;
 use crate::store::sessions::Device;
 
@@ -165,16 +165,24 @@ impl AuthApi {
         Ok(TokenResponse::Ok(Json(pair.into())))
     }
 
-    /// Exchange a refresh token for a new pair. The old refresh token stops working;
-    /// presenting it again after the grace window revokes the whole session.
+    /// Exchange a refresh token for a new pair. The old refresh token stops working: only
+    /// the client that rotated it may retry it, briefly; anyone else presenting it, or
+    /// anyone presenting an older one, revokes the whole session.
     #[oai(path = "/auth/refresh", method = "post")]
     async fn refresh(
         &self,
         request: &Request,
         body: Json<RefreshRequest>,
     ) -> Result<TokenResponse, ApiError> {
-        let ip = client_ip(request, &self.state.config.trusted_proxies);
-        let pair = self.state.accounts.refresh(&body.refresh_token, ip).await?;
+        let client = RefreshClient {
+            ip: client_ip(request, &self.state.config.trusted_proxies),
+            user_agent: device::user_agent(request.headers()),
+        };
+        let pair = self
+            .state
+            .accounts
+            .refresh(&body.refresh_token, &client)
+            .await?;
         Ok(TokenResponse::Ok(Json(pair.into())))
     }
 

@@ -1,5 +1,5 @@
-//! Refresh rotation: one call of `session_guard_rotate_refresh` (see migration V2), one
-//! round trip, one short transaction.
+//! Refresh rotation: one call of `session_guard_refresh` (see migration V3), one round
+//! trip, one short transaction, one lookup of the session by its primary key.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -10,28 +10,85 @@ use uuid::Uuid;
 use super::sessions::interval;
 use crate::error::ServiceError;
 
-const ROTATE: &str = "SELECT outcome, session_id, user_id, idle_expires_at, absolute_expires_at \
-     FROM session_guard_rotate_refresh($1, $2, $3::text::interval, $4::text::interval, $5)";
+const ROTATE: &str = "SELECT outcome, session_id, user_id, generation, current_hash, \
+            idle_expires_at, absolute_expires_at \
+     FROM session_guard_refresh($1, $2, $3, $4, $5, $6::text::interval, $7::text::interval, \
+                                $8, $9)";
+const REVOKE_REUSED: &str = "SELECT session_guard_revoke_reused($1, $2, $3)";
 
 /// What the rotation found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Rotated: the successor is now current.
     Rotated,
-    /// A retry inside the grace window: the successor is handed out again.
+    /// The previous token again, inside the grace window, from the client that rotated
+    /// it: the successor is handed out again.
     Retried,
-    /// A rotated token presented after the grace window: the session is now revoked.
+    /// The previous token from another client, after the grace window or over the retry
+    /// bound: the session is now revoked.
     Reused,
+    /// A token older than the previous one: the caller checks that it is genuine.
+    Stale,
     /// The session was revoked already.
     Revoked,
     /// The session is past its idle timeout or absolute lifetime.
     Expired,
-    /// No such token.
+    /// No such session, or a token that is not of its chain.
     Unknown,
 }
 
-/// The outcome with the session it concerns (none for [`Outcome::Unknown`]).
+impl Outcome {
+    fn from_sql(text: &str) -> Self {
+        match text {
+            "rotated" => Self::Rotated,
+            "retried" => Self::Retried,
+            "reused" => Self::Reused,
+            "stale" => Self::Stale,
+            "revoked" => Self::Revoked,
+            "expired" => Self::Expired,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rotated => "rotated",
+            Self::Retried => "retried",
+            Self::Reused => "reused",
+            Self::Stale => "stale",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the server derived from a presented token, and the rules to apply.
 #[derive(Debug, Clone, Copy)]
+pub struct RotateRequest<'a> {
+    /// The session the token names (`None` for the old format).
+    pub session: Option<Uuid>,
+    /// The token's generation.
+    pub generation: u32,
+    /// The stored form of the token's secret.
+    pub hash: &'a [u8],
+    /// The stored form of its successor.
+    pub next_hash: &'a [u8],
+    /// The calling client's fingerprint.
+    pub client: &'a [u8],
+    /// How long the previous token may be retried.
+    pub grace: Duration,
+    /// How long the session lives without a refresh.
+    pub idle: Duration,
+    /// How many retries one rotation allows.
+    pub max_retries: u32,
+    /// The client's IP.
+    pub ip: Option<IpAddr>,
+}
+
+/// The outcome with the session it concerns (none for [`Outcome::Unknown`]).
+#[derive(Debug, Clone)]
 pub struct Rotation {
     /// What happened.
     pub outcome: Outcome,
@@ -39,46 +96,68 @@ pub struct Rotation {
     pub session: Option<Uuid>,
     /// Its user.
     pub user: Option<Uuid>,
+    /// The session's current generation, after the rotation.
+    pub generation: Option<u32>,
+    /// The stored hash of the current generation (used to check a stale token).
+    pub current_hash: Option<Vec<u8>>,
     /// When the session's refresh token stops working: its idle or absolute deadline.
     pub refresh_expires_at: Option<SystemTime>,
 }
 
-/// Rotates the token whose hash is `token_hash` to `successor_hash`.
+/// Applies the rotation rules to the presented token.
 pub async fn rotate(
     client: &impl GenericClient,
-    token_hash: &[u8],
-    successor_hash: &[u8],
-    grace: Duration,
-    idle: Duration,
-    ip: Option<IpAddr>,
+    request: &RotateRequest<'_>,
 ) -> Result<Rotation, ServiceError> {
     let statement = client.prepare_cached(ROTATE).await?;
+    let generation = sql_integer(request.generation);
+    let max_retries = sql_integer(request.max_retries);
     let row = client
         .query_one(
             &statement,
             &[
-                &token_hash,
-                &successor_hash,
-                &interval(grace),
-                &interval(idle),
-                &ip,
+                &request.session,
+                &generation,
+                &request.hash,
+                &request.next_hash,
+                &request.client,
+                &interval(request.grace),
+                &interval(request.idle),
+                &max_retries,
+                &request.ip,
             ],
         )
         .await?;
-    let outcome = match row.get::<_, &str>(0) {
-        "rotated" => Outcome::Rotated,
-        "retried" => Outcome::Retried,
-        "reused" => Outcome::Reused,
-        "revoked" => Outcome::Revoked,
-        "expired" => Outcome::Expired,
-        _ => Outcome::Unknown,
-    };
-    let idle: Option<SystemTime> = row.get(3);
-    let absolute: Option<SystemTime> = row.get(4);
+    let idle: Option<SystemTime> = row.get(5);
+    let absolute: Option<SystemTime> = row.get(6);
     Ok(Rotation {
-        outcome,
+        outcome: Outcome::from_sql(row.get(0)),
         session: row.get(1),
         user: row.get(2),
+        generation: row
+            .get::<_, Option<i32>>(3)
+            .and_then(|g| u32::try_from(g).ok()),
+        current_hash: row.get(4),
         refresh_expires_at: idle.zip(absolute).map(|(a, b)| a.min(b)),
     })
+}
+
+/// Revokes a session whose genuine earlier token was presented; `true` when this call
+/// revoked it (and recorded the `refresh_reuse` event).
+pub async fn revoke_reused(
+    client: &impl GenericClient,
+    session: Uuid,
+    generation: u32,
+    ip: Option<IpAddr>,
+) -> Result<bool, ServiceError> {
+    let statement = client.prepare_cached(REVOKE_REUSED).await?;
+    let row = client
+        .query_one(&statement, &[&session, &sql_integer(generation), &ip])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// A count as PostgreSQL's `integer`; the parser already refuses larger generations.
+fn sql_integer(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }

@@ -1,4 +1,4 @@
-//! `sessions` (and the first refresh token of each, created with it).
+//! `sessions`, with the refresh state each one carries (see `store::refresh`).
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -8,16 +8,12 @@ use uuid::Uuid;
 
 use crate::error::ServiceError;
 
-/// A session and its first refresh token, in one statement.
-const CREATE: &str = "WITH s AS ( \
-       INSERT INTO sessions (user_id, user_agent, device_label, device_name, ip, \
-                             idle_expires_at, absolute_expires_at) \
+/// A session with the stored hash of its first refresh token, in one statement.
+const CREATE: &str = "INSERT INTO sessions (user_id, user_agent, device_label, device_name, ip, \
+                             idle_expires_at, absolute_expires_at, refresh_hash) \
        VALUES ($1, $2, $3, $4, $5, now() + least($6::text::interval, $7::text::interval), \
-               now() + $7::text::interval) \
-       RETURNING id, idle_expires_at), \
-     r AS (INSERT INTO refresh_tokens (token_hash, session_id, generation) \
-           SELECT $8, id, 0 FROM s) \
-     SELECT id, idle_expires_at FROM s";
+               now() + $7::text::interval, $8) \
+       RETURNING id, idle_expires_at";
 const LIST_LIVE: &str = "SELECT id, device_name, device_label, user_agent, ip, created_at, \
        last_used_at FROM sessions \
      WHERE user_id = $1 AND revoked_at IS NULL \
@@ -66,7 +62,8 @@ pub struct SessionRow {
     pub last_used_at: SystemTime,
 }
 
-/// Creates a session with its first refresh token; returns its id and idle deadline.
+/// Creates a session whose first refresh token hashes to `token_hash`; returns its id
+/// and idle deadline.
 pub async fn create(
     client: &impl GenericClient,
     user: Uuid,
