@@ -1,13 +1,18 @@
 //! Refresh-token rotation and theft detection on the real server process against a real
-//! PostgreSQL: rotation, the grace window for retries and concurrent refreshes, reuse
-//! after the grace window revoking the session, forged tokens revoking nothing, malformed
-//! bodies, and logged-out sessions.
+//! PostgreSQL: rotation, the grace window for retries and concurrent refreshes (only for
+//! the client that rotated, a bounded number of times), reuse of any earlier generation
+//! revoking the session, a thief shadowing a session through the grace window, forged
+//! tokens revoking nothing, refresh state that does not grow, malformed bodies, and
+//! logged-out sessions.
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::Method;
 use serde_json::{Value, json};
 use session_e2e::ServerProcess;
+use session_e2e::api::Session;
 use session_e2e::api::{Api, assert_refused, token};
 use session_testdb::TestDb;
 
@@ -23,6 +28,34 @@ fn forged_token() -> String {
         .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
         .take(43)
         .map(|byte| char::from(ALPHABET[usize::from(byte % 64)]))
+        .collect()
+}
+
+/// A token of the current format naming `session` and `generation`, with a random
+/// secret: what a forger who read a session id off a screen could make.
+fn forged_for(session: &str, generation: u32) -> String {
+    let mut bytes = vec![1_u8];
+    bytes.extend_from_slice(uuid::Uuid::parse_str(session).unwrap().as_bytes());
+    bytes.extend_from_slice(&generation.to_be_bytes());
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// How many `security_events` of `kind` the session has.
+async fn events(db: &TestDb, kind: &str, session: &str) -> Vec<Value> {
+    let session = uuid::Uuid::parse_str(session).unwrap();
+    db.connect()
+        .await
+        .query(
+            "SELECT jsonb_build_object('ip', host(ip), 'detail', detail) FROM security_events \
+             WHERE kind = $1 AND session_id = $2 ORDER BY id",
+            &[&kind, &session],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
         .collect()
 }
 
@@ -217,4 +250,197 @@ async fn a_second_login_is_a_separate_session_that_reuse_elsewhere_does_not_revo
     api.refresh(&token(&unrelated, "refresh_token"))
         .await
         .expect(200);
+}
+
+#[tokio::test]
+async fn a_retry_from_the_rotating_client_succeeds_and_is_recorded_as_refresh_retried_with_its_ip()
+{
+    let (db, server) = start_with(&[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let api = Api::new(&server);
+    let login = api.signed_up(EMAIL, PASSWORD).await;
+    let old = token(&login, "refresh_token");
+    let session = login["session_id"].as_str().unwrap();
+
+    let first = api
+        .refresh_from(&old, "App/1.0", Some("198.51.100.7"))
+        .await
+        .expect(200);
+    let retry = api
+        .refresh_from(&old, "App/1.0", Some("198.51.100.7"))
+        .await
+        .expect(200);
+
+    assert_eq!(
+        token(&retry, "refresh_token"),
+        token(&first, "refresh_token")
+    );
+    let retried = events(&db, "refresh_retried", session).await;
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert_eq!(retried[0]["ip"], "198.51.100.7");
+    assert!(events(&db, "refresh_reuse", session).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_thief_replaying_the_previous_token_inside_the_grace_window_ends_the_session_instead_of_shadowing_it()
+ {
+    let (db, server) = start_with(&[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let api = Api::new(&server);
+    api.register(EMAIL, PASSWORD).await;
+    // The thief differs by IP, by user agent, or by both.
+    for (thief_agent, thief_ip) in [
+        ("Thief/6.6", "203.0.113.66"),
+        ("Victim/1.0", "203.0.113.66"),
+        ("Thief/6.6", "198.51.100.1"),
+    ] {
+        let stolen = Session::from_pair(&api.login(EMAIL, PASSWORD).await);
+        let before = api.sessions(&stolen).await;
+        let seen = |sessions: &[Value]| {
+            sessions
+                .iter()
+                .find(|s| s["id"] == stolen.id.as_str())
+                .map(|s| s["last_used_at"].clone())
+        };
+
+        // The victim refreshes from their own client ...
+        let victim = api
+            .refresh_from(&stolen.refresh, "Victim/1.0", Some("198.51.100.1"))
+            .await
+            .expect(200);
+        // ... the thief, polling the session list, sees last_used_at move ...
+        let after = api.sessions(&stolen).await;
+        assert_ne!(seen(&before), seen(&after), "the refresh is visible");
+        // ... and replays the previous token at once, inside the grace window.
+        api.refresh_from(&stolen.refresh, thief_agent, Some(thief_ip))
+            .await
+            .expect_error(&[401], "invalid_refresh_token");
+
+        // The session is over for both: no token of either party works any more.
+        api.refresh_from(
+            &token(&victim, "refresh_token"),
+            "Victim/1.0",
+            Some("198.51.100.1"),
+        )
+        .await
+        .expect_error(&[401], "invalid_refresh_token");
+        assert_refused(&api.me(&token(&victim, "access_token")).await);
+        assert_refused(&api.me(&stolen.access).await);
+        let reuse = events(&db, "refresh_reuse", &stolen.id).await;
+        assert_eq!(reuse.len(), 1, "{thief_agent} {thief_ip}: {reuse:?}");
+        assert_eq!(reuse[0]["ip"], thief_ip);
+        assert!(events(&db, "refresh_retried", &stolen.id).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn any_earlier_generation_revokes_the_session_even_inside_the_grace_window() {
+    let (db, server) = start_with(&[]).await;
+    let api = Api::new(&server);
+    api.register(EMAIL, PASSWORD).await;
+    for stale in [0, 2] {
+        let login = api.login(EMAIL, PASSWORD).await;
+        let session = login["session_id"].as_str().unwrap().to_owned();
+        let mut chain = vec![token(&login, "refresh_token")];
+        for _ in 0..5 {
+            let pair = api.refresh(chain.last().unwrap()).await.expect(200);
+            chain.push(token(&pair, "refresh_token"));
+        }
+
+        api.refresh(&chain[stale])
+            .await
+            .expect_error(&[401], "invalid_refresh_token");
+
+        api.refresh(chain.last().unwrap())
+            .await
+            .expect_error(&[401], "invalid_refresh_token");
+        let reuse = events(&db, "refresh_reuse", &session).await;
+        assert_eq!(reuse.len(), 1, "generation {stale}: {reuse:?}");
+        assert_eq!(reuse[0]["detail"]["generation"], stale);
+        assert_eq!(reuse[0]["detail"]["current_generation"], 5);
+    }
+}
+
+#[tokio::test]
+async fn forged_tokens_naming_a_real_session_and_any_generation_change_nothing() {
+    let (db, server) = start_with(&[]).await;
+    let api = Api::new(&server);
+    let login = api.signed_up(EMAIL, PASSWORD).await;
+    let mut current = token(&login, "refresh_token");
+    for _ in 0..3 {
+        current = token(&api.refresh(&current).await.expect(200), "refresh_token");
+    }
+    let session = login["session_id"].as_str().unwrap();
+
+    // Current, previous, older, future and absurd generations; a truncated real token.
+    for generation in [3, 2, 0, 4, 1_000_000, u32::MAX] {
+        api.refresh(&forged_for(session, generation))
+            .await
+            .expect_error(&[401], "invalid_refresh_token");
+    }
+    api.refresh(&current[..current.len() - 1])
+        .await
+        .expect_error(&[401], "invalid_refresh_token");
+
+    assert!(events(&db, "refresh_reuse", session).await.is_empty());
+    assert!(events(&db, "refresh_retried", session).await.is_empty());
+    let rotated = api.refresh(&current).await.expect(200);
+    api.me(&token(&rotated, "access_token")).await.expect(200);
+}
+
+#[tokio::test]
+async fn retries_past_the_bound_are_reuse() {
+    let (db, server) = start_with(&[("REFRESH_MAX_RETRIES", "2")]).await;
+    let api = Api::new(&server);
+    let login = api.signed_up(EMAIL, PASSWORD).await;
+    let old = token(&login, "refresh_token");
+    let session = login["session_id"].as_str().unwrap();
+
+    api.refresh(&old).await.expect(200);
+    api.refresh(&old).await.expect(200);
+    api.refresh(&old).await.expect(200);
+    api.refresh(&old)
+        .await
+        .expect_error(&[401], "invalid_refresh_token");
+
+    assert_eq!(events(&db, "refresh_retried", session).await.len(), 2);
+    assert_eq!(events(&db, "refresh_reuse", session).await.len(), 1);
+    assert_refused(&api.me(&token(&login, "access_token")).await);
+}
+
+#[tokio::test]
+async fn refresh_state_is_one_row_of_the_same_size_after_one_refresh_and_after_three_hundred() {
+    let (db, server) = start_with(&[("RATE_LIMIT_REFRESH_PER_IP", "0")]).await;
+    let api = Api::new(&server);
+    let login = api.signed_up(EMAIL, PASSWORD).await;
+    let session = uuid::Uuid::parse_str(login["session_id"].as_str().unwrap()).unwrap();
+    let sql = db.connect().await;
+    let footprint = async || -> (i64, i32) {
+        let row = sql
+            .query_one(
+                "SELECT (SELECT count(*) FROM sessions WHERE id = $1) \
+                      + (SELECT count(*) FROM legacy_refresh_tokens WHERE session_id = $1), \
+                        (SELECT pg_column_size(s.*) FROM sessions s WHERE id = $1)",
+                &[&session],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+
+    let mut current = token(
+        &api.refresh(&token(&login, "refresh_token"))
+            .await
+            .expect(200),
+        "refresh_token",
+    );
+    let after_one = footprint().await;
+    for _ in 0..300 {
+        current = token(&api.refresh(&current).await.expect(200), "refresh_token");
+    }
+    let after_many = footprint().await;
+
+    assert_eq!(after_one.0, 1, "one row holds the session's refresh state");
+    assert_eq!(
+        after_many, after_one,
+        "rows and bytes after 1 and 301 refreshes"
+    );
 }

@@ -284,6 +284,26 @@ impl<'s> Api<'s> {
             .await
     }
 
+    /// `POST /auth/refresh` with `refresh_token` from another client: this `User-Agent`
+    /// and, when given, this `X-Forwarded-For` (believed when the server trusts loopback
+    /// as a proxy).
+    pub async fn refresh_from(
+        &self,
+        refresh_token: &str,
+        user_agent: &str,
+        forwarded_for: Option<&str>,
+    ) -> Reply {
+        let mut request = self
+            .request(Method::POST, "/auth/refresh")
+            .header(USER_AGENT, user_agent)
+            .json(&json!({"refresh_token": refresh_token}));
+        if let Some(ip) = forwarded_for {
+            request = request.header("x-forwarded-for", ip);
+        }
+        self.send(format!("POST /auth/refresh as {user_agent}"), request)
+            .await
+    }
+
     /// `GET /sessions` as `session`, asserting a 200: the listed sessions.
     pub async fn sessions(&self, session: &Session) -> Vec<Value> {
         let body = self
