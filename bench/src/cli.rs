@@ -16,7 +16,8 @@ usage: session-bench <command> [--rounds N] [--duration SECONDS]
 commands:
   all            every figure below, then rewrites BENCHMARKS.md
   layer          1. the layer's cost to an axum hello service (HS256, EdDSA, a naive layer)
-  refresh-login  2. and 4. refresh against pgbench, login against the Argon2 bound
+  refresh-login  2., 4. and 6. refresh against pgbench, login against the Argon2 bound,
+                 bytes of refresh state after 1, 100 and 10,000 refreshes
   propagation    3. time from a revocation until three layer processes refuse the token
   memory         5. resident memory with 1M cached sessions and 100k cached tokens
   profile        callgrind on the layer's hot path (skipped without valgrind)

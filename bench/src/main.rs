@@ -15,7 +15,7 @@
 //!
 //! Layout, by figure: [`layer_cost`] (1, with [`hello`] and [`naive`] as the measured
 //! services), [`refresh`] (2, with [`pgbench`]), [`propagation`] (3), [`login`] (4),
-//! [`memory`] (5) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
+//! [`memory`] (5), [`refresh_state`] (6) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
 //! [`server`] runs the release server, [`child`] runs this harness as a child process,
 //! [`load`] and [`http1`] make bounded load, [`seed`] and [`tokens`] make sessions and
 //! tokens, [`cpu`] reads `/proc`, [`report`] folds rounds into rows, [`machine`] and
@@ -39,6 +39,7 @@ mod pgbench;
 mod profile;
 mod propagation;
 mod refresh;
+mod refresh_state;
 mod report;
 mod seed;
 mod server;
@@ -140,9 +141,10 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
         eprintln!("building session-server (release) ...");
         let binary = server::build().await?;
         if every || command == "refresh-login" {
-            let (refresh, login) = refresh_login(&binary, settings).await?;
+            let (refresh, login, state) = refresh_login(&binary, settings).await?;
             report.sections.push(refresh);
             report.sections.push(login);
+            report.sections.push(state);
         }
         if every || command == "propagation" {
             report
@@ -189,10 +191,14 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
     Ok(())
 }
 
-/// Figures 2 and 4: each round gets a fresh database and server.
-async fn refresh_login(binary: &std::path::Path, settings: Settings) -> Result<(Section, Section)> {
+/// Figures 2, 4 and 6: each round gets a fresh database and server.
+async fn refresh_login(
+    binary: &std::path::Path,
+    settings: Settings,
+) -> Result<(Section, Section, Section)> {
     let mut refresh = Section::new("2. Refresh", refresh::METHOD);
     let mut login = Section::new("4. Login", login::METHOD);
+    let mut state = Section::new("6. Refresh state", refresh_state::METHOD);
     for round_index in 0..settings.rounds {
         eprintln!(
             "refresh-login: round {}/{} ...",
@@ -213,6 +219,8 @@ async fn refresh_login(binary: &std::path::Path, settings: Settings) -> Result<(
             2 * settings.cores
         );
         let login_figures = login::run(&server, settings).await?;
+        eprintln!("refresh-login: one chain refreshed 10,000 times ...");
+        let state_figures = refresh_state::run(&server, &db).await?;
         let mut round = Round::default();
         refresh_figures.record(&mut round);
         if let Some(log) = server.log_summary() {
@@ -222,6 +230,9 @@ async fn refresh_login(binary: &std::path::Path, settings: Settings) -> Result<(
         let mut round = Round::default();
         login_figures.record(&mut round);
         login.push(round);
+        let mut round = Round::default();
+        state_figures.record(&mut round);
+        state.push(round);
     }
-    Ok((refresh, login))
+    Ok((refresh, login, state))
 }

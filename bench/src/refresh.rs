@@ -1,22 +1,23 @@
 //! The refresh figure: refresh-token rotations per second over HTTP, against what
-//! PostgreSQL alone does with the same stored function (`session_guard_rotate_refresh`,
-//! migration V2), measured with pgbench in the same run, at the same concurrency.
+//! PostgreSQL alone does with the same stored function (`session_guard_refresh`,
+//! migration V3), measured with pgbench in the same run, at the same concurrency.
 //!
 //! # How pgbench does a real rotation every transaction
 //!
-//! Each pgbench client `c` owns one session seeded for this run, whose current token hash
-//! is `H(c, 0)`, with `H(c, k) = sha256('pgbench:' || c || ':' || k)` (32 bytes, like the
-//! server's keyed hash). pgbench keeps a separate set of variables per client for the
-//! whole run, so the script carries the client's generation in `:k` (`--define k=0` to
-//! start) and rotates `H(c, k)` to `H(c, k + 1)`. The statement returns `k + 1` only when
-//! the outcome is `rotated`, and `\gset` stores it back into `:k`; any other outcome
-//! returns no row, `\gset` fails and the client aborts, so a transaction that did less
-//! work than a rotation cannot be counted. Each transaction is thus exactly what
-//! `POST /auth/refresh` runs: one prepared call, one round trip, looking the token up by
-//! hash, locking it and its session, marking it rotated, inserting the successor and
-//! updating the session. The only extra work is two SHA-256 of a few bytes in SQL.
-//! Afterwards the successors written are counted in the database and compared with the
-//! transactions pgbench reported.
+//! Each pgbench client `c` owns one session seeded for this run, with the id
+//! `S(c) = md5('pgbench:' || c)::uuid` and the current secret hash `H(c, 0)`, where
+//! `H(c, k) = sha256('pgbench:' || c || ':' || k)` (32 bytes, like the server's keyed
+//! hash). pgbench keeps a separate set of variables per client for the whole run, so the
+//! script carries the client's generation in `:k` (`--define k=0` to start) and presents
+//! session `S(c)`, generation `k`, hash `H(c, k)` with successor `H(c, k + 1)`. The
+//! statement returns `k + 1` only when the outcome is `rotated`, and `\gset` stores it
+//! back into `:k`; any other outcome returns no row, `\gset` fails and the client aborts,
+//! so a transaction that did less work than a rotation cannot be counted. Each
+//! transaction is thus exactly what `POST /auth/refresh` runs: one prepared call, one
+//! round trip, locking the session by its primary key, checking the generation and hash
+//! and updating the row. The only extra work is a few SHA-256 and an MD5 of a few bytes
+//! in SQL. Afterwards the generations reached are summed in the database and compared
+//! with the transactions pgbench reported.
 
 use std::time::Instant;
 
@@ -41,7 +42,7 @@ Each round starts a fresh database and the release `session-server` (rate limits
 configuration). 32 refresh chains run over HTTP for one phase: each worker posts its \
 current refresh token to `POST /auth/refresh` and continues with the token it gets back; \
 rotations/s counts 200s over the phase's wall time, p50 and p99 are client-side. Then \
-pgbench runs the same stored function (`session_guard_rotate_refresh`, one prepared call \
+pgbench runs the same stored function (`session_guard_refresh`, one prepared call \
 per transaction, 32 clients, the same phase length) on 32 sessions seeded for it, each \
 transaction a real rotation (a client aborts if one is not). Afterwards the rotations \
 written are counted in the database for both and compared with what each side \
@@ -51,30 +52,27 @@ reported. The ratio is HTTP over pgbench in the same round.";
 const SCRIPT: &str = "\
 -- One refresh-token rotation per transaction (see bench/src/refresh.rs).
 SELECT :k::int + 1 AS k
-  FROM session_guard_rotate_refresh(
+  FROM session_guard_refresh(
+         md5('pgbench:' || :client_id::text)::uuid, :k::int,
          sha256(convert_to('pgbench:' || :client_id::text || ':' || :k::text, 'UTF8')),
          sha256(convert_to('pgbench:' || :client_id::text || ':' || (:k::int + 1)::text, 'UTF8')),
-         '10 seconds', '14 days', '127.0.0.1')
+         sha256(convert_to('pgbench client', 'UTF8')),
+         '10 seconds', '14 days', 16, '127.0.0.1')
  WHERE outcome = 'rotated' \\gset
 ";
 
-/// One live session per pgbench client (numbered from 0), current token `H(c, 0)`.
+/// One live session per pgbench client (numbered from 0): id `S(c)`, secret hash `H(c, 0)`.
 const SEED: &str = "\
-WITH seeds AS (
-    SELECT c, gen_random_uuid() AS id FROM generate_series(0, $2::int - 1) AS c
-), seeded AS (
-    INSERT INTO sessions (id, user_id, device_name, ip, idle_expires_at, absolute_expires_at)
-    SELECT id, $1::text::uuid, 'pgbench ' || c, '127.0.0.1',
-           now() + interval '14 days', now() + interval '90 days'
-      FROM seeds
-)
-INSERT INTO refresh_tokens (token_hash, session_id, generation)
-SELECT sha256(convert_to('pgbench:' || c || ':0', 'UTF8')), id, 0 FROM seeds";
+INSERT INTO sessions (id, user_id, device_name, ip, idle_expires_at, absolute_expires_at,
+                      refresh_hash)
+SELECT md5('pgbench:' || c)::uuid, $1::text::uuid, 'pgbench ' || c, '127.0.0.1',
+       now() + interval '14 days', now() + interval '90 days',
+       sha256(convert_to('pgbench:' || c || ':0', 'UTF8'))
+  FROM generate_series(0, $2::int - 1) AS c";
 
-/// Successors written (rotations done) for sessions whose device name matches `$1`.
+/// Rotations done (generations reached) by sessions whose device name matches `$1`.
 const ROTATIONS: &str = "\
-SELECT count(*) FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
- WHERE t.generation > 0 AND s.device_name LIKE $1";
+SELECT coalesce(sum(refresh_generation), 0)::bigint FROM sessions WHERE device_name LIKE $1";
 
 /// The refresh figures of one run.
 #[derive(Debug)]
