@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::client_ip::{ClientIpHeader, TrustedProxies};
+
 /// The database name used when `DATABASE_URL` names none.
 pub const DEFAULT_DATABASE_NAME: &str = "session_guard";
 
@@ -99,9 +101,10 @@ pub struct Config {
     pub login_per_ip_per_minute: u32,
     /// `RATE_LIMIT_REFRESH_PER_IP`: refreshes per client IP per minute (default 600; 0: off).
     pub refresh_per_ip_per_minute: u32,
-    /// `TRUSTED_PROXIES`: comma-separated IPs or CIDRs whose `Forwarded` and
-    /// `X-Forwarded-For` headers are believed (default none).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `TRUSTED_PROXIES`: comma-separated IPs or CIDRs whose forwarding header is
+    /// believed (default none); `CLIENT_IP_HEADER`: that one header (default
+    /// `X-Forwarded-For`; `Forwarded`, or any header of comma-separated addresses).
+    pub trusted_proxies: TrustedProxies,
     /// `MAX_BODY_BYTES`: the largest request body accepted (default 65536).
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: the longest a request may take (default 30).
@@ -131,16 +134,6 @@ impl Config {
                 return Err(ConfigError::new(
                     "APP_ENV",
                     format!("`{other}` is not `development` or `production`"),
-                ));
-            }
-        };
-        let log_format = match env.text("LOG_FORMAT")?.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "LOG_FORMAT",
-                    format!("`{other}` is not `text` or `json`"),
                 ));
             }
         };
@@ -177,7 +170,7 @@ impl Config {
                 .text("DEV_KEYS_DIR")?
                 .map_or_else(|| PathBuf::from(".dev-keys"), PathBuf::from),
             log_filter: log_filter(&env)?,
-            log_format,
+            log_format: log_format(&env)?,
             shutdown_grace: Duration::from_secs(env.parsed(
                 "SHUTDOWN_GRACE_SECONDS",
                 10,
@@ -317,10 +310,21 @@ fn refresh_key_file(
     Ok(file)
 }
 
-fn trusted_proxies(env: &Lookup<'_>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    let Some(list) = env.text("TRUSTED_PROXIES")? else {
-        return Ok(Vec::new());
+fn trusted_proxies(env: &Lookup<'_>) -> Result<TrustedProxies, ConfigError> {
+    let header = match env.text("CLIENT_IP_HEADER")? {
+        None => ClientIpHeader::default(),
+        Some(name) => {
+            ClientIpHeader::parse(&name).map_err(|e| ConfigError::new("CLIENT_IP_HEADER", e))?
+        }
     };
+    let networks = match env.text("TRUSTED_PROXIES")? {
+        None => Vec::new(),
+        Some(list) => proxy_networks(&list)?,
+    };
+    Ok(TrustedProxies { networks, header })
+}
+
+fn proxy_networks(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     list.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
@@ -336,6 +340,17 @@ fn trusted_proxies(env: &Lookup<'_>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 })
         })
         .collect()
+}
+
+fn log_format(env: &Lookup<'_>) -> Result<LogFormat, ConfigError> {
+    match env.text("LOG_FORMAT")?.as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::new(
+            "LOG_FORMAT",
+            format!("`{other}` is not `text` or `json`"),
+        )),
+    }
 }
 
 fn log_filter(env: &Lookup<'_>) -> Result<String, ConfigError> {
@@ -439,6 +454,7 @@ mod tests {
             ("SHUTDOWN_GRACE_SECONDS", "100000"),
             ("RUST_LOG", "info,[[["),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+            ("CLIENT_IP_HEADER", "X Forwarded For"),
             ("REFRESH_GRACE_SECONDS", "301"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-5"),
             ("MAX_BODY_BYTES", "10"),

@@ -6,6 +6,7 @@
 
 pub mod access_token;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod database;
 pub mod device;

@@ -22,6 +22,7 @@ use poem_openapi::{OpenApiService, Tags};
 pub use error::ErrorBody;
 
 use crate::AppState;
+use crate::client_ip::TrustedProxies;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -128,11 +129,11 @@ async fn limited<E: Endpoint>(
     }
 }
 
-/// The client's IP, believing forwarding headers only from trusted proxies.
-fn client_ip(request: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+/// The client's IP, believing the forwarding header only from trusted proxies.
+fn client_ip(request: &Request, proxies: &TrustedProxies) -> Option<IpAddr> {
     let peer = request
         .remote_addr()
         .as_socket_addr()
         .map(std::net::SocketAddr::ip);
-    crate::device::client_ip(peer, request.headers(), trusted)
+    proxies.client_ip(peer, request.headers())
 }
