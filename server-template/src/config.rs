@@ -50,6 +50,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// How long connections may take and how many there may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// `HEADER_READ_TIMEOUT_SECONDS`: the longest an HTTP/1 connection may take to send a
+    /// request's header, counted from when it is ready for one; so it also ends an idle
+    /// keep-alive connection (default 10).
+    pub header_read_timeout: Duration,
+    /// `IDLE_CONNECTION_TIMEOUT_SECONDS`: a connection that sends and receives nothing for
+    /// this long is closed, HTTP/2 ones included (default 60).
+    pub idle_timeout: Duration,
+    /// `MAX_CONNECTIONS`: open connections in all; more are closed at once (default 4096).
+    pub max_total: usize,
+    /// `MAX_CONNECTIONS_PER_IP`: open connections per client IPv4 address or IPv6 /64;
+    /// trusted proxies are exempt (default 256; 0: off).
+    pub max_per_ip: usize,
+}
+
 /// Everything the server needs to know about its surroundings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -109,6 +126,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: the longest a request may take (default 30).
     pub request_timeout: Duration,
+    /// How connections are bounded: header and idle timeouts, connection caps.
+    pub connections: ConnectionSettings,
     /// `SESSION_RETENTION_DAYS`: ended sessions are deleted this long after they end
     /// (default 30).
     pub session_retention: Duration,
@@ -211,6 +230,7 @@ impl Config {
             trusted_proxies: trusted_proxies(&env)?,
             max_body_bytes: env.parsed("MAX_BODY_BYTES", 65_536, 1_024..=16 * 1024 * 1024)?,
             request_timeout: seconds(&env, "REQUEST_TIMEOUT_SECONDS", 30, 1..=600)?,
+            connections: connection_settings(&env)?,
             session_retention: Duration::from_secs(
                 env.parsed("SESSION_RETENTION_DAYS", 30, 0..=3650)? * DAY,
             ),
@@ -308,6 +328,15 @@ fn refresh_key_file(
         ));
     }
     Ok(file)
+}
+
+fn connection_settings(env: &Lookup<'_>) -> Result<ConnectionSettings, ConfigError> {
+    Ok(ConnectionSettings {
+        header_read_timeout: seconds(env, "HEADER_READ_TIMEOUT_SECONDS", 10, 1..=600)?,
+        idle_timeout: seconds(env, "IDLE_CONNECTION_TIMEOUT_SECONDS", 60, 1..=3600)?,
+        max_total: env.parsed("MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
+        max_per_ip: env.parsed("MAX_CONNECTIONS_PER_IP", 256, 0..=1_000_000)?,
+    })
 }
 
 fn trusted_proxies(env: &Lookup<'_>) -> Result<TrustedProxies, ConfigError> {
@@ -455,6 +484,10 @@ mod tests {
             ("RUST_LOG", "info,[[["),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
             ("CLIENT_IP_HEADER", "X Forwarded For"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("IDLE_CONNECTION_TIMEOUT_SECONDS", "soon"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS_PER_IP", "-1"),
             ("REFRESH_GRACE_SECONDS", "301"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-5"),
             ("MAX_BODY_BYTES", "10"),
