@@ -299,6 +299,47 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_and_health_stay
 }
 
 #[tokio::test]
+async fn a_chunked_body_sent_slowly_is_cut_off_by_the_request_timeout() {
+    let (_db, server) = start_with(&[("REQUEST_TIMEOUT_SECONDS", "1")]).await;
+    let addr: SocketAddr = server
+        .url("")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut stream = connect_from([127, 0, 0, 1].into(), addr).await;
+    let head = "POST /auth/login HTTP/1.1\r\nHost: localhost\r\n\
+                Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // One byte of JSON every 200 ms, for at most 12 s.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..60 {
+            if writer.write_all(b"1\r\n \r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), reader.read_to_end(&mut answer)).await;
+    trickle.abort();
+    let took = started.elapsed();
+    assert!(
+        read.is_ok(),
+        "the trickled body held the request for 15 s\n{}",
+        server.log()
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"timeout\""), "{answer}");
+    assert!(
+        took < CLOSE_BOUND,
+        "the trickled body was cut off only after {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn one_address_gets_at_most_max_connections_per_ip_and_its_places_come_back() {
     let cap = 4;
     let (_db, server) = start_with(&[

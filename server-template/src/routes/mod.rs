@@ -82,25 +82,35 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
 }
 
 /// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
-/// much of a chunked body) and requests that take longer than `timeout`.
+/// much of a chunked body) and requests that take longer than `timeout`, reading a chunked
+/// body included: a client trickling one must not hold its connection for ever.
 async fn limited<E: Endpoint>(
     endpoint: Arc<E>,
     mut request: Request,
     max_body: usize,
     timeout: std::time::Duration,
 ) -> poem::Result<Response> {
-    let too_large = || {
-        let mut response = ErrorBody::new(
-            "payload_too_large",
-            format!("the body may have at most {max_body} bytes"),
-        )
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE);
-        // The unread rest of the body is still on the connection: do not reuse it.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        ErrorBody::new("timeout", "the request took too long; retry")
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    };
+    // The unread rest of the body is still on the connection: do not reuse it.
+    let closing = |mut response: Response| {
         response.headers_mut().insert(
             poem::http::header::CONNECTION,
             poem::http::HeaderValue::from_static("close"),
         );
         response
+    };
+    let too_large = || {
+        closing(
+            ErrorBody::new(
+                "payload_too_large",
+                format!("the body may have at most {max_body} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+        )
     };
     let declared = request
         .headers()
@@ -113,19 +123,17 @@ async fn limited<E: Endpoint>(
         None => {
             let body = request.take_body();
             if !body.is_empty() {
-                let Ok(bytes) = body.into_bytes_limit(max_body).await else {
-                    return Ok(too_large());
-                };
-                request.set_body(bytes);
+                match tokio::time::timeout_at(deadline, body.into_bytes_limit(max_body)).await {
+                    Ok(Ok(bytes)) => request.set_body(bytes),
+                    Ok(Err(_)) => return Ok(too_large()),
+                    Err(_) => return Ok(closing(timed_out())),
+                }
             }
         }
     }
-    match tokio::time::timeout(timeout, endpoint.call(request)).await {
+    match tokio::time::timeout_at(deadline, endpoint.call(request)).await {
         Ok(result) => result.map(IntoResponse::into_response),
-        Err(_) => Ok(
-            ErrorBody::new("timeout", "the request took too long; retry")
-                .with_status(StatusCode::SERVICE_UNAVAILABLE),
-        ),
+        Err(_) => Ok(timed_out()),
     }
 }
 
