@@ -132,6 +132,8 @@ async fn a_thousand_keep_alive_connections_on_me_and_refresh_for_30_s_get_no_err
             ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "0"),
             ("RATE_LIMIT_LOGIN_PER_IP", "0"),
             ("RATE_LIMIT_REFRESH_PER_IP", "0"),
+            // All the connections come from one address.
+            ("MAX_CONNECTIONS_PER_IP", "0"),
             ("RUST_LOG", "warn"),
         ],
     )

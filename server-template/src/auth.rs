@@ -10,6 +10,7 @@ use session_guard::PostgresLiveness;
 use uuid::Uuid;
 
 use crate::access_token::AccessTokenIssuer;
+use crate::client_ip::ClientNetwork;
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
 use crate::rate_limit::RateLimits;
@@ -98,7 +99,7 @@ impl Accounts {
         if let Some(ip) = ip {
             self.limits
                 .login_per_ip
-                .check(&ip)
+                .check(&ClientNetwork::from(ip))
                 .map_err(ServiceError::RateLimited)?;
         }
         let email = normalize_email(email)?;
@@ -122,7 +123,7 @@ impl Accounts {
         if let Some(ip) = device.ip {
             self.limits
                 .login_per_ip
-                .check(&ip)
+                .check(&ClientNetwork::from(ip))
                 .map_err(ServiceError::RateLimited)?;
         }
         let normalized = email.trim().to_lowercase();
@@ -194,7 +195,7 @@ impl Accounts {
         if let Some(ip) = client.ip {
             self.limits
                 .refresh_per_ip
-                .check(&ip)
+                .check(&ClientNetwork::from(ip))
                 .map_err(ServiceError::RateLimited)?;
         }
         let Some(presented) = PresentedToken::parse(token) else {

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::client_ip::{ClientIpHeader, TrustedProxies};
+
 /// The database name used when `DATABASE_URL` names none.
 pub const DEFAULT_DATABASE_NAME: &str = "session_guard";
 
@@ -46,6 +48,23 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// How long connections may take and how many there may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// `HEADER_READ_TIMEOUT_SECONDS`: the longest an HTTP/1 connection may take to send a
+    /// request's header, counted from when it is ready for one; so it also ends an idle
+    /// keep-alive connection (default 10).
+    pub header_read_timeout: Duration,
+    /// `IDLE_CONNECTION_TIMEOUT_SECONDS`: a connection that sends and receives nothing for
+    /// this long is closed, HTTP/2 ones included (default 60).
+    pub idle_timeout: Duration,
+    /// `MAX_CONNECTIONS`: open connections in all; more are closed at once (default 4096).
+    pub max_total: usize,
+    /// `MAX_CONNECTIONS_PER_IP`: open connections per client IPv4 address or IPv6 /64;
+    /// trusted proxies are exempt (default 256; 0: off).
+    pub max_per_ip: usize,
 }
 
 /// Everything the server needs to know about its surroundings.
@@ -103,13 +122,16 @@ pub struct Config {
     pub login_per_ip_per_minute: u32,
     /// `RATE_LIMIT_REFRESH_PER_IP`: refreshes per client IP per minute (default 600; 0: off).
     pub refresh_per_ip_per_minute: u32,
-    /// `TRUSTED_PROXIES`: comma-separated IPs or CIDRs whose `Forwarded` and
-    /// `X-Forwarded-For` headers are believed (default none).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `TRUSTED_PROXIES`: comma-separated IPs or CIDRs whose forwarding header is
+    /// believed (default none); `CLIENT_IP_HEADER`: that one header (default
+    /// `X-Forwarded-For`; `Forwarded`, or any header of comma-separated addresses).
+    pub trusted_proxies: TrustedProxies,
     /// `MAX_BODY_BYTES`: the largest request body accepted (default 65536).
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: the longest a request may take (default 30).
     pub request_timeout: Duration,
+    /// How connections are bounded: header and idle timeouts, connection caps.
+    pub connections: ConnectionSettings,
     /// `SESSION_RETENTION_DAYS`: ended sessions are deleted this long after they end
     /// (default 30).
     pub session_retention: Duration,
@@ -139,16 +161,6 @@ impl Config {
                 return Err(ConfigError::new(
                     "APP_ENV",
                     format!("`{other}` is not `development` or `production`"),
-                ));
-            }
-        };
-        let log_format = match env.text("LOG_FORMAT")?.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "LOG_FORMAT",
-                    format!("`{other}` is not `text` or `json`"),
                 ));
             }
         };
@@ -185,7 +197,7 @@ impl Config {
                 .text("DEV_KEYS_DIR")?
                 .map_or_else(|| PathBuf::from(".dev-keys"), PathBuf::from),
             log_filter: log_filter(&env)?,
-            log_format,
+            log_format: log_format(&env)?,
             shutdown_grace: Duration::from_secs(env.parsed(
                 "SHUTDOWN_GRACE_SECONDS",
                 10,
@@ -227,6 +239,7 @@ impl Config {
             trusted_proxies: trusted_proxies(&env)?,
             max_body_bytes: env.parsed("MAX_BODY_BYTES", 65_536, 1_024..=16 * 1024 * 1024)?,
             request_timeout: seconds(&env, "REQUEST_TIMEOUT_SECONDS", 30, 1..=600)?,
+            connections: connection_settings(&env)?,
             session_retention: Duration::from_secs(
                 env.parsed("SESSION_RETENTION_DAYS", 30, 0..=3650)? * DAY,
             ),
@@ -326,10 +339,30 @@ fn refresh_key_file(
     Ok(file)
 }
 
-fn trusted_proxies(env: &Lookup<'_>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    let Some(list) = env.text("TRUSTED_PROXIES")? else {
-        return Ok(Vec::new());
+fn connection_settings(env: &Lookup<'_>) -> Result<ConnectionSettings, ConfigError> {
+    Ok(ConnectionSettings {
+        header_read_timeout: seconds(env, "HEADER_READ_TIMEOUT_SECONDS", 10, 1..=600)?,
+        idle_timeout: seconds(env, "IDLE_CONNECTION_TIMEOUT_SECONDS", 60, 1..=3600)?,
+        max_total: env.parsed("MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
+        max_per_ip: env.parsed("MAX_CONNECTIONS_PER_IP", 256, 0..=1_000_000)?,
+    })
+}
+
+fn trusted_proxies(env: &Lookup<'_>) -> Result<TrustedProxies, ConfigError> {
+    let header = match env.text("CLIENT_IP_HEADER")? {
+        None => ClientIpHeader::default(),
+        Some(name) => {
+            ClientIpHeader::parse(&name).map_err(|e| ConfigError::new("CLIENT_IP_HEADER", e))?
+        }
     };
+    let networks = match env.text("TRUSTED_PROXIES")? {
+        None => Vec::new(),
+        Some(list) => proxy_networks(&list)?,
+    };
+    Ok(TrustedProxies { networks, header })
+}
+
+fn proxy_networks(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     list.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
@@ -345,6 +378,17 @@ fn trusted_proxies(env: &Lookup<'_>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 })
         })
         .collect()
+}
+
+fn log_format(env: &Lookup<'_>) -> Result<LogFormat, ConfigError> {
+    match env.text("LOG_FORMAT")?.as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::new(
+            "LOG_FORMAT",
+            format!("`{other}` is not `text` or `json`"),
+        )),
+    }
 }
 
 fn log_filter(env: &Lookup<'_>) -> Result<String, ConfigError> {
@@ -448,6 +492,11 @@ mod tests {
             ("SHUTDOWN_GRACE_SECONDS", "100000"),
             ("RUST_LOG", "info,[[["),
             ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+            ("CLIENT_IP_HEADER", "X Forwarded For"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("IDLE_CONNECTION_TIMEOUT_SECONDS", "soon"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS_PER_IP", "-1"),
             ("REFRESH_GRACE_SECONDS", "301"),
             ("REFRESH_MAX_RETRIES", "1001"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-5"),

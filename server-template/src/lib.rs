@@ -6,7 +6,9 @@
 
 pub mod access_token;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
+pub mod connections;
 pub mod database;
 pub mod device;
 pub mod error;
@@ -22,8 +24,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use poem::Server;
-use poem::listener::TcpListener;
+use poem::EndpointExt as _;
 use session_guard::{Authenticator, PostgresLiveness, TokenVerifier};
 
 use crate::access_token::AccessTokenIssuer;
@@ -89,9 +90,19 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         state.config.session_retention,
         state.config.purge_interval,
     );
-    let served = Server::new(TcpListener::bind(addr))
-        .run_with_graceful_shutdown(routes::app(&state), shutdown_signal(), Some(grace))
-        .await;
+    let served = async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        connections::serve(
+            listener,
+            routes::app(&state).map_to_response(),
+            state.config.connections,
+            state.config.trusted_proxies.clone(),
+            shutdown_signal(),
+            grace,
+        )
+        .await
+    }
+    .await;
     purge.abort();
     served.map_err(|source| StartupError::Serve { addr, source })?;
     tracing::info!("stopped");

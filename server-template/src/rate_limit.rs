@@ -1,13 +1,14 @@
 //! Rate limits on login and refresh, per client IP and per account (governor).
 
 use std::hash::Hash;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::client_ip::ClientNetwork;
 
 /// A per-key limit of `n` per minute (bursts of `n`), or none at all when `n` is 0.
 #[derive(Clone)]
@@ -49,10 +50,10 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 pub struct RateLimits {
     /// Logins per account (by normalised email).
     pub login_per_account: KeyedLimit<String>,
-    /// Logins and registrations per client IP.
-    pub login_per_ip: KeyedLimit<IpAddr>,
-    /// Refreshes per client IP.
-    pub refresh_per_ip: KeyedLimit<IpAddr>,
+    /// Logins and registrations per client IP (IPv6: per /64).
+    pub login_per_ip: KeyedLimit<ClientNetwork>,
+    /// Refreshes per client IP (IPv6: per /64).
+    pub refresh_per_ip: KeyedLimit<ClientNetwork>,
 }
 
 impl RateLimits {

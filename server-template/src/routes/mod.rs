@@ -22,6 +22,7 @@ use poem_openapi::{OpenApiService, Tags};
 pub use error::ErrorBody;
 
 use crate::AppState;
+use crate::client_ip::TrustedProxies;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -81,25 +82,35 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
 }
 
 /// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
-/// much of a chunked body) and requests that take longer than `timeout`.
+/// much of a chunked body) and requests that take longer than `timeout`, reading a chunked
+/// body included: a client trickling one must not hold its connection for ever.
 async fn limited<E: Endpoint>(
     endpoint: Arc<E>,
     mut request: Request,
     max_body: usize,
     timeout: std::time::Duration,
 ) -> poem::Result<Response> {
-    let too_large = || {
-        let mut response = ErrorBody::new(
-            "payload_too_large",
-            format!("the body may have at most {max_body} bytes"),
-        )
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE);
-        // The unread rest of the body is still on the connection: do not reuse it.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        ErrorBody::new("timeout", "the request took too long; retry")
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    };
+    // The unread rest of the body is still on the connection: do not reuse it.
+    let closing = |mut response: Response| {
         response.headers_mut().insert(
             poem::http::header::CONNECTION,
             poem::http::HeaderValue::from_static("close"),
         );
         response
+    };
+    let too_large = || {
+        closing(
+            ErrorBody::new(
+                "payload_too_large",
+                format!("the body may have at most {max_body} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+        )
     };
     let declared = request
         .headers()
@@ -112,27 +123,25 @@ async fn limited<E: Endpoint>(
         None => {
             let body = request.take_body();
             if !body.is_empty() {
-                let Ok(bytes) = body.into_bytes_limit(max_body).await else {
-                    return Ok(too_large());
-                };
-                request.set_body(bytes);
+                match tokio::time::timeout_at(deadline, body.into_bytes_limit(max_body)).await {
+                    Ok(Ok(bytes)) => request.set_body(bytes),
+                    Ok(Err(_)) => return Ok(too_large()),
+                    Err(_) => return Ok(closing(timed_out())),
+                }
             }
         }
     }
-    match tokio::time::timeout(timeout, endpoint.call(request)).await {
+    match tokio::time::timeout_at(deadline, endpoint.call(request)).await {
         Ok(result) => result.map(IntoResponse::into_response),
-        Err(_) => Ok(
-            ErrorBody::new("timeout", "the request took too long; retry")
-                .with_status(StatusCode::SERVICE_UNAVAILABLE),
-        ),
+        Err(_) => Ok(timed_out()),
     }
 }
 
-/// The client's IP, believing forwarding headers only from trusted proxies.
-fn client_ip(request: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+/// The client's IP, believing the forwarding header only from trusted proxies.
+fn client_ip(request: &Request, proxies: &TrustedProxies) -> Option<IpAddr> {
     let peer = request
         .remote_addr()
         .as_socket_addr()
         .map(std::net::SocketAddr::ip);
-    crate::device::client_ip(peer, request.headers(), trusted)
+    proxies.client_ip(peer, request.headers())
 }
