@@ -1,9 +1,10 @@
 //! Rate limits on login, refresh and password change: per client IP, per account, per
 //! account and IP, per user and per session.
 //!
-//! Each limit is a GCRA (the token bucket of `governor`, one timestamp per key) whose keys
-//! live in a bounded `quick_cache`: however many distinct keys arrive, a limiter holds at
-//! most its `max_keys`. The cache's CLOCK-Pro policy evicts keys seen once before keys that
+//! Each limit is a GCRA (the token bucket `governor` implements: one timestamp per key)
+//! whose keys live in a bounded `quick_cache`: however many distinct keys arrive, a
+//! limiter holds at most its `max_keys`. (`governor` itself cannot give a token back and
+//! keeps every key until a sweep.) The cache's CLOCK-Pro policy evicts keys seen once before keys that
 //! keep coming back, so a flood of fresh keys does not flush the bucket of an account
 //! under attack. Keys are fixed-size: IPs, UUIDs, or a [`LimitKey`] digest of an email.
 //!
