@@ -135,18 +135,31 @@ impl Accounts {
             metrics::counter!("session_logins_total", "outcome" => "rate_limited").increment(1);
             ServiceError::RateLimited(wait)
         };
+        let mut attempt = LoginAttempt {
+            limits,
+            ip: None,
+            pair: None,
+            account: None,
+            failed: false,
+        };
         if let Some(ip) = device.ip {
             limits.login_per_ip.check(&ip).map_err(rate_limited)?;
-        }
-        let account_key = LimitKey::account(&email);
-        let pair_key = device.ip.map(|ip| LimitKey::account_from(&email, ip));
-        if let Some(key) = &pair_key {
+            attempt.ip = Some(ip);
+            let pair = LimitKey::account_from(&email, ip);
             limits
                 .login_failures_per_account_ip
-                .check(key)
+                .check(&pair)
                 .map_err(rate_limited)?;
+            attempt.pair = Some(pair);
         }
-        let account_locked = limits.login_failures_per_account.check(&account_key).err();
+        let account_key = LimitKey::account(&email);
+        let account_locked = match limits.login_failures_per_account.check(&account_key) {
+            Ok(()) => {
+                attempt.account = Some(account_key);
+                None
+            }
+            Err(wait) => Some(wait),
+        };
         // No connection is held while hashing: a burst of logins must not drain the pool.
         let account = {
             let client = self.pool.get().await?;
@@ -160,10 +173,9 @@ impl Accounts {
                     None => false,
                 };
                 if !known {
-                    // Not a guess: the password was not even looked at.
-                    if let Some(key) = &pair_key {
-                        limits.login_failures_per_account_ip.refund(key);
-                    }
+                    // Not a guess (the password was not looked at), but the queries it
+                    // cost stay on this IP's budget.
+                    attempt.ip = None;
                     return Err(rate_limited(wait));
                 }
                 tracing::info!(
@@ -177,6 +189,7 @@ impl Accounts {
         let verified = self.passwords.verify(password, stored.clone()).await;
         let mut client = self.pool.get().await?;
         let (Some(user), Verified::Match { rehash }) = (user, verified) else {
+            attempt.failed = true;
             tracing::info!(ip = ?device.ip, "login failed");
             metrics::counter!("session_logins_total", "outcome" => "failure").increment(1);
             events::record(
@@ -190,16 +203,6 @@ impl Accounts {
             .await?;
             return Err(ServiceError::InvalidCredentials);
         };
-        // The right password: this attempt does not count against anyone's budget.
-        if let Some(ip) = device.ip {
-            limits.login_per_ip.refund(&ip);
-        }
-        if let Some(key) = &pair_key {
-            limits.login_failures_per_account_ip.refund(key);
-        }
-        if account_locked.is_none() {
-            limits.login_failures_per_account.refund(&account_key);
-        }
         let refresh_token = RefreshToken::generate();
         let transaction = client.transaction().await?;
         // The hash was verified outside any transaction. Had a password change committed
@@ -523,6 +526,34 @@ impl Accounts {
                 .as_secs(),
             session_id: session,
         })
+    }
+}
+
+/// The tokens one login attempt took from the limits: given back when it ends, unless it
+/// was a failure (a wrong password, an unknown email). A right password, and an attempt
+/// the database could not answer, cost nobody's budget.
+struct LoginAttempt<'a> {
+    limits: &'a RateLimits,
+    ip: Option<IpAddr>,
+    pair: Option<LimitKey>,
+    account: Option<LimitKey>,
+    failed: bool,
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        if self.failed {
+            return;
+        }
+        if let Some(ip) = &self.ip {
+            self.limits.login_per_ip.refund(ip);
+        }
+        if let Some(key) = &self.pair {
+            self.limits.login_failures_per_account_ip.refund(key);
+        }
+        if let Some(key) = &self.account {
+            self.limits.login_failures_per_account.refund(key);
+        }
     }
 }
 
