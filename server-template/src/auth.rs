@@ -13,14 +13,12 @@ use crate::access_token::AccessTokenIssuer;
 use crate::client_ip::ClientNetwork;
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{LimitKey, RateLimits};
 use crate::refresh_token::{Ancestry, PresentedToken, RefreshKey, RefreshSecret, RefreshToken};
+use crate::store::events::EventKind;
 use crate::store::refresh::{Outcome, RotateRequest, Rotation};
-use crate::store::sessions::Device;
+use crate::store::sessions::{Device, Revocation, RevokeReason};
 use crate::store::{events, refresh, sessions, users};
-
-/// Longest email accepted (RFC 5321's path limit).
-const MAX_EMAIL_CHARS: usize = 254;
 
 /// What a login or a refresh hands the client.
 #[derive(Debug, Clone)]
@@ -96,13 +94,14 @@ impl Accounts {
         password: String,
         ip: Option<IpAddr>,
     ) -> Result<Uuid, ServiceError> {
+        // Checked before any limiter sees it: a bad email costs nothing and stores nothing.
+        let email = normalize_email(email)?;
         if let Some(ip) = ip {
             self.limits
                 .login_per_ip
                 .check(&ClientNetwork::from(ip))
                 .map_err(ServiceError::RateLimited)?;
         }
-        let email = normalize_email(email)?;
         passwords::check_policy(&password)?;
         let hash = self.passwords.hash(password).await;
         let client = self.pool.get().await?;
@@ -113,43 +112,93 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Checks the credentials and opens a session.
+    /// Checks the credentials and opens a session. `signed_in_as` is the user of a live
+    /// session the client proved it holds (its access token), if any.
+    ///
+    /// Only failures count against the limits: each attempt takes a token from the
+    /// per-IP, per-account-and-IP and per-account budgets before the password is verified
+    /// (so parallel guesses cannot overshoot) and gets them back when it was right. When
+    /// someone else's guesses have used up the account's budget, a known client (see
+    /// [`Accounts::is_known`]) still gets in with the right password; its own
+    /// per-account-and-IP budget binds it all the same.
     pub async fn login(
         &self,
         email: &str,
         password: String,
         device: Device,
+        signed_in_as: Option<Uuid>,
     ) -> Result<TokenPair, ServiceError> {
-        if let Some(ip) = device.ip {
-            self.limits
-                .login_per_ip
-                .check(&ClientNetwork::from(ip))
-                .map_err(ServiceError::RateLimited)?;
-        }
-        let normalized = email.trim().to_lowercase();
-        self.limits
-            .login_per_account
-            .check(&normalized)
-            .map_err(ServiceError::RateLimited)?;
+        // Checked before any limiter sees it: a bad email costs nothing and stores nothing.
+        let email = normalize_email(email)?;
         if let Some(name) = &device.name {
             check_device_name(name)?;
         }
-        // A malformed email or password is simply a failed login: same answer, same cost.
+        let limits = &self.limits;
+        let rate_limited = |wait| {
+            metrics::counter!("session_logins_total", "outcome" => "rate_limited").increment(1);
+            ServiceError::RateLimited(wait)
+        };
+        let mut attempt = LoginAttempt {
+            limits,
+            ip: None,
+            pair: None,
+            account: None,
+            failed: false,
+        };
+        if let Some(ip) = device.ip {
+            let network = ClientNetwork::from(ip);
+            limits.login_per_ip.check(&network).map_err(rate_limited)?;
+            attempt.ip = Some(network);
+            let pair = LimitKey::account_from(&email, network);
+            limits
+                .login_failures_per_account_ip
+                .check(&pair)
+                .map_err(rate_limited)?;
+            attempt.pair = Some(pair);
+        }
+        let account_key = LimitKey::account(&email);
+        let account_locked = match limits.login_failures_per_account.check(&account_key) {
+            Ok(()) => {
+                attempt.account = Some(account_key);
+                None
+            }
+            Err(wait) => Some(wait),
+        };
         // No connection is held while hashing: a burst of logins must not drain the pool.
-        let account = if normalize_email(email).is_ok() {
-            users::by_email(&self.pool.get().await?, &normalized).await?
-        } else {
-            None
+        let account = {
+            let client = self.pool.get().await?;
+            let account = users::by_email(&client, &email).await?;
+            if let Some(wait) = account_locked {
+                let known = match &account {
+                    Some((user, _)) => {
+                        self.is_known(&client, *user, signed_in_as, device.ip)
+                            .await?
+                    }
+                    None => false,
+                };
+                if !known {
+                    // Not a guess (the password was not looked at), but the queries it
+                    // cost stay on this IP's budget.
+                    attempt.ip = None;
+                    return Err(rate_limited(wait));
+                }
+                tracing::info!(
+                    ip = ?device.ip,
+                    "account login limit reached; a known client may still sign in"
+                );
+            }
+            account
         };
         let (user, stored) = account.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
         let verified = self.passwords.verify(password, stored.clone()).await;
         let mut client = self.pool.get().await?;
         let (Some(user), Verified::Match { rehash }) = (user, verified) else {
+            attempt.failed = true;
             tracing::info!(ip = ?device.ip, "login failed");
             metrics::counter!("session_logins_total", "outcome" => "failure").increment(1);
             events::record(
                 &client,
-                "login_failed",
+                EventKind::LoginFailed,
                 user,
                 None,
                 device.ip,
@@ -184,6 +233,27 @@ impl Accounts {
         tracing::info!(user_id = %user, session_id = %session, "login");
         metrics::counter!("session_logins_total", "outcome" => "success").increment(1);
         self.pair(user, session, refresh_token, idle_expires_at)
+    }
+
+    /// Whether a client is known to `user`: it presented an access token of a live session
+    /// of the user, or a session of the user was used from its IP within
+    /// `LOGIN_KNOWN_IP_DAYS` (the sessions table, so every instance and a restart agree).
+    async fn is_known(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        user: Uuid,
+        signed_in_as: Option<Uuid>,
+        ip: Option<IpAddr>,
+    ) -> Result<bool, ServiceError> {
+        if signed_in_as == Some(user) {
+            return Ok(true);
+        }
+        match ip {
+            Some(ip) if !self.limits.login_known_ip.is_zero() => {
+                sessions::used_from(client, user, ip, self.limits.login_known_ip).await
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Rotates a refresh token. `client` is the caller as the retry rule sees it.
@@ -307,11 +377,12 @@ impl Accounts {
         let client = self.pool.get().await?;
         let (revoked, reason, session) = match scope {
             RevokeScope::One { session, reason } => {
-                let found = sessions::revoke_one(&client, user, session, reason).await?;
-                if !found {
-                    return Err(ServiceError::SessionNotFound);
+                match sessions::revoke_one(&client, user, session, reason).await? {
+                    Revocation::Revoked => (vec![session], reason, Some(session)),
+                    // Nothing changed, so nothing is recorded.
+                    Revocation::AlreadyEnded => return Ok(0),
+                    Revocation::NotFound => return Err(ServiceError::SessionNotFound),
                 }
-                (vec![session], reason, Some(session))
             }
             RevokeScope::AllBut { keep, reason } => (
                 sessions::revoke_all_but(&client, user, keep, reason).await?,
@@ -321,11 +392,15 @@ impl Accounts {
         };
         self.forget(&revoked);
         let count = revoked.len() as u64;
+        if count == 0 {
+            return Ok(0);
+        }
+        let reason = reason.as_str();
         tracing::info!(user_id = %user, count, reason, "sessions revoked");
         metrics::counter!("session_revocations_total", "reason" => reason).increment(count);
         events::record(
             &client,
-            "sessions_revoked",
+            EventKind::SessionsRevoked,
             Some(user),
             session,
             ip,
@@ -336,6 +411,10 @@ impl Accounts {
     }
 
     /// Changes the password and revokes every other session of the user.
+    ///
+    /// A wrong current password is recorded; after `PASSWORD_CHANGE_MAX_FAILURES` of them
+    /// the session is revoked. As for login, each attempt takes a token per session and per
+    /// user before verifying and gets it back when the password was right.
     pub async fn change_password(
         &self,
         user: Uuid,
@@ -345,6 +424,17 @@ impl Accounts {
         ip: Option<IpAddr>,
     ) -> Result<(), ServiceError> {
         passwords::check_policy(&new_password)?;
+        let limits = &self.limits;
+        limits
+            .password_change_failures_per_session
+            .check(&current_session)
+            .map_err(ServiceError::RateLimited)?;
+        if let Err(wait) = limits.password_change_failures_per_user.check(&user) {
+            limits
+                .password_change_failures_per_session
+                .refund(&current_session);
+            return Err(ServiceError::RateLimited(wait));
+        }
         let stored = users::by_id(&self.pool.get().await?, user)
             .await?
             .map(|(_, hash)| hash);
@@ -352,19 +442,34 @@ impl Accounts {
             self.passwords.verify(current_password, stored).await,
             Verified::Match { .. }
         ) {
+            self.password_change_failed(user, current_session, ip)
+                .await?;
             return Err(ServiceError::WrongCurrentPassword);
         }
+        limits
+            .password_change_failures_per_session
+            .refund(&current_session);
+        limits.password_change_failures_per_user.refund(&user);
         let new_hash = self.passwords.hash(new_password).await;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
+        // Revoked while the password was being verified (by its user, or by too many
+        // failures of parallel attempts): an ended session changes nothing.
+        if !sessions::lock_live(&transaction, user, current_session).await? {
+            return Err(ServiceError::SessionEnded);
+        }
         users::set_password(&transaction, user, &new_hash).await?;
-        let revoked_ids =
-            sessions::revoke_all_but(&transaction, user, Some(current_session), "password_change")
-                .await?;
+        let revoked_ids = sessions::revoke_all_but(
+            &transaction,
+            user,
+            Some(current_session),
+            RevokeReason::PasswordChange,
+        )
+        .await?;
         let revoked = revoked_ids.len() as u64;
         events::record(
             &transaction,
-            "password_changed",
+            EventKind::PasswordChanged,
             Some(user),
             Some(current_session),
             ip,
@@ -374,8 +479,59 @@ impl Accounts {
         transaction.commit().await?;
         self.forget(&revoked_ids);
         tracing::info!(user_id = %user, revoked, "password changed");
-        metrics::counter!("session_revocations_total", "reason" => "password_change")
+        metrics::counter!("session_revocations_total", "reason" => RevokeReason::PasswordChange.as_str())
             .increment(revoked);
+        Ok(())
+    }
+
+    /// Records a wrong current password and revokes the session at the limit.
+    async fn password_change_failed(
+        &self,
+        user: Uuid,
+        session: Uuid,
+        ip: Option<IpAddr>,
+    ) -> Result<(), ServiceError> {
+        let max = self.limits.password_change_max_failures;
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        // The session's row lock makes its failures count one at a time, so parallel
+        // attempts cannot all see a count under the limit.
+        let live = sessions::lock_live(&transaction, user, session).await?;
+        events::record(
+            &transaction,
+            EventKind::PasswordChangeFailed,
+            Some(user),
+            Some(session),
+            ip,
+            serde_json::json!({}),
+        )
+        .await?;
+        let failures =
+            events::count_for_session(&transaction, session, EventKind::PasswordChangeFailed)
+                .await?;
+        let revoke = live && max > 0 && failures >= u64::from(max);
+        let reason = RevokeReason::PasswordChangeFailures;
+        if revoke {
+            sessions::revoke_one(&transaction, user, session, reason).await?;
+            events::record(
+                &transaction,
+                EventKind::SessionsRevoked,
+                Some(user),
+                Some(session),
+                ip,
+                serde_json::json!({ "reason": reason.as_str(), "count": 1 }),
+            )
+            .await?;
+        }
+        transaction.commit().await?;
+        tracing::warn!(user_id = %user, session_id = %session, failures, ip = ?ip, "password change with a wrong current password");
+        metrics::counter!("session_password_change_failures_total").increment(1);
+        if revoke {
+            self.forget(&[session]);
+            tracing::warn!(user_id = %user, session_id = %session, failures, "session revoked after too many failed password changes");
+            metrics::counter!("session_revocations_total", "reason" => reason.as_str())
+                .increment(1);
+        }
         Ok(())
     }
 
@@ -436,6 +592,34 @@ pub struct RefreshClient {
     pub user_agent: Option<String>,
 }
 
+/// The tokens one login attempt took from the limits: given back when it ends, unless it
+/// was a failure (a wrong password, an unknown email). A right password, and an attempt
+/// the database could not answer, cost nobody's budget.
+struct LoginAttempt<'a> {
+    limits: &'a RateLimits,
+    ip: Option<ClientNetwork>,
+    pair: Option<LimitKey>,
+    account: Option<LimitKey>,
+    failed: bool,
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        if self.failed {
+            return;
+        }
+        if let Some(ip) = &self.ip {
+            self.limits.login_per_ip.refund(ip);
+        }
+        if let Some(key) = &self.pair {
+            self.limits.login_failures_per_account_ip.refund(key);
+        }
+        if let Some(key) = &self.account {
+            self.limits.login_failures_per_account.refund(key);
+        }
+    }
+}
+
 /// Which sessions to revoke.
 #[derive(Debug, Clone, Copy)]
 pub enum RevokeScope {
@@ -443,25 +627,24 @@ pub enum RevokeScope {
     One {
         /// The session.
         session: Uuid,
-        /// Why (`logout`, `revoked_by_user`).
-        reason: &'static str,
+        /// Why ([`RevokeReason::Logout`], [`RevokeReason::RevokedByUser`]).
+        reason: RevokeReason,
     },
     /// Every live session but `keep` (all when `None`).
     AllBut {
         /// The session to keep.
         keep: Option<Uuid>,
-        /// Why (`logout_all`, `revoke_others`).
-        reason: &'static str,
+        /// Why ([`RevokeReason::LogoutAll`], [`RevokeReason::RevokeOthers`]).
+        reason: RevokeReason,
     },
 }
 
-/// Trims and lower-cases an email and checks that it is one.
+/// The one spelling of an email that names its account (see [`crate::email`]).
 pub fn normalize_email(email: &str) -> Result<String, ServiceError> {
-    let email = email.trim().to_lowercase();
-    if email.chars().count() > MAX_EMAIL_CHARS || !email_address::EmailAddress::is_valid(&email) {
-        return Err(ServiceError::InvalidEmail);
-    }
-    Ok(email)
+    crate::email::normalize(email).map_err(|reason| {
+        tracing::debug!(%reason, "email refused");
+        ServiceError::InvalidEmail
+    })
 }
 
 fn check_device_name(name: &str) -> Result<(), ServiceError> {
@@ -476,27 +659,6 @@ fn check_device_name(name: &str) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emails_are_trimmed_lowercased_and_checked() {
-        assert_eq!(
-            normalize_email("  Ada@Example.COM ").unwrap(),
-            "ada@example.com"
-        );
-        for bad in [
-            "",
-            "ada",
-            "ada@",
-            "@example.com",
-            "a b@example.com",
-            &format!("{}@x.io", "a".repeat(300)),
-        ] {
-            assert!(
-                matches!(normalize_email(bad), Err(ServiceError::InvalidEmail)),
-                "{bad}"
-            );
-        }
-    }
 
     #[test]
     fn device_names_are_bounded_and_printable() {

@@ -149,6 +149,14 @@ impl From<IpAddr> for ClientNetwork {
     }
 }
 
+impl ClientNetwork {
+    /// The network as one address: the IPv4 address, or the IPv6 /64 with its host bits
+    /// cleared.
+    pub fn ip(self) -> IpAddr {
+        self.0
+    }
+}
+
 impl std::fmt::Display for ClientNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {

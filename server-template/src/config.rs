@@ -115,11 +115,25 @@ pub struct Config {
     /// `REFRESH_MAX_RETRIES`: how many times, per rotation, the previous refresh token may
     /// be retried inside the grace window (default 16).
     pub refresh_max_retries: u32,
-    /// `RATE_LIMIT_LOGIN_PER_ACCOUNT`: logins per account per minute (default 20; 0: off).
+    /// `RATE_LIMIT_LOGIN_PER_ACCOUNT`: failed logins per account per minute, and per
+    /// account from one client IP (default 20; 0: off).
     pub login_per_account_per_minute: u32,
-    /// `RATE_LIMIT_LOGIN_PER_IP`: logins and registrations per client IP per minute
-    /// (default 60; 0: off).
+    /// `RATE_LIMIT_LOGIN_PER_IP`: failed logins, and registrations, per client IP per
+    /// minute (default 60; 0: off).
     pub login_per_ip_per_minute: u32,
+    /// `LOGIN_KNOWN_IP_DAYS`: a client IP from which a session of the account was used
+    /// (login or refresh) within this many days is let through the per-account limit with
+    /// the right password (default 30; 0: only a bearer token of the account does).
+    pub login_known_ip: Duration,
+    /// `RATE_LIMIT_PASSWORD_CHANGE_PER_USER`: failed password changes per user per minute
+    /// (default 10; 0: off).
+    pub password_change_per_user_per_minute: u32,
+    /// `PASSWORD_CHANGE_MAX_FAILURES`: wrong current passwords after which the session is
+    /// revoked (default 5; 0: never).
+    pub password_change_max_failures: u32,
+    /// `RATE_LIMIT_MAX_KEYS`: the most keys (IPs, accounts, sessions) each limiter keeps,
+    /// least recently used out (default 100000).
+    pub rate_limit_max_keys: usize,
     /// `RATE_LIMIT_REFRESH_PER_IP`: refreshes per client IP per minute (default 600; 0: off).
     pub refresh_per_ip_per_minute: u32,
     /// `TRUSTED_PROXIES`: comma-separated IPs or CIDRs whose forwarding header is
@@ -135,6 +149,9 @@ pub struct Config {
     /// `SESSION_RETENTION_DAYS`: ended sessions are deleted this long after they end
     /// (default 30).
     pub session_retention: Duration,
+    /// `SECURITY_EVENT_RETENTION_DAYS`: security events are deleted this long after they
+    /// happened (default 90).
+    pub security_event_retention: Duration,
     /// `PURGE_INTERVAL_SECONDS`: how often the purge job runs (default 3600).
     pub purge_interval: Duration,
 }
@@ -231,6 +248,22 @@ impl Config {
                 0..=1_000_000,
             )?,
             login_per_ip_per_minute: env.parsed("RATE_LIMIT_LOGIN_PER_IP", 60, 0..=1_000_000)?,
+            login_known_ip: days(&env, "LOGIN_KNOWN_IP_DAYS", 30, 0..=365)?,
+            password_change_per_user_per_minute: env.parsed(
+                "RATE_LIMIT_PASSWORD_CHANGE_PER_USER",
+                10,
+                0..=1_000_000,
+            )?,
+            password_change_max_failures: env.parsed(
+                "PASSWORD_CHANGE_MAX_FAILURES",
+                5,
+                0..=1_000,
+            )?,
+            rate_limit_max_keys: env.parsed(
+                "RATE_LIMIT_MAX_KEYS",
+                crate::rate_limit::DEFAULT_MAX_KEYS,
+                1_000..=100_000_000,
+            )?,
             refresh_per_ip_per_minute: env.parsed(
                 "RATE_LIMIT_REFRESH_PER_IP",
                 600,
@@ -240,9 +273,8 @@ impl Config {
             max_body_bytes: env.parsed("MAX_BODY_BYTES", 65_536, 1_024..=16 * 1024 * 1024)?,
             request_timeout: seconds(&env, "REQUEST_TIMEOUT_SECONDS", 30, 1..=600)?,
             connections: connection_settings(&env)?,
-            session_retention: Duration::from_secs(
-                env.parsed("SESSION_RETENTION_DAYS", 30, 0..=3650)? * DAY,
-            ),
+            session_retention: days(&env, "SESSION_RETENTION_DAYS", 30, 0..=3650)?,
+            security_event_retention: days(&env, "SECURITY_EVENT_RETENTION_DAYS", 90, 0..=3650)?,
             purge_interval: seconds(&env, "PURGE_INTERVAL_SECONDS", 3600, 1..=7 * DAY)?,
         })
     }
@@ -322,6 +354,15 @@ fn seconds(
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(env.parsed(var, default, range)?))
+}
+
+fn days(
+    env: &Lookup<'_>,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.parsed(var, default, range)? * DAY))
 }
 
 fn refresh_key_file(
@@ -478,6 +519,17 @@ mod tests {
         assert!(config.database.get_user().is_some());
         assert!(config.signing_keys.is_empty());
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.login_known_ip, Duration::from_secs(30 * DAY));
+        assert_eq!(config.password_change_max_failures, 5);
+        assert_eq!(config.password_change_per_user_per_minute, 10);
+        assert_eq!(
+            config.rate_limit_max_keys,
+            crate::rate_limit::DEFAULT_MAX_KEYS
+        );
+        assert_eq!(
+            config.security_event_retention,
+            Duration::from_secs(90 * DAY)
+        );
     }
 
     #[test]
@@ -500,6 +552,11 @@ mod tests {
             ("REFRESH_GRACE_SECONDS", "301"),
             ("REFRESH_MAX_RETRIES", "1001"),
             ("RATE_LIMIT_LOGIN_PER_IP", "-5"),
+            ("LOGIN_KNOWN_IP_DAYS", "366"),
+            ("PASSWORD_CHANGE_MAX_FAILURES", "1001"),
+            ("RATE_LIMIT_PASSWORD_CHANGE_PER_USER", "ten"),
+            ("RATE_LIMIT_MAX_KEYS", "10"),
+            ("SECURITY_EVENT_RETENTION_DAYS", "-1"),
             ("MAX_BODY_BYTES", "10"),
             ("DATABASE_URL", "postgres://host:notaport/db"),
         ] {

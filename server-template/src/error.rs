@@ -32,6 +32,9 @@ pub enum ServiceError {
     /// No such session of this user.
     #[error("no such session")]
     SessionNotFound,
+    /// The caller's own session ended while its request was under way.
+    #[error("the access token is invalid, expired or revoked")]
+    SessionEnded,
     /// Over a rate limit; retry after this long.
     #[error("too many requests")]
     RateLimited(Duration),

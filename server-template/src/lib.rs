@@ -11,6 +11,7 @@ pub mod config;
 pub mod connections;
 pub mod database;
 pub mod device;
+pub mod email;
 pub mod error;
 pub mod keys;
 pub mod passwords;
@@ -87,7 +88,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let purge = purge::spawn(
         state.pool.clone(),
         state.accounts.clone(),
-        state.config.session_retention,
+        purge::Retention {
+            sessions: state.config.session_retention,
+            security_events: state.config.security_event_retention,
+        },
         state.config.purge_interval,
     );
     let served = async {
@@ -142,11 +146,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
             &config.audience,
             config.access_token_ttl,
         ),
-        RateLimits {
-            login_per_account: KeyedLimit::per_minute(config.login_per_account_per_minute),
-            login_per_ip: KeyedLimit::per_minute(config.login_per_ip_per_minute),
-            refresh_per_ip: KeyedLimit::per_minute(config.refresh_per_ip_per_minute),
-        },
+        rate_limits(&config),
         SessionPolicy {
             idle_timeout: config.refresh_idle_timeout,
             absolute_lifetime: config.refresh_absolute_lifetime,
@@ -170,6 +170,27 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         liveness,
         metrics,
     })
+}
+
+/// Every limit, each keeping at most `RATE_LIMIT_MAX_KEYS` keys.
+fn rate_limits(config: &Config) -> RateLimits {
+    fn limit<K: std::hash::Hash + Eq + Clone>(per_minute: u32, config: &Config) -> KeyedLimit<K> {
+        KeyedLimit::per_minute(per_minute).with_max_keys(config.rate_limit_max_keys)
+    }
+    RateLimits {
+        login_failures_per_account: limit(config.login_per_account_per_minute, config),
+        login_failures_per_account_ip: limit(config.login_per_account_per_minute, config),
+        login_per_ip: limit(config.login_per_ip_per_minute, config),
+        refresh_per_ip: limit(config.refresh_per_ip_per_minute, config),
+        password_change_failures_per_user: limit(
+            config.password_change_per_user_per_minute,
+            config,
+        ),
+        // As many at once as the session may fail in all before it is revoked.
+        password_change_failures_per_session: limit(config.password_change_max_failures, config),
+        login_known_ip: config.login_known_ip,
+        password_change_max_failures: config.password_change_max_failures,
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM, whichever comes first.

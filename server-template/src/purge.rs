@@ -1,5 +1,5 @@
-//! The purge job: deletes sessions that ended longer ago than the retention period, in
-//! batches, on one replica at a time.
+//! The purge job: deletes sessions that ended, and security events that happened, longer
+//! ago than their retention periods, in batches, on one replica at a time.
 
 use std::time::Duration;
 
@@ -7,9 +7,27 @@ use deadpool_postgres::Pool;
 
 use crate::auth::Accounts;
 use crate::error::ServiceError;
-use crate::store::sessions;
+use crate::store::{events, sessions};
 
-/// Sessions deleted per statement: small enough to keep each transaction short.
+/// How long ended sessions and security events are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// `SESSION_RETENTION_DAYS`, counted from the session's end.
+    pub sessions: Duration,
+    /// `SECURITY_EVENT_RETENTION_DAYS`, counted from the event.
+    pub security_events: Duration,
+}
+
+/// What one run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Ended sessions.
+    pub sessions: u64,
+    /// Security events.
+    pub security_events: u64,
+}
+
+/// Rows deleted per statement: small enough to keep each transaction short.
 const BATCH: i64 = 1_000;
 /// Key of the advisory lock that elects the replica that purges: the bytes of "sgpurge!".
 pub const PURGE_LOCK_KEY: i64 = i64::from_be_bytes(*b"sgpurge!");
@@ -21,7 +39,7 @@ const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 pub fn spawn(
     pool: Pool,
     accounts: Accounts,
-    retention: Duration,
+    retention: Retention,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -32,8 +50,12 @@ pub fn spawn(
             ticks.tick().await;
             accounts.limits().forget_idle();
             match purge_once(&pool, retention).await {
-                Ok(Some(deleted)) if deleted > 0 => {
-                    tracing::info!(deleted, "purged ended sessions");
+                Ok(Some(purged)) if purged != Purged::default() => {
+                    tracing::info!(
+                        sessions = purged.sessions,
+                        security_events = purged.security_events,
+                        "purged ended sessions and old security events"
+                    );
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => tracing::debug!("purge skipped: another replica holds the lock"),
@@ -44,17 +66,24 @@ pub fn spawn(
 }
 
 /// One run: `None` when another replica holds the lock, else how many were deleted.
-pub async fn purge_once(pool: &Pool, retention: Duration) -> Result<Option<u64>, ServiceError> {
+pub async fn purge_once(pool: &Pool, retention: Retention) -> Result<Option<Purged>, ServiceError> {
     let client = pool.get().await?;
     let locked: bool = client.query_one(TRY_LOCK, &[&PURGE_LOCK_KEY]).await?.get(0);
     if !locked {
         return Ok(None);
     }
-    let mut deleted = 0;
+    let mut purged = Purged::default();
     let outcome = async {
         loop {
-            let batch = sessions::purge_batch(&client, retention, BATCH).await?;
-            deleted += batch;
+            let batch = sessions::purge_batch(&client, retention.sessions, BATCH).await?;
+            purged.sessions += batch;
+            if batch < BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        loop {
+            let batch = events::purge_batch(&client, retention.security_events, BATCH).await?;
+            purged.security_events += batch;
             if batch < BATCH.unsigned_abs() {
                 return Ok::<_, ServiceError>(());
             }
@@ -64,5 +93,5 @@ pub async fn purge_once(pool: &Pool, retention: Duration) -> Result<Option<u64>,
     // The lock belongs to this pooled connection: release it before the pool reuses it.
     client.query_one(UNLOCK, &[&PURGE_LOCK_KEY]).await?;
     outcome?;
-    Ok(Some(deleted))
+    Ok(Some(purged))
 }

@@ -1,73 +1,241 @@
-//! Rate limits on login and refresh, per client IP and per account (governor).
+//! Rate limits on login, refresh and password change: per client IP, per account, per
+//! account and IP, per user and per session.
+//!
+//! Each limit is a GCRA (the token bucket `governor` implements: one timestamp per key)
+//! whose keys live in a bounded `quick_cache`: however many distinct keys arrive, a
+//! limiter holds at most its `max_keys`. (`governor` itself cannot give a token back and
+//! keeps every key until a sweep.) The cache's CLOCK-Pro policy evicts keys seen once before keys that
+//! keep coming back, so a flood of fresh keys does not flush the bucket of an account
+//! under attack. Keys are fixed-size: IPs, UUIDs, or a [`LimitKey`] digest of an email.
+//!
+//! A limit can count failures only: [`KeyedLimit::check`] takes a token before the
+//! password is verified (so parallel guesses cannot overshoot the budget), and
+//! [`KeyedLimit::refund`] gives it back when the password was right.
 
 use std::hash::Hash;
-use std::num::NonZeroU32;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
+use uuid::Uuid;
 
 use crate::client_ip::ClientNetwork;
+
+/// Keys a limiter keeps at most, unless told otherwise (`RATE_LIMIT_MAX_KEYS`).
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// The shortest `Retry-After` a refusal names.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
+/// A fixed-size key derived from an account (and optionally a client IP): what the
+/// per-account limits are keyed by, so the size of the email never reaches a limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LimitKey([u8; 16]);
+
+impl LimitKey {
+    /// The key of an account, by its normalised email.
+    pub fn account(email: &str) -> Self {
+        Self::digest(&[b"account\0", email.as_bytes()])
+    }
+
+    /// The key of an account as seen from one client network (an IPv4 address or an
+    /// IPv6 /64).
+    pub fn account_from(email: &str, network: ClientNetwork) -> Self {
+        let ip = match network.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        Self::digest(&[b"account-ip\0", &ip, email.as_bytes()])
+    }
+
+    fn digest(parts: &[&[u8]]) -> Self {
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in parts {
+            context.update(part);
+        }
+        let mut key = [0; 16];
+        key.copy_from_slice(&context.finish().as_ref()[..16]);
+        Self(key)
+    }
+}
 
 /// A per-key limit of `n` per minute (bursts of `n`), or none at all when `n` is 0.
 #[derive(Clone)]
 pub struct KeyedLimit<K: Hash + Eq + Clone> {
-    limiter: Option<Arc<DefaultKeyedRateLimiter<K>>>,
+    limiter: Option<Arc<Limiter<K>>>,
+}
+
+struct Limiter<K> {
+    /// One token comes back every `interval` nanoseconds.
+    interval: u64,
+    /// How far ahead of now a key's theoretical arrival time may be: `(burst - 1) × interval`.
+    tolerance: u64,
+    /// Each key's theoretical arrival time, in nanoseconds since `epoch`.
+    arrivals: Cache<K, u64>,
+    epoch: Instant,
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimit<K> {
     /// `per_minute` requests a minute per key; 0 turns the limit off.
     pub fn per_minute(per_minute: u32) -> Self {
         Self {
-            limiter: NonZeroU32::new(per_minute)
-                .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n)))),
+            limiter: (per_minute > 0).then(|| {
+                let interval = 60_000_000_000 / u64::from(per_minute);
+                Arc::new(Limiter {
+                    interval,
+                    tolerance: interval * (u64::from(per_minute) - 1),
+                    arrivals: Cache::new(DEFAULT_MAX_KEYS),
+                    epoch: Instant::now(),
+                })
+            }),
         }
     }
 
-    /// `Ok` when `key` may go on; otherwise how long until it may, at least one second.
-    pub fn check(&self, key: &K) -> Result<(), Duration> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            wait.max(Duration::from_secs(1))
-        })
+    /// Keeps at most `max_keys` keys, the least recently used going first.
+    #[must_use]
+    pub fn with_max_keys(self, max_keys: usize) -> Self {
+        Self {
+            limiter: self.limiter.map(|limiter| {
+                Arc::new(Limiter {
+                    interval: limiter.interval,
+                    tolerance: limiter.tolerance,
+                    arrivals: Cache::new(max_keys.max(1)),
+                    epoch: limiter.epoch,
+                })
+            }),
+        }
     }
 
-    /// Forgets keys whose limit has fully recovered, so memory does not grow forever.
+    /// Takes a token for `key`: `Ok` when it may go on; otherwise how long until it may,
+    /// at least one second (nothing is taken then).
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(limiter) => limiter.check(key, limiter.now()),
+        }
+    }
+
+    /// Gives back the token a [`check`](Self::check) took, for an attempt that turned out
+    /// not to count (the right password).
+    pub fn refund(&self, key: &K) {
+        if let Some(limiter) = &self.limiter {
+            limiter.refund(key);
+        }
+    }
+
+    /// Forgets keys whose limit has fully recovered.
     pub fn forget_idle(&self) {
         if let Some(limiter) = &self.limiter {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            let now = limiter.now();
+            limiter.arrivals.retain(|_, arrival| *arrival > now);
         }
+    }
+
+    /// How many keys the limiter holds now.
+    pub fn len(&self) -> usize {
+        self.limiter
+            .as_ref()
+            .map_or(0, |limiter| limiter.arrivals.len())
+    }
+
+    /// Whether the limiter holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The GCRA step at `now` for a key whose theoretical arrival time is `arrival`: the
+    /// new arrival time, or how long to wait.
+    fn step(&self, arrival: u64, now: u64) -> Result<u64, Duration> {
+        let base = arrival.max(now);
+        let ahead = base - now;
+        if ahead > self.tolerance {
+            return Err(Duration::from_nanos(ahead - self.tolerance).max(MIN_WAIT));
+        }
+        Ok(base + self.interval)
+    }
+
+    fn check(&self, key: &K, now: u64) -> Result<(), Duration> {
+        // The step runs under the shard's lock: two requests never take the same token.
+        let entry = self.arrivals.entry(key, None, |_, arrival| {
+            let next = self.step(*arrival, now);
+            if let Ok(next) = next {
+                *arrival = next;
+            }
+            EntryAction::Retain(next.map(drop))
+        });
+        match entry {
+            EntryResult::Retained(outcome) => outcome,
+            EntryResult::Vacant(guard) => {
+                let next = self.step(0, now)?;
+                let _ = guard.insert(next);
+                Ok(())
+            }
+            // Never returned: the callback always retains and there is no timeout.
+            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => Ok(()),
+        }
+    }
+
+    fn refund(&self, key: &K) {
+        // A key evicted meanwhile has nothing to give back to: dropping the guard
+        // inserts nothing.
+        let _ = self.arrivals.entry(key, None, |_, arrival| {
+            *arrival = arrival.saturating_sub(self.interval);
+            EntryAction::Retain(())
+        });
     }
 }
 
 /// Every limit the server applies.
 #[derive(Clone)]
 pub struct RateLimits {
-    /// Logins per account (by normalised email).
-    pub login_per_account: KeyedLimit<String>,
-    /// Logins and registrations per client IP (IPv6: per /64).
+    /// Failed logins per account.
+    pub login_failures_per_account: KeyedLimit<LimitKey>,
+    /// Failed logins per account from one client IP: binds even a client the account
+    /// limit lets through because it is known.
+    pub login_failures_per_account_ip: KeyedLimit<LimitKey>,
+    /// Failed logins, and registrations, per client IP (IPv6: per /64).
     pub login_per_ip: KeyedLimit<ClientNetwork>,
     /// Refreshes per client IP (IPv6: per /64).
     pub refresh_per_ip: KeyedLimit<ClientNetwork>,
+    /// Failed password changes per user, over all of the user's sessions.
+    pub password_change_failures_per_user: KeyedLimit<Uuid>,
+    /// Failed password changes per session (the session is revoked after as many).
+    pub password_change_failures_per_session: KeyedLimit<Uuid>,
+    /// How recently a session of an account must have been used from a client IP for that
+    /// client to be known to the account (zero: never by IP).
+    pub login_known_ip: Duration,
+    /// Wrong current passwords after which the session is revoked (0: never).
+    pub password_change_max_failures: u32,
 }
 
 impl RateLimits {
     /// Forgets idle keys in every limiter.
     pub fn forget_idle(&self) {
-        self.login_per_account.forget_idle();
+        self.login_failures_per_account.forget_idle();
+        self.login_failures_per_account_ip.forget_idle();
         self.login_per_ip.forget_idle();
         self.refresh_per_ip.forget_idle();
+        self.password_change_failures_per_user.forget_idle();
+        self.password_change_failures_per_session.forget_idle();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn limiter<K: Hash + Eq + Clone>(limit: &KeyedLimit<K>) -> &Limiter<K> {
+        limit.limiter.as_deref().expect("limit on")
+    }
 
     #[test]
     fn a_burst_passes_then_the_limit_bites_per_key() {
@@ -89,5 +257,124 @@ mod tests {
         for _ in 0..10_000 {
             assert!(limit.check(&1).is_ok());
         }
+        assert!(limit.is_empty());
+    }
+
+    #[test]
+    fn tokens_come_back_one_per_interval_and_the_wait_says_when() {
+        let limit = KeyedLimit::per_minute(20);
+        let limiter = limiter(&limit);
+        for _ in 0..20 {
+            limiter.check(&"ada", 0).unwrap();
+        }
+        assert_eq!(
+            limiter.check(&"ada", 0),
+            Err(Duration::from_secs(3)),
+            "one token every 3 s"
+        );
+        assert!(limiter.check(&"ada", 3 * SECOND - 1).is_err());
+        limiter.check(&"ada", 3 * SECOND).unwrap();
+        assert!(limiter.check(&"ada", 3 * SECOND).is_err());
+        // A minute later the whole burst is back, and no more than it.
+        let later = 63 * SECOND;
+        for _ in 0..20 {
+            limiter.check(&"ada", later).unwrap();
+        }
+        assert!(limiter.check(&"ada", later).is_err());
+    }
+
+    #[test]
+    fn a_refund_gives_back_exactly_the_token_taken_and_never_more_than_the_burst() {
+        let limit = KeyedLimit::per_minute(3);
+        let limiter = limiter(&limit);
+        // Refunding every check: any number of attempts pass (only failures count).
+        for _ in 0..100 {
+            limiter.check(&"ada", 0).unwrap();
+            limiter.refund(&"ada");
+        }
+        // Refunds on a full bucket do not raise it above the burst.
+        for _ in 0..10 {
+            limiter.refund(&"ada");
+        }
+        for _ in 0..3 {
+            limiter.check(&"ada", 0).unwrap();
+        }
+        assert!(limiter.check(&"ada", 0).is_err());
+        // A refund of an unknown key creates nothing.
+        limiter.refund(&"grace");
+        assert_eq!(limit.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_checks_never_take_more_than_the_burst() {
+        let limit = KeyedLimit::per_minute(20);
+        let passed = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        if limit.check(&"ada").is_ok() {
+                            passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.into_inner(), 20);
+    }
+
+    #[test]
+    fn the_key_count_is_bounded_and_a_flood_of_new_keys_keeps_a_busy_key() {
+        let limit = KeyedLimit::per_minute(5).with_max_keys(1_000);
+        let limiter = limiter(&limit);
+        for _ in 0..5 {
+            limiter.check(&u64::MAX, 0).unwrap();
+        }
+        for key in 0..100_000 {
+            limiter.check(&key, 0).unwrap();
+            // The attacked key keeps being tried, as it is under attack.
+            if key % 100 == 0 {
+                assert!(limiter.check(&u64::MAX, 0).is_err(), "after {key} keys");
+            }
+            assert!(limit.len() <= 1_100, "{} keys", limit.len());
+        }
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_once_their_limit_has_recovered() {
+        let limit = KeyedLimit::per_minute(60);
+        limit.check(&"ada").unwrap();
+        assert_eq!(limit.len(), 1);
+        limit.forget_idle();
+        assert_eq!(limit.len(), 1, "still recovering");
+        let limiter = limiter(&limit);
+        limiter.arrivals.insert("ada", 0);
+        limit.forget_idle();
+        assert!(limit.is_empty());
+    }
+
+    #[test]
+    fn limit_keys_are_fixed_size_and_tell_accounts_and_ips_apart() {
+        let network = |ip: &str| ClientNetwork::from(ip.parse::<IpAddr>().unwrap());
+        let ip = network("203.0.113.7");
+        let other = network("203.0.113.8");
+        assert_eq!(
+            LimitKey::account_from("ada@example.com", network("2001:db8::1")),
+            LimitKey::account_from("ada@example.com", network("2001:db8::2")),
+            "one IPv6 /64 is one client"
+        );
+        assert_eq!(
+            LimitKey::account("ada@example.com"),
+            LimitKey::account("ada@example.com")
+        );
+        assert!(LimitKey::account("ada@example.com") != LimitKey::account("bob@example.com"));
+        assert!(
+            LimitKey::account_from("ada@example.com", ip)
+                != LimitKey::account_from("ada@example.com", other)
+        );
+        assert!(
+            LimitKey::account_from("ada@example.com", ip) != LimitKey::account("ada@example.com")
+        );
+        assert_eq!(std::mem::size_of::<LimitKey>(), 16);
     }
 }

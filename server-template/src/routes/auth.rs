@@ -12,7 +12,7 @@ use super::{ApiTags, client_ip};
 use crate::AppState;
 use crate::auth::{RefreshClient, RevokeScope, TokenPair};
 use crate::device;
-use crate::store::sessions::Device;
+use crate::store::sessions::{Device, RevokeReason};
 
 pub(super) struct AuthApi {
     state: AppState,
@@ -139,7 +139,12 @@ impl AuthApi {
 
     /// Sign in: opens a session for this device and returns its token pair.
     ///
-    /// An unknown email and a wrong password get the same answer in about the same time.
+    /// An unknown email and a wrong password get the same answer in about the same time;
+    /// an email that is not a valid address (too long, invisible characters, mixed
+    /// scripts) gets 400 `invalid_email` at once, as at registration. Failed logins are
+    /// limited per account; once someone else's guesses reach that limit, the account's
+    /// owner still signs in from a client IP that used the account recently, or by sending
+    /// an access token of one of its live sessions as `Authorization: Bearer`.
     #[oai(path = "/auth/login", method = "post")]
     async fn login(
         &self,
@@ -160,7 +165,12 @@ impl AuthApi {
         let pair = self
             .state
             .accounts
-            .login(&body.email, body.password, device)
+            .login(
+                &body.email,
+                body.password,
+                device,
+                self.signed_in_as(request).await,
+            )
             .await?;
         Ok(TokenResponse::Ok(Json(pair.into())))
     }
@@ -191,7 +201,7 @@ impl AuthApi {
     async fn logout(&self, request: &Request, auth: Authenticated) -> Result<NoContent, ApiError> {
         let scope = RevokeScope::One {
             session: auth.session()?,
-            reason: "logout",
+            reason: RevokeReason::Logout,
         };
         self.revoke(request, &auth, scope).await
     }
@@ -205,7 +215,7 @@ impl AuthApi {
     ) -> Result<NoContent, ApiError> {
         let scope = RevokeScope::AllBut {
             keep: None,
-            reason: "logout_all",
+            reason: RevokeReason::LogoutAll,
         };
         self.revoke(request, &auth, scope).await
     }
@@ -234,6 +244,22 @@ impl AuthApi {
 }
 
 impl AuthApi {
+    /// The user of the live session whose access token the request carries, if any: a
+    /// login may carry one to prove it comes from a client of the account. A missing or
+    /// refused token is simply no proof.
+    async fn signed_in_as(&self, request: &Request) -> Option<Uuid> {
+        if !request
+            .headers()
+            .contains_key(poem::http::header::AUTHORIZATION)
+        {
+            return None;
+        }
+        let context = session_guard::poem::authenticate(&self.state.authenticator, request)
+            .await
+            .ok()?;
+        Uuid::parse_str(context.user_id().as_str()).ok()
+    }
+
     async fn revoke(
         &self,
         request: &Request,

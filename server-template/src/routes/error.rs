@@ -97,6 +97,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::WrongCurrentPassword => Self::Forbidden(body("invalid_credentials")),
             ServiceError::InvalidRefreshToken => Self::Unauthorized(body("invalid_refresh_token")),
             ServiceError::SessionNotFound => Self::NotFound(body("session_not_found")),
+            ServiceError::SessionEnded => Self::Unauthorized(body("invalid_token")),
             ServiceError::RateLimited(wait) => Self::TooManyRequests(
                 body("rate_limited"),
                 wait.as_secs() + u64::from(wait.subsec_nanos() > 0),

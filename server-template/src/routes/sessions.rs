@@ -14,6 +14,7 @@ use super::{ApiTags, client_ip};
 use crate::AppState;
 use crate::auth::RevokeScope;
 use crate::error::ServiceError;
+use crate::store::sessions::RevokeReason;
 
 pub(super) struct SessionsApi {
     state: AppState,
@@ -138,7 +139,8 @@ impl SessionsApi {
         Ok(ListResponse::Ok(Json(SessionList { sessions })))
     }
 
-    /// Sign out one session of this user. Unknown ids and other users' ids both get 404.
+    /// Sign out one session of this user. Unknown ids and other users' ids both get 404; a
+    /// session of this user that has ended already gets 204 and changes nothing.
     #[oai(path = "/sessions/:id", method = "delete")]
     async fn revoke(
         &self,
@@ -150,7 +152,7 @@ impl SessionsApi {
         let session = Uuid::parse_str(&id).map_err(|_| ServiceError::SessionNotFound)?;
         let scope = RevokeScope::One {
             session,
-            reason: "revoked_by_user",
+            reason: RevokeReason::RevokedByUser,
         };
         let ip = client_ip(request, &self.state.config.trusted_proxies);
         self.state.accounts.revoke(auth.user()?, scope, ip).await?;
@@ -166,7 +168,7 @@ impl SessionsApi {
     ) -> Result<RevokedResponse, ApiError> {
         let scope = RevokeScope::AllBut {
             keep: Some(auth.session()?),
-            reason: "revoke_others",
+            reason: RevokeReason::RevokeOthers,
         };
         let ip = client_ip(request, &self.state.config.trusted_proxies);
         let revoked = self.state.accounts.revoke(auth.user()?, scope, ip).await?;

@@ -19,9 +19,19 @@ const LIST_LIVE: &str = "SELECT id, device_name, device_label, user_agent, ip, c
      WHERE user_id = $1 AND revoked_at IS NULL \
        AND least(idle_expires_at, absolute_expires_at) > now() \
      ORDER BY last_used_at DESC";
-const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()), \
-       revoked_reason = coalesce(revoked_reason, $3) \
-     WHERE id = $1 AND user_id = $2";
+/// Revokes the session only while it is live: one that ended already is left as it is.
+const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
+     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+       AND least(idle_expires_at, absolute_expires_at) > now()";
+const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2)";
+/// Whether the session is live, locking it until the transaction ends.
+const LOCK_LIVE: &str = "SELECT revoked_at IS NULL AND least(idle_expires_at, absolute_expires_at) > now() \
+     FROM sessions WHERE id = $1 AND user_id = $2 FOR UPDATE";
+/// Whether a session of the user was last used (login or refresh) from the IP within
+/// `$3`; a session revoked as stolen does not count. Served by `sessions_by_user_ip` (V4).
+const USED_FROM: &str = "SELECT EXISTS (SELECT 1 FROM sessions \
+     WHERE user_id = $1 AND ip = $2 AND last_used_at > now() - $3::text::interval \
+       AND revoked_reason IS DISTINCT FROM $4)";
 const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
      WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 RETURNING id";
 /// Deletes up to `$2` sessions that ended more than `$1` ago.
@@ -29,6 +39,52 @@ const PURGE_BATCH: &str = "DELETE FROM sessions WHERE id IN ( \
        SELECT id FROM sessions \
        WHERE least(revoked_at, idle_expires_at, absolute_expires_at) < now() - $1::text::interval \
        LIMIT $2)";
+
+/// Why a session was revoked: the `revoked_reason` column and the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The user signed this session out.
+    Logout,
+    /// The user signed every session out.
+    LogoutAll,
+    /// The user signed this session out from another one.
+    RevokedByUser,
+    /// The user signed every other session out.
+    RevokeOthers,
+    /// The password was changed from another session.
+    PasswordChange,
+    /// Too many wrong current passwords were given from this session.
+    PasswordChangeFailures,
+    /// A rotated refresh token came back after the grace window (set by the rotation
+    /// function in SQL).
+    RefreshReuse,
+}
+
+impl RevokeReason {
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::RevokedByUser => "revoked_by_user",
+            Self::RevokeOthers => "revoke_others",
+            Self::PasswordChange => "password_change",
+            Self::PasswordChangeFailures => "password_change_failures",
+            Self::RefreshReuse => "refresh_reuse",
+        }
+    }
+}
+
+/// What revoking one session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// It was live and is now revoked.
+    Revoked,
+    /// It had ended already (revoked or expired): nothing changed.
+    AlreadyEnded,
+    /// The user has no such session.
+    NotFound,
+}
 
 /// What a new session records about its device.
 #[derive(Debug, Clone, Default)]
@@ -112,18 +168,31 @@ pub async fn list_live(
         .collect())
 }
 
-/// Revokes one of the user's sessions; `false` when the user has no such session.
+/// Revokes one of the user's sessions if it is live.
 pub async fn revoke_one(
     client: &impl GenericClient,
     user: Uuid,
     session: Uuid,
-    reason: &str,
-) -> Result<bool, ServiceError> {
+    reason: RevokeReason,
+) -> Result<Revocation, ServiceError> {
     let statement = client.prepare_cached(REVOKE_ONE).await?;
-    Ok(client
-        .execute(&statement, &[&session, &user, &reason])
+    if client
+        .execute(&statement, &[&session, &user, &reason.as_str()])
         .await?
-        == 1)
+        == 1
+    {
+        return Ok(Revocation::Revoked);
+    }
+    let statement = client.prepare_cached(EXISTS).await?;
+    let exists: bool = client
+        .query_one(&statement, &[&session, &user])
+        .await?
+        .get(0);
+    Ok(if exists {
+        Revocation::AlreadyEnded
+    } else {
+        Revocation::NotFound
+    })
 }
 
 /// Revokes every live session of the user but `keep`; returns the revoked ids.
@@ -131,11 +200,48 @@ pub async fn revoke_all_but(
     client: &impl GenericClient,
     user: Uuid,
     keep: Option<Uuid>,
-    reason: &str,
+    reason: RevokeReason,
 ) -> Result<Vec<Uuid>, ServiceError> {
     let statement = client.prepare_cached(REVOKE_ALL_BUT).await?;
-    let rows = client.query(&statement, &[&user, &keep, &reason]).await?;
+    let rows = client
+        .query(&statement, &[&user, &keep, &reason.as_str()])
+        .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Whether the user's session is live; it stays locked until the transaction ends, so
+/// that what the caller does next cannot race its revocation.
+pub async fn lock_live(
+    client: &impl GenericClient,
+    user: Uuid,
+    session: Uuid,
+) -> Result<bool, ServiceError> {
+    let statement = client.prepare_cached(LOCK_LIVE).await?;
+    let row = client.query_opt(&statement, &[&session, &user]).await?;
+    Ok(row.is_some_and(|row| row.get(0)))
+}
+
+/// Whether a session of the user was used (logged in or refreshed) from `ip` within
+/// `window`, and not revoked as stolen.
+pub async fn used_from(
+    client: &impl GenericClient,
+    user: Uuid,
+    ip: IpAddr,
+    window: Duration,
+) -> Result<bool, ServiceError> {
+    let statement = client.prepare_cached(USED_FROM).await?;
+    Ok(client
+        .query_one(
+            &statement,
+            &[
+                &user,
+                &ip,
+                &interval(window),
+                &RevokeReason::RefreshReuse.as_str(),
+            ],
+        )
+        .await?
+        .get(0))
 }
 
 /// Deletes one batch of sessions that ended more than `retention` ago.
