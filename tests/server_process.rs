@@ -173,7 +173,7 @@ async fn migrate_subcommand_applies_the_schema_and_exits() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(history, [1, 2, 3], "each migration applied exactly once");
+    assert_eq!(history, [1, 2, 3, 4], "each migration applied exactly once");
     client
         .query_one("SELECT count(*) FROM sessions", &[])
         .await
