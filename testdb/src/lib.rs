@@ -9,8 +9,9 @@
 //!   `127.0.0.1:5432`, as the current OS user, database `postgres`.
 //! - The schema is migrated once, into a template database named after the migrations'
 //!   fingerprint (`sg_template_<hash>`), under an advisory lock so that parallel test
-//!   processes build it once. Later runs reuse it; when the migrations change, the old
-//!   template is replaced. Each test database is a `CREATE DATABASE … TEMPLATE` copy.
+//!   processes build it once. Later runs reuse it. A template of another migration set
+//!   (another checkout, an older commit) is dropped once it is a day old and unused, so
+//!   two checkouts with different migrations can run their tests at the same time. Each test database is a `CREATE DATABASE … TEMPLATE` copy.
 //! - When no server answers, the test process prints one line saying how to start one and
 //!   exits, instead of failing every test with a panic.
 //!
@@ -46,6 +47,10 @@ pub const TEST_DB_PREFIX: &str = "sg_test_";
 const TEMPLATE_PREFIX: &str = "sg_template_";
 /// Key of the advisory lock under which the template is built: the bytes of `"sgtmplat"`.
 const TEMPLATE_LOCK_KEY: i64 = i64::from_be_bytes(*b"sgtmplat");
+/// How a template's comment begins once it is migrated: `… <name> ready at <unix time>`.
+const READY_MARKER: &str = "session-testdb template";
+/// Age after which a template of another migration set is dropped (when nobody uses it).
+const STALE_TEMPLATE_SECONDS: i64 = 24 * 60 * 60;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 static ADMIN: OnceLock<Config> = OnceLock::new();
@@ -277,7 +282,7 @@ async fn template() -> String {
 }
 
 async fn build_template(name: &str) {
-    let ready_marker = format!("session-testdb template {name} ready");
+    let ready_marker = format!("{READY_MARKER} {name} ready");
     let admin = connect_admin().await;
     admin
         .execute("SELECT pg_advisory_lock($1)", &[&TEMPLATE_LOCK_KEY])
@@ -286,27 +291,38 @@ async fn build_template(name: &str) {
     let ready = admin
         .query_opt(
             "SELECT 1 FROM pg_database \
-             WHERE datname = $1 AND shobj_description(oid, 'pg_database') = $2",
+             WHERE datname = $1 AND starts_with(shobj_description(oid, 'pg_database'), $2)",
             &[&name, &ready_marker],
         )
         .await
         .expect("looking for the template")
         .is_some();
     if !ready {
-        // Half-built templates of ours, and templates of other migration sets, go.
+        // Under the lock nobody else is building, so a template not marked ready is left
+        // over from a crash and goes at once. A ready one of another migration set may be
+        // in use by another checkout's tests running now: it goes only once it is a day
+        // old, and never while someone is connected to it.
         let stale = admin
             .query(
-                "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname) \
-                 FROM pg_database WHERE starts_with(datname, $1)",
-                &[&TEMPLATE_PREFIX],
+                "SELECT format('DROP DATABASE IF EXISTS %I%s', datname, \
+                        CASE WHEN ready THEN '' ELSE ' WITH (FORCE)' END), ready \
+                 FROM (SELECT datname, starts_with(coalesce(comment, ''), $2) AS ready, \
+                              substring(comment FROM ' ready at ([0-9]+)$')::bigint AS at \
+                         FROM (SELECT datname, shobj_description(oid, 'pg_database') AS comment \
+                                 FROM pg_database WHERE starts_with(datname, $1)) AS t) AS d \
+                 WHERE NOT ready \
+                    OR coalesce(at, 0) < extract(epoch FROM now())::bigint - $3",
+                &[&TEMPLATE_PREFIX, &READY_MARKER, &STALE_TEMPLATE_SECONDS],
             )
             .await
             .expect("listing old templates");
         for drop in stale {
-            admin
-                .batch_execute(drop.get::<_, &str>(0))
-                .await
-                .expect("dropping an old template");
+            let dropped = admin.batch_execute(drop.get::<_, &str>(0)).await;
+            if let Err(e) = dropped
+                && !drop.get::<_, bool>(1)
+            {
+                panic!("dropping a half-built template: {e}");
+            }
         }
         let create: String = admin
             .query_one("SELECT format('CREATE DATABASE %I', $1::text)", &[&name])
@@ -333,7 +349,8 @@ async fn build_template(name: &str) {
         let _ = driver.await;
         let comment: String = admin
             .query_one(
-                "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, $2::text)",
+                "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, \
+                        $2::text || ' at ' || extract(epoch FROM now())::bigint)",
                 &[&name, &ready_marker],
             )
             .await

@@ -38,16 +38,23 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn from_sql(text: &str) -> Self {
-        match text {
+    /// The outcome `session_guard_refresh` named. Any other text means the schema and the
+    /// server disagree: an internal error, never a quiet 401.
+    fn from_sql(text: &str) -> Result<Self, ServiceError> {
+        Ok(match text {
             "rotated" => Self::Rotated,
             "retried" => Self::Retried,
             "reused" => Self::Reused,
             "stale" => Self::Stale,
             "revoked" => Self::Revoked,
             "expired" => Self::Expired,
-            _ => Self::Unknown,
-        }
+            "unknown" => Self::Unknown,
+            other => {
+                return Err(ServiceError::Internal(format!(
+                    "session_guard_refresh answered an unknown outcome {other:?}"
+                )));
+            }
+        })
     }
 
     /// The metrics label.
@@ -131,7 +138,7 @@ pub async fn rotate(
     let idle: Option<SystemTime> = row.get(5);
     let absolute: Option<SystemTime> = row.get(6);
     Ok(Rotation {
-        outcome: Outcome::from_sql(row.get(0)),
+        outcome: Outcome::from_sql(row.get(0))?,
         session: row.get(1),
         user: row.get(2),
         generation: row
@@ -160,4 +167,28 @@ pub async fn revoke_reused(
 /// A count as PostgreSQL's `integer`; the parser already refuses larger generations.
 fn sql_integer(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_reads_back_from_its_sql_text_and_others_are_errors() {
+        for outcome in [
+            Outcome::Rotated,
+            Outcome::Retried,
+            Outcome::Reused,
+            Outcome::Stale,
+            Outcome::Revoked,
+            Outcome::Expired,
+            Outcome::Unknown,
+        ] {
+            assert_eq!(Outcome::from_sql(outcome.as_str()).unwrap(), outcome);
+        }
+        assert!(matches!(
+            Outcome::from_sql("forked"),
+            Err(ServiceError::Internal(_))
+        ));
+    }
 }
