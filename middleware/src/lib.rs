@@ -31,7 +31,7 @@
 //!
 //! With PostgreSQL (feature `postgres`, on by default) the store is
 //! `PostgresLiveness::builder(pg_config).start()?`; with keys published by the server,
-//! `RemoteJwks::new(url)` (feature `remote-jwks`, on by default).
+//! `RemoteJwks::new(url)?` (an `https://` URL, or `http://` to this machine; feature `remote-jwks`, on by default).
 //!
 //! Call [`install_crypto_provider`] once at start-up.
 
