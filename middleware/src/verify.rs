@@ -586,7 +586,7 @@ mod tests {
 
     /// Found by the `authenticate` fuzz target after 8.6 million runs: a validly signed
     /// token whose unknown claim holds a number no parser can hold. Reading the known
-    /// claims skips it; a strict parser (serde_json's own `Value`) refuses the payload:
+    /// claims skips it; a strict parser (`serde_json`'s own `Value`) refuses the payload:
     /// two readers of one token would disagree on whether it is JSON at all.
     #[tokio::test]
     async fn claims_that_are_not_strict_json_are_refused() {
