@@ -62,7 +62,7 @@ async fn a_service_knowing_only_the_server_url_verifies_and_honours_revocation()
 
     // The foreign service: nothing shared with the server but its URL and the database.
     let verifier = TokenVerifier::new(
-        RemoteJwks::new(server.url("/.well-known/jwks.json")),
+        RemoteJwks::new(server.url("/.well-known/jwks.json")).unwrap(),
         "session-server",
         "session-server",
     );

@@ -134,7 +134,7 @@ pub(crate) async fn serve(args: &Args) -> Result<()> {
         }
         Mode::EdDsa => app.layer(guard(tokens::eddsa_verifier()?, database).await?),
         Mode::Jwks => {
-            let keys = RemoteJwks::new(args.required("jwks-url")?);
+            let keys = RemoteJwks::new(args.required("jwks-url")?)?;
             let verifier = TokenVerifier::new(keys, SERVER_ISSUER, SERVER_ISSUER);
             app.layer(guard(verifier, database).await?)
         }

@@ -2,14 +2,18 @@
 //! run before any key is looked up (size, header, algorithm allow-list).
 //!
 //! Invariants: parsing the bytes and parsing them as text agree, and the verifier's
-//! verdict on a token it has no key for is exactly what the header alone decides.
+//! verdict on a token it has no key for is exactly what the header alone decides (a
+//! `crit` member is refused before the algorithm is looked at).
 
 #![no_main]
 
 use std::sync::OnceLock;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::Algorithm;
 use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
 use session_guard::{KeySet, MAX_TOKEN_BYTES, TokenError, TokenVerifier};
 
 struct Fixture {
@@ -29,6 +33,16 @@ fn fixture() -> &'static Fixture {
             keyless: TokenVerifier::new(KeySet::default(), "issuer", "audience"),
         }
     })
+}
+
+/// Whether the header (the part before the first dot) has a `crit` member, whatever its
+/// value: RFC 7515 §4.1.11 extensions, none of which the verifier understands.
+fn carries_crit(token: &str) -> bool {
+    let header = token.split('.').next().unwrap_or_default();
+    B64.decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
+        .is_some_and(|header| header.get("crit").is_some())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -53,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         match &from_text {
             Err(_) => TokenError::Malformed,
+            Ok(_) if carries_crit(text) => TokenError::CriticalHeader,
             Ok(header) => match header.alg {
                 Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256 | Algorithm::HS256 => {
                     TokenError::UnknownKey

@@ -33,7 +33,7 @@ async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     session_guard::install_crypto_provider();
 
-    let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json");
+    let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
     let verifier = TokenVerifier::new(keys, "session-server", "session-server");
     let database = "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;

@@ -5,11 +5,9 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
-
 use crate::context::AuthContext;
 use crate::error::AuthError;
-use crate::extract::TokenSource;
+use crate::extract::{RequestHead, TokenSource};
 use crate::liveness::{DynLivenessCheck, Liveness, LivenessCheck};
 use crate::token_cache::{DEFAULT_TOKEN_CACHE_CAPACITY, VerifiedTokenCache};
 use crate::verify::TokenVerifier;
@@ -80,9 +78,13 @@ impl Authenticator {
         self
     }
 
-    /// Authenticates a request by its headers.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<AuthContext, AuthError> {
-        let token = self.source.extract(headers)?;
+    /// Authenticates a request by its headers, or by a [`RequestHead`] (headers and URI,
+    /// which a cookie source needs to check an `Origin` over HTTP/2).
+    pub async fn authenticate<'r>(
+        &self,
+        request: impl Into<RequestHead<'r>>,
+    ) -> Result<AuthContext, AuthError> {
+        let token = self.source.extract(request)?;
         let context = if let Some(context) = self.tokens.get(token.as_bytes()) {
             context
         } else {
@@ -108,17 +110,18 @@ impl Authenticator {
     /// before and the store has the session in memory. `None` means "call
     /// [`authenticate`](Self::authenticate)". Lets adapters skip boxing a future on the
     /// hot path.
-    pub fn authenticate_cached(
+    pub fn authenticate_cached<'r>(
         &self,
-        headers: &HeaderMap,
+        request: impl Into<RequestHead<'r>>,
     ) -> Option<Result<AuthContext, AuthError>> {
+        let request = request.into();
         // A verified token is well-formed, so a hit needs no byte-by-byte validation.
-        let candidate = self.source.bearer_candidate(headers);
+        let candidate = self.source.bearer_candidate(request.headers());
         if let Some(context) = candidate.and_then(|token| self.tokens.get(token)) {
             let liveness = self.liveness.check_cached(&context)?;
             return Some(Self::admit(context, liveness));
         }
-        let token = match self.source.extract(headers) {
+        let token = match self.source.extract(request) {
             Ok(token) => token,
             Err(e) => return Some(Err(e)),
         };
@@ -144,8 +147,8 @@ impl Authenticator {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use http::HeaderValue;
     use http::header::AUTHORIZATION;
+    use http::{HeaderMap, HeaderValue};
 
     use super::*;
     use crate::liveness::{InMemoryLiveness, LivenessError};

@@ -118,10 +118,10 @@ impl Claims {
 pub struct AuthContext {
     user_id: UserId,
     session_id: SessionId,
-    /// `sid` as a UUID, parsed once when the token is verified: the PostgreSQL store's
-    /// cache key, looked up on every request. `None` when `sid` is not a UUID.
+    /// `sid` and `sub` as UUIDs, parsed once when the token is verified: the PostgreSQL
+    /// store looks the pair up on every request. `None` when either is not a UUID.
     #[cfg(feature = "postgres")]
-    session_uuid: Option<uuid::Uuid>,
+    uuids: Option<(uuid::Uuid, uuid::Uuid)>,
     claims: Arc<Claims>,
 }
 
@@ -131,15 +131,17 @@ impl AuthContext {
             user_id: UserId::from(claims.sub.as_str()),
             session_id: SessionId::from(claims.sid.as_str()),
             #[cfg(feature = "postgres")]
-            session_uuid: uuid::Uuid::parse_str(&claims.sid).ok(),
+            uuids: uuid::Uuid::parse_str(&claims.sid)
+                .ok()
+                .zip(uuid::Uuid::parse_str(&claims.sub).ok()),
             claims,
         }
     }
 
-    /// The session id as a UUID, if it is one.
+    /// The session and the user as UUIDs, if both are.
     #[cfg(feature = "postgres")]
-    pub(crate) fn session_uuid(&self) -> Option<uuid::Uuid> {
-        self.session_uuid
+    pub(crate) fn session_and_user_uuids(&self) -> Option<(uuid::Uuid, uuid::Uuid)> {
+        self.uuids
     }
 
     /// The user (`sub`).

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue, Uri};
 
 use crate::error::AuthError;
 
@@ -17,8 +18,9 @@ pub enum TokenSource {
     /// A cookie with this name. Set it `HttpOnly`, `Secure` and `SameSite=Strict` (or
     /// `Lax`). A browser sends cookies on its own, also on requests another site makes it
     /// send (CSRF), so a cookie-authenticated request that a browser marks as coming from
-    /// elsewhere (`Sec-Fetch-Site` other than `same-origin`/`none`, or an `Origin` that is
-    /// not this `Host`) is refused with 403.
+    /// elsewhere (`Sec-Fetch-Site` other than `same-origin`/`none`, or an `Origin` whose
+    /// scheme, host and port are not the request's, see [`RequestHead`]) is refused with
+    /// 403.
     Cookie(Arc<str>),
     /// `Authorization: Bearer` when present, else the named cookie.
     BearerOrCookie(Arc<str>),
@@ -30,18 +32,56 @@ impl TokenSource {
         Self::Cookie(name.into())
     }
 
-    /// The token in `headers`, borrowed.
-    pub fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+    /// The token in the request (its headers, or a [`RequestHead`]), borrowed.
+    pub fn extract<'h>(&self, request: impl Into<RequestHead<'h>>) -> Result<&'h str, AuthError> {
+        let request = request.into();
+        let headers = request.headers;
         match self {
             Self::Bearer => bearer(headers),
-            Self::Cookie(name) => from_this_site(headers).and_then(|()| cookie(headers, name)),
+            Self::Cookie(name) => from_this_site(request).and_then(|()| cookie(headers, name)),
             Self::BearerOrCookie(name) => match bearer(headers) {
                 Err(AuthError::MissingToken) => {
-                    from_this_site(headers).and_then(|()| cookie(headers, name))
+                    from_this_site(request).and_then(|()| cookie(headers, name))
                 }
                 found => found,
             },
         }
+    }
+}
+
+/// What authentication reads of a request: its headers and, when known, its URI.
+///
+/// The URI matters in cookie mode: an `Origin` must name the scheme and authority the
+/// request was sent to. HTTP/2 carries those in the URI (`:scheme`, `:authority`) and
+/// need not send `Host`; HTTP/1.1 sends `Host` and, in origin form, no scheme. So the
+/// `Origin`'s host and port must match the URI's authority and the `Host` header,
+/// whichever are present (and at least one must be), and its scheme the URI's scheme when
+/// there is one; without one the port decides (an `Origin`'s default port is its
+/// scheme's). From headers alone (`From<&HeaderMap>`) only `Host` is known.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    uri: Option<&'a Uri>,
+    headers: &'a HeaderMap,
+}
+
+impl<'a> RequestHead<'a> {
+    /// A request's URI and headers (`request.uri()`, `request.headers()`).
+    pub fn new(uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        Self {
+            uri: Some(uri),
+            headers,
+        }
+    }
+
+    /// The request's headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+}
+
+impl<'a> From<&'a HeaderMap> for RequestHead<'a> {
+    fn from(headers: &'a HeaderMap) -> Self {
+        Self { uri: None, headers }
     }
 }
 
@@ -106,27 +146,77 @@ fn is_b64token(token: &str) -> bool {
 /// Refuses requests a browser says come from another site, before a cookie may count.
 /// Clients that send neither header (not browsers) cannot be made to forge a request,
 /// so they pass.
-fn from_this_site(headers: &HeaderMap) -> Result<(), AuthError> {
+fn from_this_site(request: RequestHead<'_>) -> Result<(), AuthError> {
+    let headers = request.headers;
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
     {
         return Err(AuthError::CrossSite);
     }
-    if let (Some(origin), Some(host)) = (headers.get(ORIGIN), headers.get(HOST)) {
-        let authority = origin
-            .to_str()
-            .ok()
-            .and_then(|origin| origin.split_once("://"))
-            .map(|(_, authority)| authority);
-        let same = authority.is_some_and(|authority| {
-            host.to_str()
-                .is_ok_and(|host| host.eq_ignore_ascii_case(authority))
-        });
-        if !same {
-            return Err(AuthError::CrossSite);
-        }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    let Some((scheme, origin)) = parse_origin(origin) else {
+        // `null` (a sandboxed or privacy-sensitive context), or not an origin at all.
+        return Err(AuthError::CrossSite);
+    };
+    let uri = request.uri;
+    if let Some(sent) = uri.and_then(Uri::scheme_str)
+        && !sent.eq_ignore_ascii_case(scheme)
+    {
+        return Err(AuthError::CrossSite);
+    }
+    // A port left out is the scheme's default: the request's scheme when known, else
+    // the one the `Origin` names.
+    let target_default = default_port(uri.and_then(Uri::scheme_str).unwrap_or(scheme));
+    let origin_port = origin.port_u16().or_else(|| default_port(scheme));
+    let same = |target: &Authority| {
+        target.host().eq_ignore_ascii_case(origin.host())
+            && target.port_u16().or(target_default) == origin_port
+    };
+    let from_uri = uri.and_then(Uri::authority);
+    let host = match headers.get(HOST) {
+        Some(host) => Some(authority(host).ok_or(AuthError::CrossSite)?),
+        None => None,
+    };
+    if from_uri.is_none() && host.is_none() {
+        // Nothing to compare with: this request cannot be shown to come from this site.
+        return Err(AuthError::CrossSite);
+    }
+    if from_uri.is_some_and(|a| !same(a)) || host.as_ref().is_some_and(|a| !same(a)) {
+        return Err(AuthError::CrossSite);
     }
     Ok(())
+}
+
+/// An `Origin` header (RFC 6454 §7): `scheme "://" host [ ":" port ]`, http(s) only.
+fn parse_origin(origin: &HeaderValue) -> Option<(&str, Authority)> {
+    let (scheme, rest) = origin.to_str().ok()?.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    Some((scheme, authority_str(rest)?))
+}
+
+/// A `Host` header: an authority without user information.
+fn authority(host: &HeaderValue) -> Option<Authority> {
+    authority_str(host.to_str().ok()?)
+}
+
+fn authority_str(text: &str) -> Option<Authority> {
+    let authority: Authority = text.parse().ok()?;
+    // `user@host` is no host a browser names.
+    (!authority.as_str().contains('@') && !authority.host().is_empty()).then_some(authority)
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else {
+        None
+    }
 }
 
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> {
@@ -283,6 +373,70 @@ mod tests {
                 .unwrap(),
             "abc"
         );
+    }
+
+    /// The `Origin` against the request's own scheme and authority: from the URI when it
+    /// has them (HTTP/2, absolute form), from `Host` otherwise, and refused when neither
+    /// names where the request went.
+    #[test]
+    fn the_origin_must_name_the_requests_scheme_host_and_port() {
+        // URI, Host (`-`: none), Origin, verdict.
+        const CASES: &str = "
+            # HTTP/2: no Host, the authority and scheme are in the URI.
+            https://app.example/me      -                 https://app.example          pass
+            https://app.example/me      -                 https://APP.example          pass
+            https://app.example:443/me  -                 https://app.example          pass
+            https://app.example/me      -                 https://app.example:443      pass
+            https://app.example:8443/   -                 https://app.example:8443     pass
+            https://app.example/me      -                 https://evil.example         refuse
+            https://app.example/me      -                 http://app.example           refuse
+            https://app.example:8443/   -                 https://app.example          refuse
+            https://app.example/me      -                 https://app.example.evil     refuse
+            https://app.example/me      -                 https://user@app.example     refuse
+            https://app.example/me      -                 https://app.example/me       refuse
+            https://app.example/me      -                 null                         refuse
+            # HTTP/1.1 origin form: Host and no scheme; a port left out is the default
+            # of the Origin's scheme.
+            /me                         app.example       https://app.example          pass
+            /me                         app.example:443   https://app.example          pass
+            /me                         app.example:8080  http://app.example:8080      pass
+            /me                         app.example       http://app.example:8080      refuse
+            /me                         app.example:8080  http://app.example           refuse
+            /me                         evil.example      https://app.example          refuse
+            # Both: they must agree.
+            https://app.example/        app.example       https://app.example          pass
+            https://app.example/        evil.example      https://evil.example         refuse
+            # Neither: nothing shows the request comes from this site.
+            /me                         -                 https://app.example          refuse
+        ";
+        let source = TokenSource::cookie("sg_access");
+        let lines = CASES.lines().map(str::trim);
+        for case in lines.filter(|line| !line.is_empty() && !line.starts_with('#')) {
+            let [uri, host, origin, verdict] = case.split_whitespace().collect::<Vec<_>>()[..]
+            else {
+                panic!("bad case {case:?}");
+            };
+            let uri: Uri = uri.parse().unwrap();
+            let mut pairs = vec![
+                ("cookie", &b"sg_access=abc"[..]),
+                ("origin", origin.as_bytes()),
+            ];
+            if host != "-" {
+                pairs.push(("host", host.as_bytes()));
+            }
+            let map = headers(&pairs);
+            let result = source.extract(RequestHead::new(&uri, &map));
+            match verdict {
+                "pass" => assert_eq!(result.unwrap(), "abc", "{case}"),
+                _ => assert!(matches!(result, Err(AuthError::CrossSite)), "{case}"),
+            }
+        }
+        // From headers alone, no Host: the Origin cannot be checked, so it is refused.
+        let map = headers(&[
+            ("cookie", b"sg_access=abc"),
+            ("origin", b"https://app.example"),
+        ]);
+        assert!(matches!(source.extract(&map), Err(AuthError::CrossSite)));
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //! cached set does not hold, at most once per `min_refresh_interval`.
 //!
 //! This is how a service behind the template verifies tokens knowing only the server's
-//! URL: `RemoteJwks::new("https://auth.example.com/.well-known/jwks.json")`.
+//! URL: `RemoteJwks::new("https://auth.example.com/.well-known/jwks.json")?`.
+//!
+//! The URL must be `https://`: keys fetched in the clear could be swapped on the way, and
+//! whoever swaps them signs any token. `http://` is taken only to this machine
+//! (127.0.0.0/8, `::1`, `localhost`), for a server and a service side by side.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,50 @@ pub enum JwksError {
     /// The document is not a usable JWKS.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The URL is not an `http://` or `https://` URL with a host.
+    #[error("JWKS URL {url:?} is not an http(s) URL with a host")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+    },
+    /// `http://` to another machine: keys fetched in the clear could be swapped.
+    #[error("JWKS URL {url:?} must be https:// (http:// only to 127.0.0.0/8, ::1 or localhost)")]
+    InsecureUrl {
+        /// The URL as given.
+        url: String,
+    },
+}
+
+/// Checks that `url` may carry keys: `https://`, or `http://` to a loopback host.
+fn check_url(url: &str) -> Result<(), JwksError> {
+    let invalid = || JwksError::InvalidUrl {
+        url: url.to_owned(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| invalid())?;
+    let host = parsed
+        .host_str()
+        .filter(|host| !host.is_empty())
+        .ok_or_else(invalid)?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(host) => Ok(()),
+        "http" => Err(JwksError::InsecureUrl {
+            url: url.to_owned(),
+        }),
+        _ => Err(invalid()),
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or `::1`, as the URL parser writes hosts (lower case, IPv4
+/// in dotted decimal, IPv6 in brackets).
+fn is_loopback(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback());
+    }
+    host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A JWKS URL and the key set last fetched from it. Cheap to clone: clones share.
@@ -57,8 +106,9 @@ impl std::fmt::Debug for RemoteJwks {
 }
 
 impl RemoteJwks {
-    /// A key set fetched from `url` on first use.
-    pub fn new(url: impl Into<String>) -> Self {
+    /// A key set fetched from `url` on first use. Refuses a URL that is not `https://`
+    /// (or `http://` to this machine).
+    pub fn new(url: impl Into<String>) -> Result<Self, JwksError> {
         Self::with_intervals(url, Duration::from_secs(10), Duration::from_secs(300))
     }
 
@@ -69,15 +119,17 @@ impl RemoteJwks {
         url: impl Into<String>,
         min_refresh_interval: Duration,
         max_age: Duration,
-    ) -> Self {
+    ) -> Result<Self, JwksError> {
+        let url = url.into();
+        check_url(&url)?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
-                url: url.into(),
+                url,
                 client,
                 min_refresh_interval,
                 max_age,
@@ -85,7 +137,7 @@ impl RemoteJwks {
                 fetched: RwLock::new(None),
                 refreshing: tokio::sync::Mutex::new(()),
             }),
-        }
+        })
     }
 
     /// Fetches the set now, whatever the intervals say.
@@ -237,7 +289,8 @@ mod tests {
         let hits = Arc::new(AtomicUsize::new(0));
         let url = jwks_server(Arc::clone(&published), Arc::clone(&hits)).await;
         let jwks =
-            RemoteJwks::with_intervals(url, Duration::from_millis(300), Duration::from_secs(600));
+            RemoteJwks::with_intervals(url, Duration::from_millis(300), Duration::from_secs(600))
+                .unwrap();
         let verifier = TokenVerifier::new(jwks.clone(), ISSUER, AUDIENCE);
 
         // First use fetches; later uses of a known kid do not.
@@ -296,12 +349,54 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let jwks = RemoteJwks::new(format!("http://127.0.0.1:{port}/jwks.json"));
+        let jwks = RemoteJwks::new(format!("http://127.0.0.1:{port}/jwks.json")).unwrap();
         assert!(matches!(jwks.refresh().await, Err(JwksError::Fetch { .. })));
         let verifier = TokenVerifier::new(jwks, ISSUER, AUDIENCE);
         assert_eq!(
             verifier.verify(&sign("k1", ED_PRIVATE)).await.unwrap_err(),
             TokenError::UnknownKey
         );
+    }
+
+    #[test]
+    fn http_is_refused_except_to_this_machine() {
+        for url in [
+            "https://auth.example.com/.well-known/jwks.json",
+            "https://10.0.0.1/jwks.json",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://127.1.2.3/jwks.json",
+            "http://[::1]:8080/jwks.json",
+            "http://localhost/jwks.json",
+            "http://LOCALHOST:8080/jwks.json",
+        ] {
+            assert!(RemoteJwks::new(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://auth.example.com/.well-known/jwks.json",
+            "http://10.0.0.1/jwks.json",
+            "http://128.0.0.1/jwks.json",
+            "http://[::2]/jwks.json",
+            "http://[::ffff:127.0.0.1]/jwks.json",
+            "http://localhost.evil.example/jwks.json",
+            "http://127.0.0.1.evil.example/jwks.json",
+            "http://0.0.0.0/jwks.json",
+        ] {
+            assert!(
+                matches!(RemoteJwks::new(url), Err(JwksError::InsecureUrl { .. })),
+                "{url}"
+            );
+        }
+        for url in [
+            "",
+            "auth.example.com/jwks.json",
+            "ftp://127.0.0.1/jwks.json",
+            "file:///etc/jwks.json",
+            "http://",
+        ] {
+            assert!(
+                matches!(RemoteJwks::new(url), Err(JwksError::InvalidUrl { .. })),
+                "{url}"
+            );
+        }
     }
 }

@@ -45,6 +45,7 @@ use tower_service::Service;
 
 use crate::authenticator::Authenticator;
 use crate::body::ResponseBody;
+use crate::extract::RequestHead;
 use crate::future::ResponseFuture;
 
 #[cfg(doc)]
@@ -119,7 +120,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.auth.authenticate_cached(request.headers()) {
+        match self
+            .auth
+            .authenticate_cached(RequestHead::new(request.uri(), request.headers()))
+        {
             Some(Ok(context)) => {
                 request.extensions_mut().insert(context);
                 ResponseFuture::calling(self.inner.call(request))
@@ -132,7 +136,8 @@ where
                 let auth = self.auth.clone();
                 ResponseFuture::authenticating(
                     Box::pin(async move {
-                        let outcome = auth.authenticate(request.headers()).await;
+                        let head = RequestHead::new(request.uri(), request.headers());
+                        let outcome = auth.authenticate(head).await;
                         (outcome, request)
                     }),
                     inner,
@@ -268,7 +273,7 @@ mod hyper_tests {
     use std::convert::Infallible;
 
     use bytes::Bytes;
-    use http::header::{AUTHORIZATION, CONTENT_TYPE};
+    use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, ORIGIN};
     use http::{Request, Response};
     use http_body_util::{BodyExt as _, Full};
     use hyper::body::Incoming;
@@ -342,5 +347,53 @@ mod hyper_tests {
             .unwrap();
         assert_eq!(grpc.status(), 200);
         assert_eq!(grpc.headers()["grpc-status"], "16");
+    }
+
+    /// HTTP/2 has no `Host` header: the authority travels in the URI (`:authority`), and
+    /// that is what a cookie request's `Origin` must match.
+    #[tokio::test]
+    async fn a_cookie_over_http2_is_refused_from_another_origin() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store)
+            .with_token_source(crate::TokenSource::cookie("sg_access"));
+        let service = ServiceBuilder::new()
+            .layer(SessionGuardLayer::new(auth))
+            .service_fn(hello);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let service = TowerToHyperService::new(service.clone());
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+
+        let http = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
+        let cookie = format!("sg_access={}", token("u1", "s1"));
+        for (origin, status) in [
+            (None, 200),
+            (Some(format!("http://{addr}")), 200),
+            (Some("http://evil.example".to_owned()), 403),
+            (Some(format!("https://{addr}")), 403),
+            (Some(format!("http://127.0.0.1:{}", addr.port() + 1)), 403),
+        ] {
+            let mut request = Request::get(format!("http://{addr}/")).header(COOKIE, &cookie);
+            if let Some(origin) = &origin {
+                request = request.header(ORIGIN, origin);
+            }
+            let response = http
+                .request(request.body(Full::default()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            assert_eq!(response.status(), status, "Origin {origin:?}");
+        }
     }
 }

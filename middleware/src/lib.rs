@@ -31,7 +31,7 @@
 //!
 //! With PostgreSQL (feature `postgres`, on by default) the store is
 //! `PostgresLiveness::builder(pg_config).start()?`; with keys published by the server,
-//! `RemoteJwks::new(url)` (feature `remote-jwks`, on by default).
+//! `RemoteJwks::new(url)?` (an `https://` URL, or `http://` to this machine; feature `remote-jwks`, on by default).
 //!
 //! Call [`install_crypto_provider`] once at start-up.
 
@@ -62,7 +62,7 @@ pub use axum::MissingAuthContext;
 pub use context::{Audience, AuthContext, Claims, SessionId, UserId};
 pub use crypto::install_crypto_provider;
 pub use error::AuthError;
-pub use extract::TokenSource;
+pub use extract::{RequestHead, TokenSource};
 #[cfg(feature = "remote-jwks")]
 pub use jwks::{JwksError, RemoteJwks};
 pub use keys::{Algorithm, KeyError, KeySet, MIN_HMAC_SECRET_BYTES, VerificationKey};

@@ -26,6 +26,7 @@ use poem::{Endpoint, FromRequest, IntoResponse, Middleware, Request, RequestBody
 use crate::authenticator::Authenticator;
 use crate::context::AuthContext;
 use crate::error::AuthError;
+use crate::extract::RequestHead;
 
 /// Authenticates each request before the endpoint sees it.
 #[derive(Debug, Clone)]
@@ -90,9 +91,10 @@ pub async fn authenticate(
     auth: &Authenticator,
     request: &Request,
 ) -> Result<AuthContext, AuthError> {
-    match auth.authenticate_cached(request.headers()) {
+    let head = RequestHead::new(request.uri(), request.headers());
+    match auth.authenticate_cached(head) {
         Some(outcome) => outcome,
-        None => auth.authenticate(request.headers()).await,
+        None => auth.authenticate(head).await,
     }
 }
 

@@ -12,8 +12,11 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
+use serde_json::{Map, Value};
 
 use crate::context::Claims;
 use crate::keys::{Algorithm, KeySet, VerificationKey};
@@ -58,6 +61,15 @@ pub enum TokenError {
     /// A required claim (`exp`, `sub`, `sid`, `iss`, `aud`) is missing or mistyped.
     #[error("missing or invalid claim")]
     InvalidClaims,
+    /// The header has `crit` (RFC 7515 §4.1.11): extensions the recipient must understand,
+    /// and this crate understands none.
+    #[error("critical header extensions")]
+    CriticalHeader,
+    /// The claims are not strict JSON (RFC 8259): a number no parser can hold, invalid
+    /// UTF-8, ... in a claim this crate does not read. A lenient reader skips it, a strict
+    /// one refuses the token; a token that two readers see differently is refused.
+    #[error("claims are not strict JSON")]
+    ClaimsNotStrictJson,
 }
 
 impl TokenError {
@@ -74,6 +86,8 @@ impl TokenError {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::InvalidClaims => "invalid_claims",
+            Self::CriticalHeader => "critical_header",
+            Self::ClaimsNotStrictJson => "claims_not_strict_json",
         }
     }
 }
@@ -153,6 +167,14 @@ impl TokenVerifier {
         }
         // `alg: none` and algorithms outside jsonwebtoken's list fail here, unparsed.
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        // jsonwebtoken reads `crit` but does not act on it, and takes `"crit": null` for
+        // none: look at the header's members themselves.
+        if json_object(part(token, 0))
+            .ok_or(TokenError::Malformed)?
+            .contains_key("crit")
+        {
+            return Err(TokenError::CriticalHeader);
+        }
         if Algorithm::from_jwt(header.alg).is_none() {
             return Err(TokenError::AlgorithmMismatch);
         }
@@ -186,6 +208,12 @@ impl TokenVerifier {
                 | ErrorKind::InvalidSubject => TokenError::InvalidClaims,
                 _ => TokenError::Malformed,
             })?;
+        // Reading `Claims` skips the members it does not name without parsing them (a
+        // number is not converted, a string's UTF-8 is not checked); the whole payload
+        // must be strict JSON too, as a strict reader of the same token would demand.
+        if json_object(part(token, 1)).is_none() {
+            return Err(TokenError::ClaimsNotStrictJson);
+        }
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sid.is_empty() {
             return Err(TokenError::InvalidClaims);
@@ -200,6 +228,19 @@ impl TokenVerifier {
         }
         Ok(claims)
     }
+}
+
+/// The `index`th dot-separated part of `token`, as jsonwebtoken splits it once it has
+/// parsed the header (whose part holds no dot).
+fn part(token: &str, index: usize) -> &str {
+    token.split('.').nth(index).unwrap_or_default()
+}
+
+/// A base64url part decoded and parsed as a strict JSON object: every number in range,
+/// every string valid UTF-8.
+fn json_object(part: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The security floor of DESIGN.md, one test per row that belongs to token checking.
@@ -505,6 +546,72 @@ mod tests {
         assert_eq!(
             verify(&sign("ed", &mistyped)).await.unwrap_err(),
             TokenError::InvalidClaims
+        );
+    }
+
+    /// Signs `header` and `payload` byte for byte as they are, with the HS256 test key.
+    fn sign_raw(header: &[u8], payload: &[u8]) -> String {
+        let message = format!("{}.{}", B64.encode(header), B64.encode(payload));
+        let key = EncodingKey::from_secret(HMAC_SECRET);
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
+        format!("{message}.{signature}")
+    }
+
+    const HS_HEADER: &[u8] = br#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#;
+
+    /// RFC 7515 §4.1.11: a recipient must refuse a `crit` header naming extensions it
+    /// does not understand, and this crate understands none. Any `crit` is refused, also
+    /// the forbidden empty list and a `null`.
+    #[tokio::test]
+    async fn a_header_with_crit_is_refused() {
+        let payload = claims("u", "s").to_string();
+        for crit in [r#"["exp"]"#, r#"["b64"]"#, "[]", "null"] {
+            let header = format!(r#"{{"alg":"HS256","typ":"JWT","kid":"hs","crit":{crit}}}"#);
+            assert_eq!(
+                verify(&sign_raw(header.as_bytes(), payload.as_bytes()))
+                    .await
+                    .unwrap_err(),
+                TokenError::CriticalHeader,
+                "crit {crit}"
+            );
+        }
+        assert!(
+            verify(&sign_raw(HS_HEADER, payload.as_bytes()))
+                .await
+                .is_ok()
+        );
+    }
+
+    /// Found by the `authenticate` fuzz target after 8.6 million runs: a validly signed
+    /// token whose unknown claim holds a number no parser can hold. Reading the known
+    /// claims skips it; a strict parser (`serde_json`'s own `Value`) refuses the payload:
+    /// two readers of one token would disagree on whether it is JSON at all.
+    #[tokio::test]
+    async fn claims_that_are_not_strict_json_are_refused() {
+        let found = br#"{"iss":"https://auth.test","aud":"api","sub":"u1","sid":"s1",")UUUUUUUUUUUUUUUUUUUUUUUUUUUUUUat":170000000888888888888888E002000,"exp":4102444800,"i":"seed-1"}"#;
+        assert!(serde_json::from_slice::<serde_json::Value>(found).is_err());
+        assert_eq!(
+            verify(&sign_raw(HS_HEADER, found)).await.unwrap_err(),
+            TokenError::ClaimsNotStrictJson
+        );
+        // Invalid UTF-8 inside an unknown claim is skipped the same way.
+        let mut bad_utf8 = claims("u1", "s1").to_string().into_bytes();
+        bad_utf8.pop();
+        bad_utf8.extend_from_slice(b",\"note\":\"\xff\"}");
+        assert_eq!(
+            verify(&sign_raw(HS_HEADER, &bad_utf8)).await.unwrap_err(),
+            TokenError::ClaimsNotStrictJson
+        );
+        // The same claims with the number in range pass.
+        let in_range = String::from_utf8(found.to_vec())
+            .unwrap()
+            .replace("170000000888888888888888E002000", "17");
+        assert!(
+            verify(&sign_raw(HS_HEADER, in_range.as_bytes()))
+                .await
+                .is_ok()
         );
     }
 }

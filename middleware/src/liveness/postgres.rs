@@ -9,7 +9,13 @@
 //! - When that connection drops, the cache is cleared and nothing live is cached until it
 //!   is back; it reconnects with backoff. Revocations missed meanwhile are therefore seen
 //!   on the next request.
-//! - A query racing a notification never caches its (possibly stale) live answer.
+//! - An entry is what the database says of a session, whoever asked: its user and its
+//!   state, under its id (the key notifications name). A token of another user that
+//!   carries the id is answered "unknown" from the entry, and what it asked is never
+//!   cached as the session's answer.
+//! - A query racing a notification (or a [`PostgresLiveness::forget`], or the listener
+//!   dropping) never leaves its possibly stale live answer cached: it checks before
+//!   caching and again after, and takes the entry back out if anything came between.
 //!
 //! The listener needs a direct or session-mode connection: a transaction-pooling proxy
 //! does not deliver notifications.
@@ -35,14 +41,36 @@ const EVERY_SESSION: &str = "*";
 /// What the listener calls itself in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "session-guard-listener";
 
-const LIVENESS_SQL: &str = "SELECT revoked_at IS NOT NULL, \
+const LIVENESS_SQL: &str = "SELECT user_id, revoked_at IS NOT NULL, \
      least(idle_expires_at, absolute_expires_at) <= now(), \
      (extract(epoch FROM least(idle_expires_at, absolute_expires_at) - now()) * 1000)::int8 \
-     FROM sessions WHERE id = $1 AND user_id = $2";
+     FROM sessions WHERE id = $1";
+
+/// What the database says of one session, whoever asked.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    /// Its user; `None` when there is no such session.
+    owner: Option<Uuid>,
+    /// Live, revoked or expired; unknown when there is no such session.
+    state: Liveness,
+    /// Time left before its idle or absolute deadline, when live.
+    remaining: Duration,
+}
+
+impl Session {
+    /// The answer for a token of `user`: the session's state if it is theirs.
+    fn answer(&self, user: Uuid) -> Liveness {
+        if self.owner == Some(user) {
+            self.state
+        } else {
+            Liveness::Unknown
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Cached {
-    liveness: Liveness,
+    session: Session,
     until: Instant,
 }
 
@@ -148,6 +176,8 @@ impl PostgresLivenessBuilder {
             live_ttl: self.live_ttl,
             query_timeout: self.query_timeout,
             listener: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            pause_before_caching: std::sync::Mutex::new(None),
         });
         let mut listener_config = self.config;
         listener_config
@@ -177,10 +207,11 @@ pub struct PostgresLiveness {
 struct Inner {
     pool: Pool,
     /// Keyed by the session's UUID: 16 bytes inline, no allocation per entry. Each entry
-    /// carries its own deadline, checked on read.
+    /// carries its own deadline, checked on read, and the session's user, compared with
+    /// the token's on read.
     cache: Cache<Uuid, Cached>,
-    /// Bumped by every notification and every listener connect or drop; a query that
-    /// sees it change caches no live answer.
+    /// Bumped by every notification, `forget` and listener connect or drop (before it
+    /// evicts); a query that sees it change leaves no live answer cached.
     epoch: AtomicU64,
     listener_connected: AtomicBool,
     listener_connects: AtomicU64,
@@ -190,6 +221,9 @@ struct Inner {
     live_ttl: Duration,
     query_timeout: Duration,
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Tests only: the next query's answer waits here, just before it is cached.
+    #[cfg(test)]
+    pause_before_caching: std::sync::Mutex<Option<tests::Pause>>,
 }
 
 impl Drop for Inner {
@@ -233,7 +267,7 @@ impl PostgresLiveness {
     /// every instance within milliseconds, but this one should not accept the session's
     /// token even for those milliseconds after answering "logged out".
     pub fn forget(&self, session_id: &str) {
-        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
         if let Ok(id) = Uuid::parse_str(session_id) {
             self.inner.cache.remove(&id);
         }
@@ -250,14 +284,28 @@ impl PostgresLiveness {
         }
     }
 
-    async fn query(&self, context: &AuthContext) -> Result<(Liveness, Duration), LivenessError> {
-        let (Some(session_id), Ok(user_id)) = (
-            context.session_uuid(),
-            Uuid::parse_str(context.user_id().as_str()),
-        ) else {
-            // Not ids this schema could hold: no such session, and no query needed.
-            return Ok((Liveness::Unknown, Duration::ZERO));
-        };
+    #[cfg(test)]
+    async fn paused_before_caching(&self) {
+        let pause = self
+            .inner
+            .pause_before_caching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(pause) = pause {
+            let _ = pause.reached.send(());
+            let _ = pause.resume.await;
+        }
+    }
+
+    /// Whether nothing that evicts has happened since `epoch` was read, and the listener
+    /// is up to push the next revocation.
+    fn quiet_since(&self, epoch: u64) -> bool {
+        self.inner.epoch.load(Ordering::SeqCst) == epoch
+            && self.inner.listener_connected.load(Ordering::SeqCst)
+    }
+
+    async fn query(&self, session_id: Uuid) -> Result<Session, LivenessError> {
         let query = async {
             let client = self
                 .inner
@@ -270,68 +318,96 @@ impl PostgresLiveness {
                 .await
                 .map_err(|e| LivenessError(e.to_string()))?;
             client
-                .query_opt(&statement, &[&session_id, &user_id])
+                .query_opt(&statement, &[&session_id])
                 .await
                 .map_err(|e| LivenessError(e.to_string()))
         };
         let row = tokio::time::timeout(self.inner.query_timeout, query)
             .await
             .map_err(|_| LivenessError("liveness query timed out".into()))??;
-        Ok(match row {
-            None => (Liveness::Unknown, Duration::ZERO),
-            Some(row) if row.get::<_, bool>(0) => (Liveness::Revoked, Duration::ZERO),
-            Some(row) if row.get::<_, bool>(1) => (Liveness::Expired, Duration::ZERO),
-            Some(row) => {
-                let remaining_ms: i64 = row.get(2);
-                let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
-                (Liveness::Live, remaining)
-            }
+        let Some(row) = row else {
+            return Ok(Session {
+                owner: None,
+                state: Liveness::Unknown,
+                remaining: Duration::ZERO,
+            });
+        };
+        let (state, remaining) = if row.get::<_, bool>(1) {
+            (Liveness::Revoked, Duration::ZERO)
+        } else if row.get::<_, bool>(2) {
+            (Liveness::Expired, Duration::ZERO)
+        } else {
+            let remaining_ms: i64 = row.get(3);
+            let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
+            (Liveness::Live, remaining)
+        };
+        Ok(Session {
+            owner: Some(row.get(0)),
+            state,
+            remaining,
         })
     }
 }
 
 impl LivenessCheck for PostgresLiveness {
     fn check_cached(&self, context: &AuthContext) -> Option<Liveness> {
-        let id = context.session_uuid()?;
-        let cached = self.inner.cache.get(&id)?;
+        let Some((session, user)) = context.session_and_user_uuids() else {
+            // Not ids this schema could hold: no such session, and nothing to ask.
+            return Some(Liveness::Unknown);
+        };
+        let cached = self.inner.cache.get(&session)?;
         if cached.until <= Instant::now() {
-            self.inner.cache.remove(&id);
+            self.inner.cache.remove(&session);
             return None;
         }
         self.inner.hits.fetch_add(1, Ordering::Relaxed);
-        Some(cached.liveness)
+        Some(cached.session.answer(user))
     }
 
     async fn check(&self, context: &AuthContext) -> Result<Liveness, LivenessError> {
         if let Some(liveness) = self.check_cached(context) {
             return Ok(liveness);
         }
+        let Some((session_id, user)) = context.session_and_user_uuids() else {
+            return Ok(Liveness::Unknown);
+        };
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        let epoch = self.inner.epoch.load(Ordering::Acquire);
-        let (liveness, session_remaining) = self.query(context).await?;
+        let epoch = self.inner.epoch.load(Ordering::SeqCst);
+        let session = self.query(session_id).await?;
+        let answer = session.answer(user);
+        let live = session.state.is_live();
         let now = Instant::now();
-        let until = if liveness.is_live() {
-            let quiet = self.inner.epoch.load(Ordering::Acquire) == epoch
-                && self.inner.listener_connected.load(Ordering::Acquire);
-            if !quiet {
+        let until = if live {
+            if !self.quiet_since(epoch) {
                 // A revocation may have slipped past this query, or none would be
                 // pushed to us now: answer, but do not remember.
-                return Ok(liveness);
+                return Ok(answer);
             }
-            now + self.inner.live_ttl.min(session_remaining)
+            now + self.inner.live_ttl.min(session.remaining)
         } else {
-            // A session that ended stays ended: remember it as long as the token lives.
+            // A session that ended stays ended, and one that does not exist is not
+            // created under a known id: remember it as long as the token lives.
             now + context
                 .expires_at()
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
         };
-        if until > now
-            && let Some(id) = context.session_uuid()
-        {
-            self.inner.cache.insert(id, Cached { liveness, until });
+        if until <= now {
+            return Ok(answer);
         }
-        Ok(liveness)
+        #[cfg(test)]
+        self.paused_before_caching().await;
+        self.inner
+            .cache
+            .insert(session_id, Cached { session, until });
+        if live && !self.quiet_since(epoch) {
+            // Something that evicts came between the check above and the insert, and its
+            // eviction may have run before the insert: take the entry back out. (The
+            // eviction bumps the epoch before it takes the cache's lock, the insert takes
+            // that lock before this load: one of the two sees the other.)
+            self.inner.cache.remove(&session_id);
+        }
+        Ok(answer)
     }
 }
 
@@ -390,7 +466,7 @@ async fn listen_once(
         };
         // Whatever was cached before this connection existed may have missed a message.
         forget_everything(&inner);
-        inner.listener_connected.store(true, Ordering::Release);
+        inner.listener_connected.store(true, Ordering::SeqCst);
         inner.listener_connects.fetch_add(1, Ordering::Relaxed);
     }
     tracing::info!(channel, "revocation listener connected");
@@ -401,7 +477,7 @@ async fn listen_once(
             notification = notifications.recv() => {
                 let Some(notification) = notification else { break };
                 let Some(inner) = store.upgrade() else { return Ok(()) };
-                inner.epoch.fetch_add(1, Ordering::AcqRel);
+                inner.epoch.fetch_add(1, Ordering::SeqCst);
                 if notification.payload() == EVERY_SESSION {
                     inner.cache.clear();
                 } else if let Ok(id) = Uuid::parse_str(notification.payload()) {
@@ -422,15 +498,15 @@ async fn listen_once(
         }
     }
     if let Some(inner) = store.upgrade() {
-        inner.listener_connected.store(false, Ordering::Release);
+        inner.listener_connected.store(false, Ordering::SeqCst);
     }
     tracing::warn!("revocation listener disconnected; cache cleared, reconnecting");
     Ok(())
 }
 
 fn forget_everything(inner: &Inner) {
-    inner.listener_connected.store(false, Ordering::Release);
-    inner.epoch.fetch_add(1, Ordering::AcqRel);
+    inner.listener_connected.store(false, Ordering::SeqCst);
+    inner.epoch.fetch_add(1, Ordering::SeqCst);
     inner.cache.clear();
 }
 
@@ -456,6 +532,34 @@ pub(crate) mod tests {
     use crate::authenticator::Authenticator;
     use crate::error::AuthError;
     use crate::test_tokens::{token, verifier};
+
+    /// Where a query stopped before caching its answer: `reached` fires when it gets
+    /// there, and it goes on once `resume` fires (or is dropped).
+    pub(crate) struct Pause {
+        pub(crate) reached: tokio::sync::oneshot::Sender<()>,
+        pub(crate) resume: tokio::sync::oneshot::Receiver<()>,
+    }
+
+    impl PostgresLiveness {
+        /// Makes the next query that is about to cache its answer wait: the receiver
+        /// fires when it does, and the sender lets it go on.
+        fn pause_before_caching(
+            &self,
+        ) -> (
+            tokio::sync::oneshot::Receiver<()>,
+            tokio::sync::oneshot::Sender<()>,
+        ) {
+            let (reached, reached_rx) = tokio::sync::oneshot::channel();
+            let (resume_tx, resume) = tokio::sync::oneshot::channel();
+            *self
+                .inner
+                .pause_before_caching
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Pause { reached, resume });
+            (reached_rx, resume_tx)
+        }
+    }
 
     /// Polls `condition` every 10 ms for up to 10 s.
     pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
@@ -739,5 +843,93 @@ pub(crate) mod tests {
         })
         .await;
         auth.authenticate(&bearer(user, fresh)).await.unwrap();
+    }
+
+    /// The cache answers for a session only to its own user: a validly signed token of
+    /// user B that carries user A's `sid` is refused while A's session is cached as live,
+    /// and A's entry keeps answering A.
+    #[tokio::test]
+    async fn a_token_of_another_user_does_not_ride_a_cached_live_session() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let owner = user(&client).await;
+        let intruder = user(&client).await;
+        let session = session(&client, owner, "14 days").await;
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let auth = Authenticator::new(verifier(), store.clone());
+        auth.authenticate(&bearer(owner, session)).await.unwrap();
+        auth.authenticate(&bearer(owner, session)).await.unwrap();
+        assert_eq!(store.stats().hits, 1, "cached as live");
+
+        match auth.authenticate(&bearer(intruder, session)).await {
+            Err(AuthError::SessionNotLive(Liveness::Unknown)) => {}
+            other => panic!("another user's token rode the cached session: {other:?}"),
+        }
+        let misses = store.stats().misses;
+        auth.authenticate(&bearer(owner, session)).await.unwrap();
+        assert_eq!(
+            store.stats().misses,
+            misses,
+            "the owner's entry is still cached"
+        );
+    }
+
+    /// Nor can such a token plant an answer in the session's entry: asked first, the
+    /// intruder's "unknown" must not lock the owner out.
+    #[tokio::test]
+    async fn a_token_of_another_user_does_not_poison_the_session_entry() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let owner = user(&client).await;
+        let intruder = user(&client).await;
+        let session = session(&client, owner, "14 days").await;
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let auth = Authenticator::new(verifier(), store);
+        let mut headers = HeaderMap::new();
+        let value = format!("Bearer {}", token("not-a-uuid", &session.to_string()));
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
+        for intruding in [bearer(intruder, session), headers] {
+            assert!(matches!(
+                auth.authenticate(&intruding).await,
+                Err(AuthError::SessionNotLive(Liveness::Unknown))
+            ));
+            auth.authenticate(&bearer(owner, session))
+                .await
+                .expect("the owner was locked out by another token's answer");
+        }
+    }
+
+    /// A revocation whose notification lands after the database said "live" but before
+    /// that answer is cached must not leave a live entry behind.
+    #[tokio::test]
+    async fn a_revocation_between_the_answer_and_its_caching_leaves_nothing_live() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let session = session(&client, user, "14 days").await;
+        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let auth = Authenticator::new(verifier(), store.clone());
+        let headers = bearer(user, session);
+
+        let (reached, resume) = store.pause_before_caching();
+        let asking = tokio::spawn({
+            let auth = auth.clone();
+            let headers = headers.clone();
+            async move { auth.authenticate(&headers).await }
+        });
+        reached.await.expect("the query reached the cache");
+        revoke(&client, session).await;
+        eventually("the notification", || store.stats().notifications == 1).await;
+        resume.send(()).unwrap();
+        // Live when it was asked: that one answer stands.
+        asking.await.unwrap().unwrap();
+
+        assert!(
+            matches!(
+                auth.authenticate(&headers).await,
+                Err(AuthError::SessionNotLive(Liveness::Revoked))
+            ),
+            "a live answer was cached past its revocation"
+        );
     }
 }
