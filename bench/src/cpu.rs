@@ -22,6 +22,15 @@ fn ticks_per_second() -> u64 {
     })
 }
 
+/// `spent` shared out over `count` events (at least one), in microseconds each.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "event counts and microseconds stay far below 2^52"
+)]
+pub(crate) fn micros_each(spent: Duration, count: usize) -> f64 {
+    spent.as_micros() as f64 / count.max(1) as f64
+}
+
 /// User plus system CPU time of process `pid` so far (all its threads).
 pub(crate) fn process_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

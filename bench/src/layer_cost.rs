@@ -267,9 +267,8 @@ fn label(mode: Mode) -> &'static str {
 )]
 fn record(phases: &[(Mode, Stats, Phase)]) -> Round {
     let mut round = Round::default();
-    let per_request = |phase: &Phase, cpu: Duration| {
-        cpu.as_micros() as f64 / phase.run.stats.successes().max(1) as f64
-    };
+    let per_request =
+        |phase: &Phase, cpu: Duration| cpu::micros_each(cpu, phase.run.stats.successes());
     let bare = phases.iter().find(|(mode, ..)| *mode == Mode::Bare);
     let (bare_rate, bare_cpu) = bare.map_or((f64::NAN, f64::NAN), |(_, _, phase)| {
         (phase.run.rate(), per_request(phase, phase.server_cpu))

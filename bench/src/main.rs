@@ -207,7 +207,9 @@ async fn refresh_login(
         );
         // Declared before the server, so the server is dropped (killed) first.
         let db = session_testdb::TestDb::new().await;
-        let server = server::Server::start(binary, &db.url()).await?;
+        // As many connections as refresh chains: pgbench runs as many clients.
+        let server =
+            server::Server::start(binary, &db.url(), Some(settings.refresh_concurrency)).await?;
         eprintln!(
             "refresh-login: {} chains over HTTP, then pgbench ...",
             settings.refresh_concurrency

@@ -52,7 +52,7 @@ is the time from the 204 to the arrival of that 401. 300 samples per round (100 
 /// Runs figure 3 for `settings.rounds` rounds.
 pub(crate) async fn run(binary: &std::path::Path, settings: Settings) -> Result<Section> {
     let db = TestDb::new().await;
-    let server = Server::start(binary, &db.url()).await?;
+    let server = Server::start(binary, &db.url(), None).await?;
     let jwks_url = server.url("/.well-known/jwks.json");
     let mut services = Vec::with_capacity(PROCESSES);
     for _ in 0..PROCESSES {

@@ -21,16 +21,25 @@
 
 use std::time::Instant;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
 use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use session_testdb::TestDb;
 
+use crate::http1::Connection;
 use crate::load::{self, Bounds, Stats};
 use crate::report::{Round, Target, Unit};
-use crate::server::{Server, http_client};
-use crate::{Result, Settings, pgbench};
+use crate::server::Server;
+use crate::{Result, Settings, cpu, pgbench};
 
 const EMAIL: &str = "bench@example.com";
+/// The route the chains post to.
+const PATH: &str = "/auth/refresh";
 /// The account's password, shared with the login figure.
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 /// Target: HTTP refreshes per second over pgbench rotations per second.
@@ -39,9 +48,14 @@ const TARGET_RATIO: f64 = 0.7;
 /// How the figure is measured, for BENCHMARKS.md.
 pub(crate) const METHOD: &str = "\
 Each round starts a fresh database and the release `session-server` (rate limits off by \
-configuration). 32 refresh chains run over HTTP for one phase: each worker posts its \
-current refresh token to `POST /auth/refresh` and continues with the token it gets back; \
-rotations/s counts 200s over the phase's wall time, p50 and p99 are client-side. Then \
+configuration, a pool of 32 connections: as many as pgbench has clients). 32 refresh \
+chains run over HTTP for one phase, each on one keep-alive HTTP/1.1 connection of the \
+harness's lean hyper client (the load generator shares the two cores, so it should take \
+as little as pgbench's own client does): each worker posts its current refresh token to \
+`POST /auth/refresh` and continues with the token it gets back; rotations/s counts 200s \
+over the phase's wall time, p50 and p99 are client-side; server CPU per refresh is the \
+server's utime + stime over the phase divided by the rotations, PostgreSQL CPU per \
+refresh the same for the backends connected to the run's database. Then \
 pgbench runs the same stored function (`session_guard_refresh`, one prepared call \
 per transaction, 32 clients, the same phase length) on 32 sessions seeded for it, each \
 transaction a real rotation (a client aborts if one is not). Afterwards the rotations \
@@ -78,6 +92,8 @@ SELECT coalesce(sum(refresh_generation), 0)::bigint FROM sessions WHERE device_n
 #[derive(Debug)]
 pub(crate) struct Figures {
     http: load::Run,
+    /// CPU the server and the database spent on the HTTP phase.
+    http_cpu: CpuSpent,
     /// Rotations the database holds for the HTTP chains.
     http_rotations: i64,
     pgbench: pgbench::Outcome,
@@ -104,15 +120,16 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
         let pair = login(server, &format!("http refresh {chain}")).await?;
         tokens.push(string_field(&pair, "refresh_token")?);
     }
-    let url = server.url("/auth/refresh");
     let bounds = Bounds::new(settings.duration, settings.max_requests_per_worker);
     let mut workers = Vec::with_capacity(tokens.len());
     for token in tokens {
-        workers.push(refresh_chain(http_client()?, url.clone(), token, bounds));
+        workers.push(refresh_chain(server.addr(), token, bounds));
     }
-    let http = load::run(workers).await?;
-
     let client = db.connect().await;
+    let before = CpuSnapshot::take(server.pid(), &client).await?;
+    let http = load::run(workers).await?;
+    let http_cpu = before.elapsed(server.pid(), &client).await?;
+
     let http_rotations: i64 = client.query_one(ROTATIONS, &[&"http %"]).await?.get(0);
     let clients = i32::try_from(settings.refresh_concurrency)?;
     client.execute(SEED, &[&user_id, &clients]).await?;
@@ -133,6 +150,7 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
 
     Ok(Figures {
         http,
+        http_cpu,
         http_rotations,
         pgbench,
         pgbench_rotations,
@@ -158,47 +176,69 @@ pub(crate) fn string_field(body: &Value, name: &str) -> Result<String> {
         .to_owned())
 }
 
-/// Refreshes one session's chain: each success hands the next token to use. A failed
-/// request keeps the token and tries again (a retry is safe by design); a 401 means the
-/// chain is dead, and the worker stops.
-async fn refresh_chain(
-    client: reqwest::Client,
-    url: String,
-    mut token: String,
-    bounds: Bounds,
-) -> Stats {
+/// The body `POST /auth/refresh` takes.
+#[derive(Serialize)]
+struct RefreshRequest<'a> {
+    refresh_token: &'a str,
+}
+
+/// The part of its answer the chain needs.
+#[derive(Deserialize)]
+struct RefreshAnswer {
+    refresh_token: String,
+}
+
+/// Refreshes one session's chain over one keep-alive connection of the lean client: each
+/// success hands the next token to use. A failed request keeps the token and tries again
+/// on a new connection (a retry is safe by design); a 401 means the chain is dead, and the
+/// worker stops.
+async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> Stats {
     let mut stats = Stats::default();
+    let mut connection = None;
     while bounds.allow(stats.attempts()) {
         let started = Instant::now();
-        let response = client
-            .post(&url)
-            .json(&json!({"refresh_token": token}))
-            .send()
-            .await;
-        match response {
-            Ok(response) if response.status() == StatusCode::OK => {
-                let body = match response.json::<Value>().await {
-                    Ok(body) => body,
-                    Err(e) => {
-                        stats.transport_failure(e);
-                        continue;
-                    }
-                };
-                let Some(next) = body["refresh_token"].as_str() else {
-                    stats.failure("200 without refresh_token");
-                    break;
-                };
-                next.clone_into(&mut token);
-                stats.success(started);
+        let open = match connection.take() {
+            Some(open) => open,
+            None => match Connection::open(addr).await {
+                Ok(open) => open,
+                Err(e) => {
+                    stats.failure(format!("connect: {e}"));
+                    continue;
+                }
+            },
+        };
+        let mut open = open;
+        let body = match serde_json::to_vec(&RefreshRequest {
+            refresh_token: &token,
+        }) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                stats.failure(format!("encoding the request: {e}"));
+                break;
             }
-            Ok(response) => {
-                let code = response.status();
+        };
+        match open.post_json(PATH, body).await {
+            Ok((StatusCode::OK, body)) => {
+                connection = Some(open);
+                match serde_json::from_slice::<RefreshAnswer>(&body) {
+                    Ok(answer) => {
+                        token = answer.refresh_token;
+                        stats.success(started);
+                    }
+                    Err(e) => {
+                        stats.failure(format!("200 without a refresh token: {e}"));
+                        break;
+                    }
+                }
+            }
+            Ok((code, _)) => {
+                connection = Some(open);
                 stats.failure(format!("HTTP {code}"));
                 if code == StatusCode::UNAUTHORIZED {
                     break;
                 }
             }
-            Err(e) => stats.transport_failure(e),
+            Err(e) => stats.failure(format!("transport: {e}")),
         }
     }
     stats
@@ -219,6 +259,16 @@ impl Figures {
         round
             .value("refresh HTTP / pgbench", ratio, Unit::Ratio)
             .target(Target::AtLeast(TARGET_RATIO));
+        round.value(
+            "server CPU per HTTP refresh",
+            cpu::micros_each(self.http_cpu.server, stats.successes()),
+            Unit::Micros,
+        );
+        round.value(
+            "PostgreSQL CPU per HTTP refresh",
+            cpu::micros_each(self.http_cpu.database, stats.successes()),
+            Unit::Micros,
+        );
         round.latency("refresh HTTP p50", stats.percentile(500));
         round.latency("refresh HTTP p99", stats.percentile(990));
         round.value(
@@ -254,4 +304,49 @@ impl Figures {
             round.note(format!("pgbench stderr: {}", self.pgbench.stderr));
         }
     }
+}
+
+/// CPU time of the server process and of the database's backends at one moment.
+struct CpuSnapshot {
+    server: Duration,
+    backends: HashMap<u32, Duration>,
+}
+
+impl CpuSnapshot {
+    async fn take(server: u32, client: &tokio_postgres::Client) -> Result<Self> {
+        let mut backends = HashMap::new();
+        for pid in cpu::database_backends(client).await? {
+            // A backend that ended meanwhile has nothing left to count.
+            if let Ok(time) = cpu::process_time(pid) {
+                backends.insert(pid, time);
+            }
+        }
+        Ok(Self {
+            server: cpu::process_time(server)?,
+            backends,
+        })
+    }
+
+    /// What was spent since this snapshot; backends opened since count from zero.
+    async fn elapsed(&self, server: u32, client: &tokio_postgres::Client) -> Result<CpuSpent> {
+        let now = Self::take(server, client).await?;
+        let database = now
+            .backends
+            .iter()
+            .map(|(pid, time)| {
+                time.saturating_sub(self.backends.get(pid).copied().unwrap_or_default())
+            })
+            .sum();
+        Ok(CpuSpent {
+            server: now.server.saturating_sub(self.server),
+            database,
+        })
+    }
+}
+
+/// CPU spent during a phase.
+#[derive(Debug)]
+struct CpuSpent {
+    server: Duration,
+    database: Duration,
 }

@@ -60,13 +60,22 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `binary` against `database_url` with rate limits off, and waits for
+    /// Starts `binary` against `database_url` with rate limits off and a pool of
+    /// `database_pool` connections (the server's default when `None`), and waits for
     /// `GET /health` to answer 200.
-    pub(crate) async fn start(binary: &Path, database_url: &str) -> Result<Self> {
+    pub(crate) async fn start(
+        binary: &Path,
+        database_url: &str,
+        database_pool: Option<usize>,
+    ) -> Result<Self> {
         let keys_dir = tempfile::tempdir()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut child = Command::new(binary)
-            .env_clear()
+        let mut command = Command::new(binary);
+        command.env_clear();
+        if let Some(size) = database_pool {
+            command.env("DATABASE_POOL_SIZE", size.to_string());
+        }
+        let mut child = command
             .env("DATABASE_URL", database_url)
             .env("BIND_ADDR", addr.to_string())
             .env("DEV_KEYS_DIR", keys_dir.path())
@@ -75,7 +84,6 @@ impl Server {
             .env("RATE_LIMIT_LOGIN_PER_ACCOUNT", "0")
             .env("RATE_LIMIT_LOGIN_PER_IP", "0")
             .env("RATE_LIMIT_REFRESH_PER_IP", "0")
-            .env("DATABASE_POOL_SIZE", "16")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -133,6 +141,11 @@ impl Server {
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The loopback address it listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The absolute URL of `path`.
