@@ -51,24 +51,27 @@ pub enum MigrateError {
 /// each migration exactly once: the first migrates, the others wait and then find nothing
 /// left to do. Each migration runs in its own transaction.
 pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
-    run(client, refinery::Target::Latest).await
+    apply(client, &embedded::migrations::runner()).await
 }
 
 /// Applies pending migrations up to and including `version` (the `n` of `V{n}__`), as
 /// [`migrate`] does. For upgrade tests, and for rolling out a schema change in steps.
 pub async fn migrate_to(client: &mut Client, version: u16) -> Result<usize, MigrateError> {
-    run(client, refinery::Target::Version(version.into())).await
+    let runner =
+        embedded::migrations::runner().set_target(refinery::Target::Version(version.into()));
+    apply(client, &runner).await
 }
 
-async fn run(client: &mut Client, target: refinery::Target) -> Result<usize, MigrateError> {
+/// Applies another set of migrations under the same lock as [`migrate`]: how an
+/// application built on Session Guard applies its own schema after this one, with its own
+/// history table (`Runner::set_migration_table_name`), so that the two sets number their
+/// steps independently.
+pub async fn apply(client: &mut Client, runner: &refinery::Runner) -> Result<usize, MigrateError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .map_err(MigrateError::Lock)?;
-    let outcome = embedded::migrations::runner()
-        .set_target(target)
-        .run_async(client)
-        .await;
+    let outcome = runner.run_async(client).await;
     // Release even when migrating failed; a closed connection would release it too.
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])

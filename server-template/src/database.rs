@@ -68,10 +68,13 @@ pub async fn connect_creating(config: &Config) -> Result<Client, DatabaseError> 
     }
 }
 
-/// Connects, creates the database if needed and allowed, and applies pending migrations.
+/// Connects, creates the database if needed and allowed, and applies pending migrations:
+/// Session Guard's schema, then the application's own (`app_schema`).
 pub async fn migrate(config: &Config) -> Result<usize, DatabaseError> {
     let mut client = connect_creating(config).await?;
-    Ok(session_migrations::migrate(&mut client).await?)
+    let schema = session_migrations::migrate(&mut client).await?;
+    let application = crate::app_schema::migrate(&mut client).await?;
+    Ok(schema + application)
 }
 
 /// The pool the request handlers borrow connections from.

@@ -1,10 +1,12 @@
 //! The Session Server template: a Poem backend that owns users and sessions.
 //!
 //! [`run`] is the whole server; [`cli`] adds argument parsing and logging, and the binary
-//! only calls [`cli::main`]. Settings come from [`config::Config`], read once from the environment. Protected routes are
-//! authenticated by `session-guard`'s Poem adapter, the same core other services use.
+//! only calls [`cli::main`]. Settings come from [`config::Config`], read once from the
+//! environment. Protected routes are authenticated by `session-guard`'s Poem adapter, the
+//! same core other services use.
 
 pub mod access_token;
+pub mod app_schema;
 pub mod auth;
 pub mod cli;
 pub mod client_ip;

@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 mod jwks;
 mod metrics;
+mod notes;
 mod sessions;
 mod text;
 
@@ -32,6 +33,8 @@ enum ApiTags {
     Sessions,
     /// Health and keys.
     Operations,
+    /// The example resource: your own notes.
+    Notes,
 }
 
 /// The OpenAPI service of every documented route.
@@ -42,6 +45,7 @@ fn api(state: &AppState) -> OpenApiService<impl poem_openapi::OpenApi + use<>, (
             sessions::SessionsApi::new(state.clone()),
             health::HealthApi::new(state.clone()),
             jwks::JwksApi::new(state.clone()),
+            notes::NotesApi::new(state.clone()),
         ),
         "Session Server",
         env!("CARGO_PKG_VERSION"),

@@ -2,6 +2,7 @@
 //! statements. Handlers call these functions; they never build SQL.
 
 pub mod events;
+pub mod notes;
 pub mod refresh;
 pub mod sessions;
 pub mod users;
