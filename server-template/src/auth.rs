@@ -554,7 +554,7 @@ impl Accounts {
     /// PostgreSQL within milliseconds.
     fn forget(&self, sessions: &[Uuid]) {
         for session in sessions {
-            self.liveness.forget(&session.to_string());
+            self.liveness.forget(*session);
         }
     }
 
