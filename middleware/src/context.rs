@@ -144,6 +144,21 @@ impl AuthContext {
         self.uuids
     }
 
+    /// The session (`sid`) as a UUID, parsed once when the token was verified; `None`
+    /// when it is not one. The PostgreSQL store keys sessions by it, and
+    /// [`PostgresLiveness::forget`](crate::PostgresLiveness::forget) takes it.
+    #[cfg(feature = "postgres")]
+    pub fn session_uuid(&self) -> Option<uuid::Uuid> {
+        self.uuids.map(|(session, _)| session)
+    }
+
+    /// The user (`sub`) as a UUID, parsed once when the token was verified; `None` when
+    /// either it or the session id is not one.
+    #[cfg(feature = "postgres")]
+    pub fn user_uuid(&self) -> Option<uuid::Uuid> {
+        self.uuids.map(|(_, user)| user)
+    }
+
     /// The user (`sub`).
     pub fn user_id(&self) -> &UserId {
         &self.user_id

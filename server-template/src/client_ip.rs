@@ -6,10 +6,11 @@
 //! header is believed, and only its right-most hops, which the proxies wrote. A client
 //! can put anything in the others.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
-use poem::http::{HeaderMap, HeaderName};
+use poem::http::{HeaderMap, HeaderName, StatusCode};
+use poem::{FromRequest, Request, RequestBody};
 
 /// The one header the trusted proxies write the client's address into.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +119,27 @@ fn parse_node(node: &str) -> Option<IpAddr> {
         return rest.split(']').next()?.parse().ok();
     }
     node.rsplit_once(':')?.0.parse().ok()
+}
+
+/// The client's IP of a request: a handler parameter (`poem::FromRequest`, which
+/// poem-openapi operations take too), so each request works it out once, in one way.
+/// `None` only when the connection has no IP peer (a unix socket).
+///
+/// Needs the app's [`TrustedProxies`] as request data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<'a> FromRequest<'a> for ClientIp {
+    async fn from_request(request: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        let proxies = request.data::<TrustedProxies>().ok_or_else(|| {
+            poem::Error::from_string(
+                "the app installs TrustedProxies as data",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )
+        })?;
+        let peer = request.remote_addr().as_socket_addr().map(SocketAddr::ip);
+        Ok(Self(proxies.client_ip(peer, request.headers())))
+    }
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as a dual-stack socket reports IPv4

@@ -6,8 +6,8 @@
 //! same core other services use.
 
 pub mod access_token;
+pub mod accounts;
 pub mod app_schema;
-pub mod auth;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
@@ -32,7 +32,7 @@ use poem::EndpointExt as _;
 use session_guard::{Authenticator, PostgresLiveness, TokenVerifier};
 
 use crate::access_token::AccessTokenIssuer;
-use crate::auth::{Accounts, SessionPolicy};
+use crate::accounts::{AccountPolicy, Accounts, Tokens};
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::passwords::PasswordHasher;
@@ -75,6 +75,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Accounts and sessions.
     pub accounts: Accounts,
+    /// The rate limits the routes apply before they call the account logic.
+    pub limits: RateLimits,
     /// `session-guard`'s core, for the protected routes.
     pub authenticator: Authenticator,
     /// The liveness store behind it (for its metrics).
@@ -90,7 +92,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let grace = state.config.shutdown_grace;
     let purge = purge::spawn(
         state.pool.clone(),
-        state.accounts.clone(),
+        state.limits.clone(),
         purge::Retention {
             sessions: state.config.session_retention,
             security_events: state.config.security_event_retention,
@@ -141,23 +143,27 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let accounts = Accounts::new(
         pool.clone(),
+        liveness.clone(),
         PasswordHasher::new(cores),
-        refresh_key,
-        AccessTokenIssuer::new(
-            Arc::clone(&keys),
-            &config.issuer,
-            &config.audience,
-            config.access_token_ttl,
+        Tokens::new(
+            AccessTokenIssuer::new(
+                Arc::clone(&keys),
+                &config.issuer,
+                &config.audience,
+                config.access_token_ttl,
+            ),
+            refresh_key,
         ),
-        rate_limits(&config),
-        SessionPolicy {
+        AccountPolicy {
             idle_timeout: config.refresh_idle_timeout,
             absolute_lifetime: config.refresh_absolute_lifetime,
-            grace: config.refresh_grace,
-            max_retries: config.refresh_max_retries,
+            refresh_grace: config.refresh_grace,
+            refresh_max_retries: config.refresh_max_retries,
+            known_ip_window: config.login_known_ip,
+            password_change_max_failures: config.password_change_max_failures,
         },
-        liveness.clone(),
     );
+    let limits = rate_limits(&config);
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .unwrap_or_else(|e| {
@@ -169,6 +175,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         pool,
         keys,
         accounts,
+        limits,
         authenticator,
         liveness,
         metrics,
@@ -191,8 +198,6 @@ fn rate_limits(config: &Config) -> RateLimits {
         ),
         // As many at once as the session may fail in all before it is revoked.
         password_change_failures_per_session: limit(config.password_change_max_failures, config),
-        login_known_ip: config.login_known_ip,
-        password_change_max_failures: config.password_change_max_failures,
     }
 }
 

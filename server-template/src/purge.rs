@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::auth::Accounts;
 use crate::error::ServiceError;
+use crate::rate_limit::RateLimits;
 use crate::store::{events, sessions};
 
 /// How long ended sessions and security events are kept.
@@ -38,7 +38,7 @@ const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 /// Runs the purge every `interval` until the process ends.
 pub fn spawn(
     pool: Pool,
-    accounts: Accounts,
+    limits: RateLimits,
     retention: Retention,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
@@ -48,7 +48,7 @@ pub fn spawn(
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            accounts.limits().forget_idle();
+            limits.forget_idle();
             match purge_once(&pool, retention).await {
                 Ok(Some(purged)) if purged != Purged::default() => {
                     tracing::info!(

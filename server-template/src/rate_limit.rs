@@ -10,7 +10,9 @@
 //!
 //! A limit can count failures only: [`KeyedLimit::check`] takes a token before the
 //! password is verified (so parallel guesses cannot overshoot the budget), and
-//! [`KeyedLimit::refund`] gives it back when the password was right.
+//! [`KeyedLimit::refund`] gives it back when the password was right. [`RateLimits`] does
+//! that for each operation: its attempts ([`LoginAttempt`], [`PasswordChangeAttempt`])
+//! give their tokens back when dropped, unless marked failed.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -192,7 +194,9 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 }
 
-/// Every limit the server applies.
+/// Every limit the server applies, and the one place each is applied: the routes take
+/// what an operation needs from here before they call the account logic, which knows
+/// nothing of limits.
 #[derive(Clone)]
 pub struct RateLimits {
     /// Failed logins per account.
@@ -208,14 +212,73 @@ pub struct RateLimits {
     pub password_change_failures_per_user: KeyedLimit<Uuid>,
     /// Failed password changes per session (the session is revoked after as many).
     pub password_change_failures_per_session: KeyedLimit<Uuid>,
-    /// How recently a session of an account must have been used from a client IP for that
-    /// client to be known to the account (zero: never by IP).
-    pub login_known_ip: Duration,
-    /// Wrong current passwords after which the session is revoked (0: never).
-    pub password_change_max_failures: u32,
 }
 
 impl RateLimits {
+    /// A registration from `ip`: it shares the per-IP budget of failed logins.
+    pub fn register(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        ip.map_or(Ok(()), |ip| {
+            self.login_per_ip.check(&ClientNetwork::from(ip))
+        })
+    }
+
+    /// A refresh from `ip`.
+    pub fn refresh(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        ip.map_or(Ok(()), |ip| {
+            self.refresh_per_ip.check(&ClientNetwork::from(ip))
+        })
+    }
+
+    /// A login attempt on the account of the normalised `email` from `ip`: a token from
+    /// the per-IP and per-account-and-IP budgets (refused when either is spent) and one
+    /// from the per-account budget, if it has one left (see
+    /// [`LoginAttempt::account_exhausted`]). They come back when the attempt ends, unless
+    /// it [failed](LoginAttempt::failed).
+    pub fn login(&self, email: &str, ip: Option<IpAddr>) -> Result<LoginAttempt<'_>, Duration> {
+        let mut attempt = LoginAttempt {
+            limits: self,
+            ip: None,
+            pair: None,
+            account: None,
+            account_exhausted: None,
+            failed: false,
+        };
+        if let Some(ip) = ip {
+            let network = ClientNetwork::from(ip);
+            self.login_per_ip.check(&network)?;
+            attempt.ip = Some(network);
+            let pair = LimitKey::account_from(email, network);
+            self.login_failures_per_account_ip.check(&pair)?;
+            attempt.pair = Some(pair);
+        }
+        let account = LimitKey::account(email);
+        match self.login_failures_per_account.check(&account) {
+            Ok(()) => attempt.account = Some(account),
+            Err(wait) => attempt.account_exhausted = Some(wait),
+        }
+        Ok(attempt)
+    }
+
+    /// A password change from `session` of `user`: a token per session and per user,
+    /// back when the attempt ends unless it [failed](PasswordChangeAttempt::failed).
+    pub fn password_change(
+        &self,
+        user: Uuid,
+        session: Uuid,
+    ) -> Result<PasswordChangeAttempt<'_>, Duration> {
+        self.password_change_failures_per_session.check(&session)?;
+        if let Err(wait) = self.password_change_failures_per_user.check(&user) {
+            self.password_change_failures_per_session.refund(&session);
+            return Err(wait);
+        }
+        Ok(PasswordChangeAttempt {
+            limits: self,
+            user,
+            session,
+            failed: false,
+        })
+    }
+
     /// Forgets idle keys in every limiter.
     pub fn forget_idle(&self) {
         self.login_failures_per_account.forget_idle();
@@ -224,6 +287,86 @@ impl RateLimits {
         self.refresh_per_ip.forget_idle();
         self.password_change_failures_per_user.forget_idle();
         self.password_change_failures_per_session.forget_idle();
+    }
+}
+
+/// The tokens one login attempt took: given back when it ends, unless it failed (a wrong
+/// password, an unknown email). A right password, and an attempt the database could not
+/// answer, cost nobody's budget.
+#[must_use = "dropping the attempt gives its tokens back at once"]
+pub struct LoginAttempt<'a> {
+    limits: &'a RateLimits,
+    ip: Option<ClientNetwork>,
+    pair: Option<LimitKey>,
+    account: Option<LimitKey>,
+    account_exhausted: Option<Duration>,
+    failed: bool,
+}
+
+impl LoginAttempt<'_> {
+    /// When others' failures have spent the account's budget: how long until it has a
+    /// token again. Only a client known to the account may go on then.
+    pub fn account_exhausted(&self) -> Option<Duration> {
+        self.account_exhausted
+    }
+
+    /// Refused for the account's spent budget: not a guess (no password was looked at),
+    /// so the per-account-and-IP token comes back, but the queries it cost stay on the
+    /// IP's budget.
+    pub fn refused(mut self) {
+        self.ip = None;
+    }
+
+    /// The password was wrong or the account unknown: every token stays taken.
+    pub fn failed(mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        if self.failed {
+            return;
+        }
+        if let Some(ip) = &self.ip {
+            self.limits.login_per_ip.refund(ip);
+        }
+        if let Some(key) = &self.pair {
+            self.limits.login_failures_per_account_ip.refund(key);
+        }
+        if let Some(key) = &self.account {
+            self.limits.login_failures_per_account.refund(key);
+        }
+    }
+}
+
+/// The tokens one password change took: given back when it ends, unless the current
+/// password was wrong.
+#[must_use = "dropping the attempt gives its tokens back at once"]
+pub struct PasswordChangeAttempt<'a> {
+    limits: &'a RateLimits,
+    user: Uuid,
+    session: Uuid,
+    failed: bool,
+}
+
+impl PasswordChangeAttempt<'_> {
+    /// The current password was wrong: both tokens stay taken.
+    pub fn failed(mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for PasswordChangeAttempt<'_> {
+    fn drop(&mut self) {
+        if !self.failed {
+            self.limits
+                .password_change_failures_per_session
+                .refund(&self.session);
+            self.limits
+                .password_change_failures_per_user
+                .refund(&self.user);
+        }
     }
 }
 

@@ -237,8 +237,17 @@ fn local_candidates() -> Vec<Config> {
     vec![socket, tcp]
 }
 
+/// Prints `line` and ends the test process.
+///
+/// Straight to the standard error stream, not through `eprintln!`, which the test
+/// harness captures and would lose with the process; and once, however many tests give
+/// up at the same time: the first holds the lock until the process is gone.
 fn give_up(line: &str) -> ! {
-    eprintln!("session-testdb: {line}");
+    use std::io::Write as _;
+
+    static GIVING_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = GIVING_UP.lock();
+    let _ = writeln!(std::io::stderr().lock(), "session-testdb: {line}");
     std::process::exit(2);
 }
 

@@ -261,16 +261,15 @@ impl PostgresLiveness {
         }
     }
 
-    /// Drops what this instance remembers about `session_id`, at once.
+    /// Drops what this instance remembers about `session`, at once.
     ///
     /// For the process that revokes a session itself: the notification will evict it on
     /// every instance within milliseconds, but this one should not accept the session's
-    /// token even for those milliseconds after answering "logged out".
-    pub fn forget(&self, session_id: &str) {
+    /// token even for those milliseconds after answering "logged out". The id is the
+    /// session's UUID, as the `sessions` table and [`AuthContext::session_uuid`] hold it.
+    pub fn forget(&self, session: Uuid) {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Ok(id) = Uuid::parse_str(session_id) {
-            self.inner.cache.remove(&id);
-        }
+        self.inner.cache.remove(&session);
     }
 
     /// Cache and listener counters.
@@ -675,7 +674,7 @@ pub(crate) mod tests {
             auth.authenticate(&headers).await.is_ok(),
             "still cached as live"
         );
-        store.forget(&session.to_string());
+        store.forget(session);
         assert!(matches!(
             auth.authenticate(&headers).await,
             Err(AuthError::SessionNotLive(Liveness::Revoked))

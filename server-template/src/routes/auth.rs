@@ -5,13 +5,16 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::ApiTags;
 use super::authenticated::Authenticated;
 use super::error::ApiError;
+use super::responses::NoContent;
 use super::text::{DeviceName, Email, Password, Text};
-use super::{ApiTags, client_ip};
 use crate::AppState;
-use crate::auth::{RefreshClient, RevokeScope, TokenPair};
+use crate::accounts::{self, LoginOutcome, NewPassword, RefreshClient, RevokeScope, TokenPair};
+use crate::client_ip::ClientIp;
 use crate::device;
+use crate::error::ServiceError;
 use crate::store::sessions::{Device, RevokeReason};
 
 pub(super) struct AuthApi {
@@ -111,28 +114,28 @@ enum TokenResponse {
     Ok(Json<TokenPairBody>),
 }
 
-#[derive(ApiResponse)]
-enum NoContent {
-    /// Done.
-    #[oai(status = 204)]
-    Done,
-}
-
 #[OpenApi(tag = "ApiTags::Auth")]
 impl AuthApi {
     /// Create an account.
     #[oai(path = "/auth/register", method = "post")]
     async fn register(
         &self,
-        request: &Request,
+        ClientIp(ip): ClientIp,
         body: Json<RegisterRequest>,
     ) -> Result<RegisterResponse, ApiError> {
         let Json(body) = body;
-        let ip = client_ip(request, &self.state.config.trusted_proxies);
+        // Checked before any limit sees it: a bad email costs nothing and stores nothing.
+        let email = accounts::Email::parse(&body.email.into_inner())?;
+        self.state
+            .limits
+            .register(ip)
+            .map_err(ServiceError::RateLimited)?;
+        let password = NewPassword::parse(body.password.into_inner())?;
         let user_id = self
             .state
             .accounts
-            .register(&body.email.into_inner(), body.password.into_inner(), ip)
+            .credentials
+            .register(&email, password)
             .await?;
         Ok(RegisterResponse::Created(Json(Registered { user_id })))
     }
@@ -149,30 +152,58 @@ impl AuthApi {
     async fn login(
         &self,
         request: &Request,
+        ClientIp(ip): ClientIp,
         body: Json<LoginRequest>,
     ) -> Result<TokenResponse, ApiError> {
         let Json(body) = body;
+        // Checked before any limit sees them: bad input costs nothing and stores nothing.
+        let email = accounts::Email::parse(&body.email)?;
+        let name = body.device_name.map(Text::into_inner);
+        let name = accounts::device_name(name.as_deref())?;
         let user_agent = device::user_agent(request.headers());
         let device = Device {
             label: user_agent.as_deref().and_then(device::label),
             user_agent,
-            name: body
-                .device_name
-                .map(|name| name.into_inner().trim().to_owned())
-                .filter(|name| !name.is_empty()),
-            ip: client_ip(request, &self.state.config.trusted_proxies),
+            name,
+            ip,
         };
-        let pair = self
+        let rate_limited = |wait| {
+            LoginOutcome::RateLimited.count();
+            ServiceError::RateLimited(wait)
+        };
+        let credentials = &self.state.accounts.credentials;
+        // Each attempt takes its tokens before the password is verified, so parallel
+        // guesses cannot overshoot; they come back unless the attempt failed.
+        let attempt = self
             .state
-            .accounts
-            .login(
-                &body.email,
-                body.password,
-                device,
-                self.signed_in_as(request).await,
-            )
-            .await?;
-        Ok(TokenResponse::Ok(Json(pair.into())))
+            .limits
+            .login(email.as_str(), ip)
+            .map_err(rate_limited)?;
+        if let Some(wait) = attempt.account_exhausted() {
+            // Someone else's guesses spent the account's budget: only a client known to
+            // the account goes on, bound all the same by its own account-and-IP budget.
+            let signed_in_as = self.signed_in_as(request).await;
+            if !credentials
+                .is_known_client(&email, signed_in_as, ip)
+                .await?
+            {
+                attempt.refused();
+                return Err(rate_limited(wait).into());
+            }
+            tracing::info!(
+                ip = ?ip,
+                "account login limit reached; a known client may still sign in"
+            );
+        }
+        match credentials.login(&email, body.password, device).await {
+            Ok(pair) => Ok(TokenResponse::Ok(Json(pair.into()))),
+            Err(refusal) => {
+                if refusal.counts {
+                    attempt.failed();
+                }
+                Err(refusal.error.into())
+            }
+        }
     }
 
     /// Exchange a refresh token for a new pair. The old refresh token stops working: only
@@ -182,64 +213,93 @@ impl AuthApi {
     async fn refresh(
         &self,
         request: &Request,
+        ClientIp(ip): ClientIp,
         body: Json<RefreshRequest>,
     ) -> Result<TokenResponse, ApiError> {
+        self.state
+            .limits
+            .refresh(ip)
+            .map_err(ServiceError::RateLimited)?;
         let client = RefreshClient {
-            ip: client_ip(request, &self.state.config.trusted_proxies),
+            ip,
             user_agent: device::user_agent(request.headers()),
         };
         let pair = self
             .state
             .accounts
-            .refresh(&body.refresh_token, &client)
+            .refresh
+            .rotate(&body.refresh_token, &client)
             .await?;
         Ok(TokenResponse::Ok(Json(pair.into())))
     }
 
     /// Sign out this session.
     #[oai(path = "/auth/logout", method = "post")]
-    async fn logout(&self, request: &Request, auth: Authenticated) -> Result<NoContent, ApiError> {
+    async fn logout(
+        &self,
+        ClientIp(ip): ClientIp,
+        auth: Authenticated,
+    ) -> Result<NoContent, ApiError> {
         let scope = RevokeScope::One {
-            session: auth.session()?,
+            session: auth.session(),
             reason: RevokeReason::Logout,
         };
-        self.revoke(request, &auth, scope).await
+        self.revoke(auth, scope, ip).await
     }
 
     /// Sign out every session of this user, this one included.
     #[oai(path = "/auth/logout-all", method = "post")]
     async fn logout_all(
         &self,
-        request: &Request,
+        ClientIp(ip): ClientIp,
         auth: Authenticated,
     ) -> Result<NoContent, ApiError> {
         let scope = RevokeScope::AllBut {
             keep: None,
             reason: RevokeReason::LogoutAll,
         };
-        self.revoke(request, &auth, scope).await
+        self.revoke(auth, scope, ip).await
     }
 
     /// Change the password; every other session of this user is signed out.
     #[oai(path = "/auth/password", method = "post")]
     async fn change_password(
         &self,
-        request: &Request,
+        ClientIp(ip): ClientIp,
         auth: Authenticated,
         body: Json<PasswordChange>,
     ) -> Result<NoContent, ApiError> {
         let Json(body) = body;
-        self.state
+        // Checked before any limit sees it, as at registration.
+        let new_password = NewPassword::parse(body.new_password.into_inner())?;
+        // As for login, each attempt takes a token per session and per user before
+        // verifying and gets them back unless the current password was wrong.
+        let attempt = self
+            .state
+            .limits
+            .password_change(auth.user(), auth.session())
+            .map_err(ServiceError::RateLimited)?;
+        let changed = self
+            .state
             .accounts
+            .credentials
             .change_password(
-                auth.user()?,
-                auth.session()?,
+                auth.user(),
+                auth.session(),
                 body.current_password,
-                body.new_password.into_inner(),
-                client_ip(request, &self.state.config.trusted_proxies),
+                new_password,
+                ip,
             )
-            .await?;
-        Ok(NoContent::Done)
+            .await;
+        match changed {
+            Ok(()) => Ok(NoContent::Done),
+            Err(refusal) => {
+                if refusal.counts {
+                    attempt.failed();
+                }
+                Err(refusal.error.into())
+            }
+        }
     }
 }
 
@@ -254,20 +314,23 @@ impl AuthApi {
         {
             return None;
         }
-        let context = session_guard::poem::authenticate(&self.state.authenticator, request)
+        session_guard::poem::authenticate(&self.state.authenticator, request)
             .await
-            .ok()?;
-        Uuid::parse_str(context.user_id().as_str()).ok()
+            .ok()?
+            .user_uuid()
     }
 
     async fn revoke(
         &self,
-        request: &Request,
-        auth: &Authenticated,
+        auth: Authenticated,
         scope: RevokeScope,
+        ip: Option<std::net::IpAddr>,
     ) -> Result<NoContent, ApiError> {
-        let ip = client_ip(request, &self.state.config.trusted_proxies);
-        self.state.accounts.revoke(auth.user()?, scope, ip).await?;
+        self.state
+            .accounts
+            .sessions
+            .revoke(auth.user(), scope, ip)
+            .await?;
         Ok(NoContent::Done)
     }
 }

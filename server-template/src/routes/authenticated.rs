@@ -1,7 +1,7 @@
 //! The bearer security scheme of the API: authenticates through `session-guard`'s Poem
 //! adapter and documents itself in the OpenAPI document.
 
-use poem::{Request, RequestBody};
+use poem::{IntoResponse as _, Request, RequestBody};
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
@@ -12,31 +12,37 @@ use super::error::{ApiError, ErrorBody};
 
 const SCHEME: &str = "BearerAuth";
 
-/// The authenticated caller of a protected operation.
-#[derive(Debug, Clone)]
-pub(super) struct Authenticated(pub(super) AuthContext);
-
-impl Authenticated {
-    /// The user, as the UUID the tokens we issue carry.
-    pub(super) fn user(&self) -> Result<Uuid, ApiError> {
-        parse(self.0.user_id().as_str())
-    }
-
-    /// The session, as the UUID the tokens we issue carry.
-    pub(super) fn session(&self) -> Result<Uuid, ApiError> {
-        parse(self.0.session_id().as_str())
-    }
+/// The authenticated caller of a protected operation: its user and session, as the
+/// UUIDs `session-guard` parsed from the token.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Authenticated {
+    user: Uuid,
+    session: Uuid,
 }
 
-/// Our own tokens always carry UUIDs, and liveness already vouched for them (the store
-/// refuses anything else), so this cannot fail for a request that got this far.
-fn parse(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::Unauthorized(Json(ErrorBody::new(
-            "invalid_token",
-            "the access token is invalid, expired or revoked",
-        )))
-    })
+impl Authenticated {
+    /// The user.
+    pub(super) fn user(self) -> Uuid {
+        self.user
+    }
+
+    /// The session.
+    pub(super) fn session(self) -> Uuid {
+        self.session
+    }
+
+    /// The caller of `context`. Our own tokens always carry UUIDs, and liveness already
+    /// vouched for them (the store refuses anything else), so this refuses only what
+    /// could not have got this far.
+    fn from_context(context: &AuthContext) -> Result<Self, ApiError> {
+        match (context.user_uuid(), context.session_uuid()) {
+            (Some(user), Some(session)) => Ok(Self { user, session }),
+            _ => Err(ApiError::Unauthorized(Json(ErrorBody::new(
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+            )))),
+        }
+    }
 }
 
 impl<'a> ApiExtractor<'a> for Authenticated {
@@ -77,7 +83,8 @@ impl<'a> ApiExtractor<'a> for Authenticated {
             .data::<Authenticator>()
             .expect("the app installs the Authenticator as data");
         match session_guard::poem::authenticate(auth, request).await {
-            Ok(context) => Ok(Self(context)),
+            Ok(context) => Self::from_context(&context)
+                .map_err(|error| poem::Error::from_response(error.into_response())),
             Err(error) => {
                 metrics::counter!("session_auth_rejections_total", "reason" => error.reason())
                     .increment(1);

@@ -9,10 +9,10 @@ mod health;
 mod jwks;
 mod metrics;
 mod notes;
+mod responses;
 mod sessions;
 mod text;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use poem::http::StatusCode;
@@ -23,7 +23,6 @@ use poem_openapi::{OpenApiService, Tags};
 pub use error::ErrorBody;
 
 use crate::AppState;
-use crate::client_ip::TrustedProxies;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -78,6 +77,7 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
         .data(state.authenticator.clone())
         .data(state.metrics.clone())
         .data(state.liveness.clone())
+        .data(state.config.trusted_proxies.clone())
         .around(move |endpoint, request| limited(endpoint, request, max_body, timeout))
         .around(move |endpoint, request| {
             allow::allow_on_405(endpoint, request, Arc::clone(&allowed))
@@ -139,13 +139,4 @@ async fn limited<E: Endpoint>(
         Ok(result) => result.map(IntoResponse::into_response),
         Err(_) => Ok(timed_out()),
     }
-}
-
-/// The client's IP, believing the forwarding header only from trusted proxies.
-fn client_ip(request: &Request, proxies: &TrustedProxies) -> Option<IpAddr> {
-    let peer = request
-        .remote_addr()
-        .as_socket_addr()
-        .map(std::net::SocketAddr::ip);
-    proxies.client_ip(peer, request.headers())
 }

@@ -137,7 +137,7 @@ impl NotesApi {
             )));
         }
         let client = self.connection().await?;
-        let written = notes::insert(&client, auth.user()?, &note.title, &note.body).await?;
+        let written = notes::insert(&client, auth.user(), &note.title, &note.body).await?;
         Ok(CreatedResponse::Created(Json(written.into())))
     }
 
@@ -145,7 +145,7 @@ impl NotesApi {
     #[oai(path = "/notes", method = "get")]
     async fn list(&self, auth: Authenticated) -> Result<ListResponse, ApiError> {
         let client = self.connection().await?;
-        let found = notes::list(&client, auth.user()?).await?;
+        let found = notes::list(&client, auth.user()).await?;
         Ok(ListResponse::Ok(Json(NoteList {
             notes: found.into_iter().map(NoteBody::from).collect(),
         })))
@@ -161,7 +161,7 @@ impl NotesApi {
     ) -> Result<NoteResponse, ApiError> {
         let id = note_id(&id)?;
         let client = self.connection().await?;
-        let note = notes::by_id(&client, auth.user()?, id)
+        let note = notes::by_id(&client, auth.user(), id)
             .await?
             .ok_or_else(not_found)?;
         Ok(NoteResponse::Ok(Json(note.into())))
@@ -177,7 +177,7 @@ impl NotesApi {
     ) -> Result<DeletedResponse, ApiError> {
         let id = note_id(&id)?;
         let client = self.connection().await?;
-        if notes::delete(&client, auth.user()?, id).await? {
+        if notes::delete(&client, auth.user(), id).await? {
             Ok(DeletedResponse::Deleted)
         } else {
             Err(not_found())

@@ -2,17 +2,18 @@
 
 use std::net::IpAddr;
 
-use poem::Request;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
+use super::ApiTags;
 use super::authenticated::Authenticated;
 use super::error::ApiError;
-use super::{ApiTags, client_ip};
+use super::responses::NoContent;
 use crate::AppState;
-use crate::auth::RevokeScope;
+use crate::accounts::RevokeScope;
+use crate::client_ip::ClientIp;
 use crate::error::ServiceError;
 use crate::store::sessions::RevokeReason;
 
@@ -97,32 +98,25 @@ enum RevokedResponse {
     Ok(Json<Revoked>),
 }
 
-#[derive(ApiResponse)]
-enum NoContent {
-    /// Signed out.
-    #[oai(status = 204)]
-    Done,
-}
-
 #[OpenApi(tag = "ApiTags::Sessions")]
 impl SessionsApi {
     /// The signed-in user and session.
     #[oai(path = "/me", method = "get")]
     async fn me(&self, auth: Authenticated) -> Result<MeResponse, ApiError> {
-        let user_id = auth.user()?;
-        let email = self.state.accounts.email(user_id).await?;
+        let user_id = auth.user();
+        let email = self.state.accounts.credentials.email(user_id).await?;
         Ok(MeResponse::Ok(Json(Me {
             user_id,
             email,
-            session_id: auth.session()?,
+            session_id: auth.session(),
         })))
     }
 
     /// Every live session of the user, newest use first.
     #[oai(path = "/sessions", method = "get")]
     async fn list(&self, auth: Authenticated) -> Result<ListResponse, ApiError> {
-        let current = auth.session()?;
-        let rows = self.state.accounts.sessions(auth.user()?).await?;
+        let current = auth.session();
+        let rows = self.state.accounts.sessions.list(auth.user()).await?;
         let sessions = rows
             .into_iter()
             .map(|row| SessionBody {
@@ -144,18 +138,22 @@ impl SessionsApi {
     #[oai(path = "/sessions/:id", method = "delete")]
     async fn revoke(
         &self,
-        request: &Request,
+        ClientIp(ip): ClientIp,
         auth: Authenticated,
         /// The session to sign out.
         id: Path<String>,
     ) -> Result<NoContent, ApiError> {
+        // Any text may arrive here; one that is not a session id names no session.
         let session = Uuid::parse_str(&id).map_err(|_| ServiceError::SessionNotFound)?;
         let scope = RevokeScope::One {
             session,
             reason: RevokeReason::RevokedByUser,
         };
-        let ip = client_ip(request, &self.state.config.trusted_proxies);
-        self.state.accounts.revoke(auth.user()?, scope, ip).await?;
+        self.state
+            .accounts
+            .sessions
+            .revoke(auth.user(), scope, ip)
+            .await?;
         Ok(NoContent::Done)
     }
 
@@ -163,15 +161,19 @@ impl SessionsApi {
     #[oai(path = "/sessions/revoke-others", method = "post")]
     async fn revoke_others(
         &self,
-        request: &Request,
+        ClientIp(ip): ClientIp,
         auth: Authenticated,
     ) -> Result<RevokedResponse, ApiError> {
         let scope = RevokeScope::AllBut {
-            keep: Some(auth.session()?),
+            keep: Some(auth.session()),
             reason: RevokeReason::RevokeOthers,
         };
-        let ip = client_ip(request, &self.state.config.trusted_proxies);
-        let revoked = self.state.accounts.revoke(auth.user()?, scope, ip).await?;
+        let revoked = self
+            .state
+            .accounts
+            .sessions
+            .revoke(auth.user(), scope, ip)
+            .await?;
         Ok(RevokedResponse::Ok(Json(Revoked { revoked })))
     }
 }

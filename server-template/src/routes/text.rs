@@ -123,7 +123,7 @@ impl TextRule for DeviceName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::normalize_email;
+    use crate::accounts;
     use crate::passwords::check_policy;
 
     fn schema<R: TextRule>() -> Value {
@@ -157,12 +157,16 @@ mod tests {
             format!("{a}@{b}.{c}.{}.com", "d".repeat(last_label))
         };
         assert_eq!(address(57).chars().count(), 254);
-        assert!(normalize_email(&address(57)).is_ok());
-        assert!(normalize_email(&address(58)).is_err());
+        assert!(accounts::Email::parse(&address(57)).is_ok());
+        assert!(accounts::Email::parse(&address(58)).is_err());
 
         let device = schema::<DeviceName>();
         assert_eq!(device["maxLength"], MAX_DEVICE_NAME_CHARS);
         assert_eq!(device["pattern"], r"^[^\u0000-\u001F\u007F-\u009F]*$");
+        let longest = "x".repeat(MAX_DEVICE_NAME_CHARS);
+        assert!(accounts::device_name(Some(&longest)).is_ok());
+        assert!(accounts::device_name(Some(&format!("{longest}x"))).is_err());
+        assert!(accounts::device_name(Some("\u{7f}")).is_err());
     }
 
     #[test]

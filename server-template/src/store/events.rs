@@ -6,7 +6,7 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::sessions::interval;
+use super::sessions::{RevokeReason, interval};
 use crate::error::ServiceError;
 
 const INSERT: &str = "INSERT INTO security_events (kind, user_id, session_id, ip, detail) \
@@ -18,7 +18,8 @@ const COUNT_FOR_SESSION: &str =
 const PURGE_BATCH: &str = "DELETE FROM security_events WHERE id IN ( \
        SELECT id FROM security_events WHERE occurred_at < now() - $1::text::interval LIMIT $2)";
 
-/// What a security event records.
+/// The `kind` column: what a security event is about. The rotation function in SQL
+/// writes two more, `refresh_retried` and `refresh_reuse` (migration V3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// A login with an unknown email or a wrong password.
@@ -43,18 +44,82 @@ impl EventKind {
     }
 }
 
+/// One security event the server records: its kind with the detail that goes with it,
+/// so each kind's `detail` has one shape, written here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A login with an unknown email or a wrong password.
+    LoginFailed,
+    /// `count` sessions were revoked, for `reason`.
+    SessionsRevoked {
+        /// Why.
+        reason: RevokeReason,
+        /// How many.
+        count: u64,
+    },
+    /// The password was changed, and `revoked_sessions` other sessions revoked.
+    PasswordChanged {
+        /// How many other sessions were revoked.
+        revoked_sessions: u64,
+    },
+    /// A password change gave the wrong current password.
+    PasswordChangeFailed,
+}
+
+impl Event {
+    /// The `kind` column.
+    pub fn kind(self) -> EventKind {
+        match self {
+            Self::LoginFailed => EventKind::LoginFailed,
+            Self::SessionsRevoked { .. } => EventKind::SessionsRevoked,
+            Self::PasswordChanged { .. } => EventKind::PasswordChanged,
+            Self::PasswordChangeFailed => EventKind::PasswordChangeFailed,
+        }
+    }
+
+    /// The `detail` column.
+    fn detail(self) -> serde_json::Value {
+        match self {
+            Self::LoginFailed | Self::PasswordChangeFailed => serde_json::json!({}),
+            Self::SessionsRevoked { reason, count } => {
+                serde_json::json!({ "reason": reason.as_str(), "count": count })
+            }
+            Self::PasswordChanged { revoked_sessions } => {
+                serde_json::json!({ "revoked_sessions": revoked_sessions })
+            }
+        }
+    }
+}
+
+/// Whom and where an event concerns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject {
+    /// The user, when known.
+    pub user: Option<Uuid>,
+    /// The session, when one is concerned.
+    pub session: Option<Uuid>,
+    /// The client IP.
+    pub ip: Option<IpAddr>,
+}
+
 /// Records an event.
 pub async fn record(
     client: &impl GenericClient,
-    kind: EventKind,
-    user: Option<Uuid>,
-    session: Option<Uuid>,
-    ip: Option<IpAddr>,
-    detail: serde_json::Value,
+    event: Event,
+    subject: Subject,
 ) -> Result<(), ServiceError> {
     let statement = client.prepare_cached(INSERT).await?;
     client
-        .execute(&statement, &[&kind.as_str(), &user, &session, &ip, &detail])
+        .execute(
+            &statement,
+            &[
+                &event.kind().as_str(),
+                &subject.user,
+                &subject.session,
+                &subject.ip,
+                &event.detail(),
+            ],
+        )
         .await?;
     Ok(())
 }
@@ -83,4 +148,35 @@ pub async fn purge_batch(
     Ok(client
         .execute(&statement, &[&interval(retention), &batch])
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_has_its_kind_and_the_detail_of_that_kind() {
+        let revoked = Event::SessionsRevoked {
+            reason: RevokeReason::RevokeOthers,
+            count: 2,
+        };
+        assert_eq!(revoked.kind(), EventKind::SessionsRevoked);
+        assert_eq!(
+            revoked.detail(),
+            serde_json::json!({ "reason": "revoke_others", "count": 2 })
+        );
+        let changed = Event::PasswordChanged {
+            revoked_sessions: 3,
+        };
+        assert_eq!(changed.kind().as_str(), "password_changed");
+        assert_eq!(
+            changed.detail(),
+            serde_json::json!({ "revoked_sessions": 3 })
+        );
+        assert_eq!(Event::LoginFailed.detail(), serde_json::json!({}));
+        assert_eq!(
+            Event::PasswordChangeFailed.kind().as_str(),
+            "password_change_failed"
+        );
+    }
 }

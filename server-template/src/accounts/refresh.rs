@@ -1,0 +1,171 @@
+//! Refresh-token rotation, and the check of tokens older than the previous one.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use super::{AccountPolicy, Revocations, TokenPair, Tokens};
+use crate::error::ServiceError;
+use crate::refresh_token::{Ancestry, PresentedToken};
+use crate::store::refresh::{self, Outcome, RotateRequest, Rotation};
+use crate::store::sessions::RevokeReason;
+
+/// Who is refreshing: the previous token may be retried only by the client that rotated
+/// it.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshClient {
+    /// The client IP.
+    pub ip: Option<IpAddr>,
+    /// The request's user agent, as stored for devices.
+    pub user_agent: Option<String>,
+}
+
+/// What a refresh came to, as `session_refreshes_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// The token did not parse; the database was not asked.
+    Malformed,
+    /// What the rotation found (a stale token resolved to reused or unknown).
+    Rotation(Outcome),
+}
+
+impl Counted {
+    fn count(self) {
+        let outcome = match self {
+            Self::Malformed => "malformed",
+            Self::Rotation(outcome) => outcome.as_str(),
+        };
+        metrics::counter!("session_refreshes_total", "outcome" => outcome).increment(1);
+    }
+}
+
+/// Rotates refresh tokens.
+#[derive(Clone)]
+pub struct Refresh {
+    pool: Pool,
+    tokens: Tokens,
+    revocations: Revocations,
+    policy: AccountPolicy,
+}
+
+impl Refresh {
+    /// Rotation over `pool`'s sessions, under `policy`'s idle timeout and retry rule.
+    pub fn new(
+        pool: Pool,
+        tokens: Tokens,
+        revocations: Revocations,
+        policy: AccountPolicy,
+    ) -> Self {
+        Self {
+            pool,
+            tokens,
+            revocations,
+            policy,
+        }
+    }
+
+    /// Rotates a refresh token. `client` is the caller as the retry rule sees it.
+    pub async fn rotate(
+        &self,
+        token: &str,
+        client: &RefreshClient,
+    ) -> Result<TokenPair, ServiceError> {
+        let Some(presented) = PresentedToken::parse(token) else {
+            Counted::Malformed.count();
+            return Err(ServiceError::InvalidRefreshToken);
+        };
+        let key = self.tokens.refresh_key();
+        let hash = key.hash(presented.secret());
+        let next_hash = key.hash(&key.successor(presented.secret()));
+        let fingerprint = key.client_fingerprint(client.ip, client.user_agent.as_deref());
+        let connection = self.pool.get().await?;
+        let rotation = refresh::rotate(
+            &connection,
+            &RotateRequest {
+                session: presented.session(),
+                generation: presented.generation(),
+                hash: &hash,
+                next_hash: &next_hash,
+                client: &fingerprint,
+                grace: self.policy.refresh_grace,
+                idle: self.policy.idle_timeout,
+                max_retries: self.policy.refresh_max_retries,
+                ip: client.ip,
+            },
+        )
+        .await?;
+        let outcome = match rotation.outcome {
+            Outcome::Stale => {
+                self.check_stale(&connection, &presented, &rotation, client.ip)
+                    .await?
+            }
+            outcome => outcome,
+        };
+        Counted::Rotation(outcome).count();
+        match (
+            outcome,
+            rotation.user,
+            rotation.session,
+            rotation.refresh_expires_at,
+        ) {
+            (Outcome::Rotated | Outcome::Retried, Some(user), Some(session), Some(expires)) => {
+                if outcome == Outcome::Retried {
+                    tracing::info!(user_id = %user, session_id = %session, ip = ?client.ip, "refresh retried");
+                }
+                self.tokens
+                    .pair(user, session, key.next(&presented, session), expires)
+            }
+            (Outcome::Reused, user, session, _) => {
+                // The rotation function (or `check_stale`) revoked it and committed.
+                self.revocations
+                    .committed(session.as_slice(), RevokeReason::RefreshReuse);
+                tracing::warn!(
+                    user_id = ?user,
+                    session_id = ?session,
+                    ip = ?client.ip,
+                    "refresh token reuse: session revoked"
+                );
+                Err(ServiceError::InvalidRefreshToken)
+            }
+            _ => Err(ServiceError::InvalidRefreshToken),
+        }
+    }
+
+    /// A token older than the previous generation: reuse when it walks forward to the
+    /// session's current secret (the session is revoked then), unknown otherwise. The
+    /// walk is bounded and runs off the async threads.
+    async fn check_stale(
+        &self,
+        connection: &impl deadpool_postgres::GenericClient,
+        presented: &PresentedToken,
+        rotation: &Rotation,
+        ip: Option<IpAddr>,
+    ) -> Result<Outcome, ServiceError> {
+        let (Some(session), Some(current), Some(current_hash)) = (
+            rotation.session,
+            rotation.generation,
+            rotation.current_hash.clone(),
+        ) else {
+            return Ok(Outcome::Unknown);
+        };
+        let steps = current.saturating_sub(presented.generation());
+        let key = Arc::clone(self.tokens.refresh_key());
+        let secret = presented.secret().clone();
+        let ancestry =
+            tokio::task::spawn_blocking(move || key.ancestry(&secret, steps, &current_hash))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("chain walk failed: {e}")))?;
+        match ancestry {
+            Ancestry::Genuine => {
+                refresh::revoke_reused(connection, session, presented.generation(), ip).await?;
+                Ok(Outcome::Reused)
+            }
+            Ancestry::Forged => Ok(Outcome::Unknown),
+            Ancestry::TooOld => {
+                tracing::info!(session_id = %session, steps, "refresh token too old to check");
+                Ok(Outcome::Unknown)
+            }
+        }
+    }
+}

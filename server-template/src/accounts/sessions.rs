@@ -1,0 +1,93 @@
+//! A user's sessions: list them, revoke them.
+
+use std::net::IpAddr;
+
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use super::Revocations;
+use crate::error::ServiceError;
+use crate::store::events::{self, Event, Subject};
+use crate::store::sessions::{self, Revocation, RevokeReason, SessionRow};
+
+/// Which sessions to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum RevokeScope {
+    /// One session, for this reason.
+    One {
+        /// The session.
+        session: Uuid,
+        /// Why ([`RevokeReason::Logout`], [`RevokeReason::RevokedByUser`]).
+        reason: RevokeReason,
+    },
+    /// Every live session but `keep` (all when `None`).
+    AllBut {
+        /// The session to keep.
+        keep: Option<Uuid>,
+        /// Why ([`RevokeReason::LogoutAll`], [`RevokeReason::RevokeOthers`]).
+        reason: RevokeReason,
+    },
+}
+
+/// Lists and revokes the sessions of a user.
+#[derive(Clone)]
+pub struct Sessions {
+    pool: Pool,
+    revocations: Revocations,
+}
+
+impl Sessions {
+    /// Sessions in `pool`'s database.
+    pub fn new(pool: Pool, revocations: Revocations) -> Self {
+        Self { pool, revocations }
+    }
+
+    /// The user's live sessions, newest use first.
+    pub async fn list(&self, user: Uuid) -> Result<Vec<SessionRow>, ServiceError> {
+        let client = self.pool.get().await?;
+        sessions::list_live(&client, user).await
+    }
+
+    /// Revokes one session of `user`, or every other one, or all of them; returns how
+    /// many were live and are now revoked.
+    pub async fn revoke(
+        &self,
+        user: Uuid,
+        scope: RevokeScope,
+        ip: Option<IpAddr>,
+    ) -> Result<u64, ServiceError> {
+        let client = self.pool.get().await?;
+        let (revoked, reason, session) = match scope {
+            RevokeScope::One { session, reason } => {
+                match sessions::revoke_one(&client, user, session, reason).await? {
+                    Revocation::Revoked => (vec![session], reason, Some(session)),
+                    // Nothing changed, so nothing is recorded.
+                    Revocation::AlreadyEnded => return Ok(0),
+                    Revocation::NotFound => return Err(ServiceError::SessionNotFound),
+                }
+            }
+            RevokeScope::AllBut { keep, reason } => (
+                sessions::revoke_all_but(&client, user, keep, reason).await?,
+                reason,
+                keep,
+            ),
+        };
+        let count = revoked.len() as u64;
+        if count == 0 {
+            return Ok(0);
+        }
+        self.revocations.committed(&revoked, reason);
+        tracing::info!(user_id = %user, count, reason = reason.as_str(), "sessions revoked");
+        events::record(
+            &client,
+            Event::SessionsRevoked { reason, count },
+            Subject {
+                user: Some(user),
+                session,
+                ip,
+            },
+        )
+        .await?;
+        Ok(count)
+    }
+}

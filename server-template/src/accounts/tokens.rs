@@ -1,0 +1,73 @@
+//! The token pair a login or a refresh hands the client.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use crate::access_token::AccessTokenIssuer;
+use crate::error::ServiceError;
+use crate::refresh_token::{RefreshKey, RefreshToken};
+
+/// What a login or a refresh hands the client.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    /// The signed access token.
+    pub access_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The refresh token (secret).
+    pub refresh_token: RefreshToken,
+    /// Seconds until the refresh token stops working unless used.
+    pub refresh_expires_in: u64,
+    /// The session both belong to.
+    pub session_id: Uuid,
+}
+
+/// Signs access tokens and keys refresh tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    access: AccessTokenIssuer,
+    refresh_key: Arc<RefreshKey>,
+}
+
+impl Tokens {
+    /// Access tokens from `access`; refresh-token hashes and successors keyed by
+    /// `refresh_key`.
+    pub fn new(access: AccessTokenIssuer, refresh_key: Arc<RefreshKey>) -> Self {
+        Self {
+            access,
+            refresh_key,
+        }
+    }
+
+    /// The key of refresh-token hashes, successors and client fingerprints.
+    pub fn refresh_key(&self) -> &Arc<RefreshKey> {
+        &self.refresh_key
+    }
+
+    /// A new access token for the session, with `refresh_token`, which stops working at
+    /// `refresh_expires_at` unless used.
+    pub fn pair(
+        &self,
+        user: Uuid,
+        session: Uuid,
+        refresh_token: RefreshToken,
+        refresh_expires_at: SystemTime,
+    ) -> Result<TokenPair, ServiceError> {
+        let access_token = self
+            .access
+            .issue(user, session)
+            .map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
+        Ok(TokenPair {
+            access_token,
+            expires_in: self.access.ttl().as_secs(),
+            refresh_token,
+            refresh_expires_in: refresh_expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .as_secs(),
+            session_id: session,
+        })
+    }
+}
