@@ -1,8 +1,8 @@
 //! The example resource's store against a real PostgreSQL: the application's migrations
 //! apply on top of Session Guard's schema, and every query keeps to its user's rows.
 
-use session_server::app_schema;
-use session_server::store::{notes, users};
+use crate::app::app_schema;
+use crate::app::store::{notes, users};
 use session_testdb::TestDb;
 use uuid::Uuid;
 

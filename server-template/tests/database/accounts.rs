@@ -5,11 +5,11 @@
 
 use std::net::IpAddr;
 
-use session_server::accounts::{Email, NewPassword, RefreshClient, RevokeScope, TokenPair};
-use session_server::config::Config;
-use session_server::error::ServiceError;
-use session_server::store::sessions::{Device, RevokeReason};
-use session_server::{AppState, prepare};
+use crate::app::accounts::{Email, NewPassword, RefreshClient, RevokeScope, TokenPair};
+use crate::app::config::Config;
+use crate::app::error::ServiceError;
+use crate::app::store::sessions::{Device, RevokeReason};
+use crate::app::{AppState, prepare};
 use session_testdb::TestDb;
 use uuid::Uuid;
 
