@@ -9,10 +9,23 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use aws_lc_rs::signature::Ed25519KeyPair;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::config::{Config, Environment};
+
+/// Characters of a base64url Ed25519 signature (64 bytes).
+const SIGNATURE_CHARS: usize = 86;
+
+/// The header of every token `kid` signs.
+fn header_for(kid: &str) -> Header {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    header
+}
 
 /// The file name of the generated development key inside `DEV_KEYS_DIR`.
 const DEV_KEY_FILE: &str = "ed25519-dev.pem";
@@ -44,7 +57,12 @@ pub enum KeyError {
 /// One key: its id, its private half for signing and its public half as a JWK.
 pub struct SigningKey {
     kid: String,
-    encoding: EncodingKey,
+    /// The private key, parsed once: `jsonwebtoken::encode` parses the PKCS#8 document on
+    /// every call, which for Ed25519 derives the public key (a scalar multiplication as
+    /// costly as the signature itself), and every login and refresh signs a token.
+    pair: Ed25519KeyPair,
+    /// The token header (`alg`, `typ`, this `kid`), base64url-encoded once.
+    encoded_header: String,
     public: Jwk,
 }
 
@@ -72,12 +90,18 @@ impl SigningKey {
             .map_err(|e| invalid(e.to_string()))?;
         public.common.key_id = Some(kid.clone());
         public.common.public_key_use = Some(PublicKeyUse::Signature);
+        let pair = Ed25519KeyPair::from_pkcs8(encoding.as_bytes())
+            .map_err(|e| invalid(format!("unusable Ed25519 key: {e}")))?;
+        let encoded_header = serde_json::to_vec(&header_for(&kid))
+            .map(|json| URL_SAFE_NO_PAD.encode(json))
+            .map_err(|e| invalid(e.to_string()))?;
         let key = Self {
             kid,
-            encoding,
+            pair,
+            encoded_header,
             public,
         };
-        key.self_check().map_err(invalid)?;
+        key.self_check(&encoding).map_err(invalid)?;
         Ok(key)
     }
 
@@ -91,23 +115,37 @@ impl SigningKey {
         &self.public
     }
 
-    /// Signs `claims` into a JWT whose header names this key.
+    /// Signs `claims` into a JWT (JWS compact serialisation) whose header names this key:
+    /// byte for byte what `jsonwebtoken::encode` writes, without parsing the key again.
     pub fn sign<T: serde::Serialize>(
         &self,
         claims: &T,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
+        let claims = serde_json::to_vec(claims)?;
+        let mut token = String::with_capacity(
+            self.encoded_header.len() + 2 + (claims.len() * 4).div_ceil(3) + SIGNATURE_CHARS,
+        );
+        token.push_str(&self.encoded_header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = self.pair.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
 
-    /// Signs a throwaway token and verifies it with the public half.
-    fn self_check(&self) -> Result<(), String> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
+    /// Signs a throwaway token, checks that `jsonwebtoken` signs it identically with the
+    /// key as it was read, and verifies it with the public half.
+    fn self_check(&self, encoding: &EncodingKey) -> Result<(), String> {
         let claims = serde_json::json!({ "sub": "self-check", "exp": u64::MAX / 2 });
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+        let token = self
+            .sign(&claims)
             .map_err(|e| format!("cannot sign: {e}"))?;
+        let reference = jsonwebtoken::encode(&header_for(&self.kid), &claims, encoding)
+            .map_err(|e| format!("cannot sign: {e}"))?;
+        if token != reference {
+            return Err("the parsed key signs differently from the key as read".to_owned());
+        }
         let decoding = DecodingKey::from_jwk(&self.public).map_err(|e| e.to_string())?;
         jsonwebtoken::decode::<serde_json::Value>(
             &token,
@@ -234,6 +272,34 @@ mod tests {
         }
         // The kid is the RFC 7638 thumbprint: 32 bytes of SHA-256, base64url.
         assert_eq!(first.signing().kid().len(), 43);
+    }
+
+    #[test]
+    fn tokens_are_what_jsonwebtoken_signs_and_verify_with_the_published_key() {
+        session_guard::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load(&dev_config(dir.path())).expect("generates");
+        let key = ring.signing();
+        let pem = fs::read(dir.path().join(DEV_KEY_FILE)).unwrap();
+        let encoding = EncodingKey::from_ed_pem(&pem).unwrap();
+        for claims in [
+            serde_json::json!({"sub": "a", "exp": 4_102_444_800_u64}),
+            serde_json::json!({"sub": "ü ✓", "sid": "x".repeat(500), "exp": 4_102_444_800_u64}),
+        ] {
+            let token = key.sign(&claims).unwrap();
+            let reference =
+                jsonwebtoken::encode(&header_for(key.kid()), &claims, &encoding).unwrap();
+            assert_eq!(token, reference);
+            let decoding = DecodingKey::from_jwk(key.public_jwk()).unwrap();
+            let decoded = jsonwebtoken::decode::<serde_json::Value>(
+                &token,
+                &decoding,
+                &Validation::new(Algorithm::EdDSA),
+            )
+            .unwrap();
+            assert_eq!(decoded.claims, claims);
+            assert_eq!(decoded.header.kid.as_deref(), Some(key.kid()));
+        }
     }
 
     #[test]
