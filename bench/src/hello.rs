@@ -135,7 +135,10 @@ pub(crate) async fn serve(args: &Args) -> Result<()> {
         Mode::EdDsa => app.layer(guard(tokens::eddsa_verifier()?, database).await?),
         Mode::Jwks => {
             let keys = RemoteJwks::new(args.required("jwks-url")?)?;
-            let verifier = TokenVerifier::new(keys, SERVER_ISSUER, SERVER_ISSUER);
+            let verifier = TokenVerifier::builder(keys)
+                .issuer(SERVER_ISSUER)
+                .audience(SERVER_ISSUER)
+                .build();
             app.layer(guard(verifier, database).await?)
         }
         Mode::Naive => app.layer(axum::middleware::from_fn_with_state(

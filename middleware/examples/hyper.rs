@@ -34,7 +34,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     session_guard::install_crypto_provider();
 
     let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
-    let verifier = TokenVerifier::new(keys, "session-server", "session-server");
+    let verifier = TokenVerifier::builder(keys)
+        .issuer("session-server")
+        .audience("session-server")
+        .build();
     let database = "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;
     let service = ServiceBuilder::new()

@@ -17,7 +17,7 @@
 //!
 //! # tokio_test_runtime(async {
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
-//! let verifier = TokenVerifier::new(keys, "https://auth.example.com", "api");
+//! let verifier = TokenVerifier::builder(keys).issuer("https://auth.example.com").audience("api").build();
 //! let auth = Authenticator::new(verifier, InMemoryLiveness::new());
 //!
 //! let service = ServiceBuilder::new()

@@ -23,7 +23,7 @@
 //!     TokenVerifier, VerificationKey};
 //!
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
-//! let verifier = TokenVerifier::new(keys, "https://auth.example.com", "api");
+//! let verifier = TokenVerifier::builder(keys).issuer("https://auth.example.com").audience("api").build();
 //! let layer = SessionGuardLayer::new(Authenticator::new(verifier, InMemoryLiveness::new()));
 //! // `ServiceBuilder::new().layer(layer).service(your_service)`, or `router.layer(layer)`.
 //! # let _ = layer;
@@ -74,4 +74,6 @@ pub use liveness::postgres::{
 };
 pub use liveness::{InMemoryLiveness, Liveness, LivenessCheck, LivenessError};
 pub use token_cache::DEFAULT_TOKEN_CACHE_CAPACITY;
-pub use verify::{DEFAULT_LEEWAY, KeySource, MAX_TOKEN_BYTES, TokenError, TokenVerifier};
+pub use verify::{
+    DEFAULT_LEEWAY, KeySource, MAX_TOKEN_BYTES, TokenError, TokenVerifier, TokenVerifierBuilder,
+};

@@ -16,7 +16,7 @@
 //!
 //! # session_guard::install_crypto_provider();
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
-//! let auth = Authenticator::new(TokenVerifier::new(keys, "iss", "aud"), InMemoryLiveness::new());
+//! let auth = Authenticator::new(TokenVerifier::builder(keys).issuer("iss").audience("aud").build(), InMemoryLiveness::new());
 //! let app = Route::new().at("/me", get(me)).with(SessionGuardMiddleware::new(auth));
 //! # let _ = app;
 //! ```

@@ -133,7 +133,10 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         .with_pool(pool.clone())
         .with_query_timeout(config.database_timeout)
         .start()?;
-    let verifier = TokenVerifier::new(keys.verification_keys(), &config.issuer, &config.audience);
+    let verifier = TokenVerifier::builder(keys.verification_keys())
+        .issuer(&config.issuer)
+        .audience(&config.audience)
+        .build();
     let authenticator = Authenticator::new(verifier, liveness.clone());
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let accounts = Accounts::new(
