@@ -120,6 +120,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // Answered from memory, the request goes on without a boxed future; otherwise
+        // `authenticate` (which would try memory first too) runs in one.
         match self
             .auth
             .authenticate_cached(RequestHead::new(request.uri(), request.headers()))

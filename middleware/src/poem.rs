@@ -91,11 +91,8 @@ pub async fn authenticate(
     auth: &Authenticator,
     request: &Request,
 ) -> Result<AuthContext, AuthError> {
-    let head = RequestHead::new(request.uri(), request.headers());
-    match auth.authenticate_cached(head) {
-        Some(outcome) => outcome,
-        None => auth.authenticate(head).await,
-    }
+    auth.authenticate(RequestHead::new(request.uri(), request.headers()))
+        .await
 }
 
 /// The refusal as a Poem response.
