@@ -66,7 +66,7 @@ async fn a_service_knowing_only_the_server_url_verifies_and_honours_revocation()
             .issuer("session-server")
             .audience("session-server")
             .build();
-    let store = PostgresLiveness::builder(db.config().clone())
+    let store = PostgresLiveness::builder(db.config().clone().into())
         .start()
         .unwrap();
     let app = Router::new()

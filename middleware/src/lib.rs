@@ -51,6 +51,8 @@ mod layer;
 mod liveness;
 #[cfg(feature = "poem")]
 pub mod poem;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(test)]
 mod test_tokens;
 mod token_cache;
@@ -69,7 +71,7 @@ pub use keys::{Algorithm, KeyError, KeySet, MIN_HMAC_SECRET_BYTES, VerificationK
 pub use layer::{SessionGuard, SessionGuardLayer};
 #[cfg(feature = "postgres")]
 pub use liveness::postgres::{
-    DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, LivenessStats, PostgresLiveness,
+    DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, LivenessStats, NotReady, PostgresLiveness,
     PostgresLivenessBuilder,
 };
 pub use liveness::{InMemoryLiveness, Liveness, LivenessCheck, LivenessError};

@@ -51,6 +51,9 @@ pub enum StartupError {
     /// The liveness store could not be started.
     #[error(transparent)]
     Liveness(#[from] session_guard::LivenessError),
+    /// The liveness store cannot work on this database.
+    #[error(transparent)]
+    LivenessNotReady(#[from] session_guard::NotReady),
     /// Binding or serving failed.
     #[error("HTTP server on {addr}: {source}")]
     Serve {
@@ -133,6 +136,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         .with_pool(pool.clone())
         .with_query_timeout(config.database_timeout)
         .start()?;
+    liveness.ready().await?;
     let verifier = TokenVerifier::builder(keys.verification_keys())
         .issuer(&config.issuer)
         .audience(&config.audience)
