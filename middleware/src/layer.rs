@@ -149,6 +149,14 @@ where
     }
 }
 
+/// A guarded tonic service keeps its service name, so it goes on a server beside
+/// services that are not guarded: `Server::builder().add_service(SessionGuard::new(svc,
+/// auth))`.
+#[cfg(feature = "tonic")]
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SessionGuard<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
