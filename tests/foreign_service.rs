@@ -61,12 +61,12 @@ async fn a_service_knowing_only_the_server_url_verifies_and_honours_revocation()
     .unwrap();
 
     // The foreign service: nothing shared with the server but its URL and the database.
-    let verifier = TokenVerifier::new(
-        RemoteJwks::new(server.url("/.well-known/jwks.json")).unwrap(),
-        "session-server",
-        "session-server",
-    );
-    let store = PostgresLiveness::builder(db.config().clone())
+    let verifier =
+        TokenVerifier::builder(RemoteJwks::new(server.url("/.well-known/jwks.json")).unwrap())
+            .issuer("session-server")
+            .audience("session-server")
+            .build();
+    let store = PostgresLiveness::builder(db.config().clone().into())
         .start()
         .unwrap();
     let app = Router::new()

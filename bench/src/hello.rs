@@ -123,7 +123,8 @@ impl HelloService {
 pub(crate) async fn serve(args: &Args) -> Result<()> {
     session_guard::install_crypto_provider();
     let mode = Mode::parse(args.required("mode")?)?;
-    let database: tokio_postgres::Config = args.required("database-url")?.parse()?;
+    let database: session_guard::postgres::DatabaseConfig =
+        args.required("database-url")?.parse()?;
     let lifetime = Duration::from_secs(args.number("max-seconds", 3_600)?);
     let app = Router::new().route(PATH, get(hello));
     let app = match mode {
@@ -135,11 +136,14 @@ pub(crate) async fn serve(args: &Args) -> Result<()> {
         Mode::EdDsa => app.layer(guard(tokens::eddsa_verifier()?, database).await?),
         Mode::Jwks => {
             let keys = RemoteJwks::new(args.required("jwks-url")?)?;
-            let verifier = TokenVerifier::new(keys, SERVER_ISSUER, SERVER_ISSUER);
+            let verifier = TokenVerifier::builder(keys)
+                .issuer(SERVER_ISSUER)
+                .audience(SERVER_ISSUER)
+                .build();
             app.layer(guard(verifier, database).await?)
         }
         Mode::Naive => app.layer(axum::middleware::from_fn_with_state(
-            NaiveGuard::new(database)?,
+            NaiveGuard::new(database.settings().clone())?,
             naive::guard,
         )),
     };
@@ -160,7 +164,7 @@ pub(crate) async fn serve(args: &Args) -> Result<()> {
 /// untouched, once its revocation listener is connected.
 pub(crate) async fn guard(
     verifier: TokenVerifier,
-    database: tokio_postgres::Config,
+    database: session_guard::postgres::DatabaseConfig,
 ) -> Result<SessionGuardLayer> {
     let liveness = PostgresLiveness::builder(database).start()?;
     wait_for_listener(&liveness).await?;

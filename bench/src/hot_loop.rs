@@ -51,7 +51,8 @@ fn answer(_request: Request<Empty<Bytes>>) -> Ready<Result<Response<Empty<Bytes>
 /// `profiled <n> requests in <nanoseconds> ns` (the time inside the loop only).
 pub(crate) async fn run(args: &Args) -> Result<()> {
     session_guard::install_crypto_provider();
-    let database: tokio_postgres::Config = args.required("database-url")?.parse()?;
+    let database: session_guard::postgres::DatabaseConfig =
+        args.required("database-url")?.parse()?;
     let iterations: usize = args.number("iterations", 50_000)?;
     let guarded_variant = match args.required("loop")? {
         "guarded" => true,

@@ -247,7 +247,8 @@ fn record(filled: &Filled, sessions_only: &Filled) -> Round {
 /// `fill-memory`: the child side. Prints `filled <json>` and exits.
 pub(crate) async fn fill(args: &Args) -> Result<()> {
     session_guard::install_crypto_provider();
-    let database: tokio_postgres::Config = args.required("database-url")?.parse()?;
+    let database: session_guard::postgres::DatabaseConfig =
+        args.required("database-url")?.parse()?;
     let limit = Duration::from_secs(args.number("max-seconds", FILL_LIMIT.as_secs())?);
     let secret = tokens::random_secret()?;
     let liveness = PostgresLiveness::builder(database)

@@ -82,13 +82,19 @@ impl Signer {
 /// A verifier that trusts the EdDSA test key.
 pub(crate) fn eddsa_verifier() -> Result<TokenVerifier> {
     let key = VerificationKey::from_pem(ED25519_KID, Algorithm::EdDSA, ED25519_PUBLIC_PEM)?;
-    Ok(TokenVerifier::new(KeySet::new([key]), ISSUER, ISSUER))
+    Ok(TokenVerifier::builder(KeySet::new([key]))
+        .issuer(ISSUER)
+        .audience(ISSUER)
+        .build())
 }
 
 /// A verifier that trusts the HS256 `secret`.
 pub(crate) fn hs256_verifier(secret: &[u8]) -> Result<TokenVerifier> {
     let key = VerificationKey::hmac(HS256_KID, secret)?;
-    Ok(TokenVerifier::new(KeySet::new([key]), ISSUER, ISSUER))
+    Ok(TokenVerifier::builder(KeySet::new([key]))
+        .issuer(ISSUER)
+        .audience(ISSUER)
+        .build())
 }
 
 /// Reads an HS256 secret written by [`write_secret`].

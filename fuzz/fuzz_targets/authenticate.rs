@@ -67,11 +67,11 @@ fn fixture() -> &'static Fixture {
                 .build()
                 .expect("a current-thread runtime"),
             authenticator: Authenticator::new(
-                TokenVerifier::new(key_set(), ISSUER, AUDIENCE),
+                TokenVerifier::builder(key_set()).issuer(ISSUER).audience(AUDIENCE).build(),
                 liveness,
             )
             .with_token_cache_capacity(4096),
-            verifier: TokenVerifier::new(key_set(), ISSUER, AUDIENCE),
+            verifier: TokenVerifier::builder(key_set()).issuer(ISSUER).audience(AUDIENCE).build(),
             hs_signing: EncodingKey::from_secret(HMAC_SECRET),
             ed_signing: EncodingKey::from_ed_pem(ED_PRIVATE).expect("the test key"),
         }

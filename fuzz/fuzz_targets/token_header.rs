@@ -30,7 +30,7 @@ fn fixture() -> &'static Fixture {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("a current-thread runtime"),
-            keyless: TokenVerifier::new(KeySet::default(), "issuer", "audience"),
+            keyless: TokenVerifier::builder(KeySet::default()).issuer("issuer").audience("audience").build(),
         }
     })
 }

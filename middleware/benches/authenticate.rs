@@ -41,7 +41,10 @@ fn main() {
         VerificationKey::from_pem("ed", Algorithm::EdDSA, ED_PUBLIC).unwrap(),
         VerificationKey::hmac("hs", SECRET).unwrap(),
     ]);
-    let verifier = TokenVerifier::new(keys, "iss", "aud");
+    let verifier = TokenVerifier::builder(keys)
+        .issuer("iss")
+        .audience("aud")
+        .build();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

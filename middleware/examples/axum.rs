@@ -1,6 +1,7 @@
-//! An axum service whose every route needs a live session.
+//! An axum service: `/hello` needs a live session, `/health` does not.
 //!
-//! Keys come from the Session Server's JWKS; liveness from its PostgreSQL.
+//! Keys come from the Session Server's JWKS URL; liveness from its PostgreSQL (the same
+//! database the server uses, `DATABASE_URL`).
 //!
 //! ```sh
 //! cargo run -p session-server &                       # the issuer, on :8080
@@ -10,6 +11,7 @@
 
 use axum::Router;
 use axum::routing::get;
+use session_guard::postgres::DatabaseConfig;
 use session_guard::{
     AuthContext, Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier,
 };
@@ -23,12 +25,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     session_guard::install_crypto_provider();
 
     let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
-    let verifier = TokenVerifier::new(keys, "session-server", "session-server");
-    let database = "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".parse()?;
+    let verifier = TokenVerifier::builder(keys)
+        .issuer("session-server")
+        .audience("session-server")
+        .build();
+    let database: DatabaseConfig = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".into())
+        .parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;
+    // Wrong database, no schema, PostgreSQL down: say so now, not as 503s later.
+    liveness.ready().await?;
     let guard = SessionGuardLayer::new(Authenticator::new(verifier, liveness));
 
-    let app = Router::new().route("/hello", get(hello)).layer(guard);
+    let protected = Router::new().route("/hello", get(hello)).layer(guard);
+    let app = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .merge(protected);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

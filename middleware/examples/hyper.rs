@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use session_guard::postgres::DatabaseConfig;
 use session_guard::{
     AuthContext, Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier,
 };
@@ -34,9 +35,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     session_guard::install_crypto_provider();
 
     let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
-    let verifier = TokenVerifier::new(keys, "session-server", "session-server");
-    let database = "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".parse()?;
+    let verifier = TokenVerifier::builder(keys)
+        .issuer("session-server")
+        .audience("session-server")
+        .build();
+    let database: DatabaseConfig = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".into())
+        .parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;
+    liveness.ready().await?;
     let service = ServiceBuilder::new()
         .layer(SessionGuardLayer::new(Authenticator::new(
             verifier, liveness,

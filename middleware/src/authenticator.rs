@@ -80,9 +80,24 @@ impl Authenticator {
 
     /// Authenticates a request by its headers, or by a [`RequestHead`] (headers and URI,
     /// which a cookie source needs to check an `Origin` over HTTP/2).
+    ///
+    /// From memory when the token was verified before and the store knows the session
+    /// ([`authenticate_cached`](Self::authenticate_cached)), else in full: verifying the
+    /// token and asking the store.
     pub async fn authenticate<'r>(
         &self,
         request: impl Into<RequestHead<'r>>,
+    ) -> Result<AuthContext, AuthError> {
+        let request = request.into();
+        match self.authenticate_cached(request) {
+            Some(outcome) => outcome,
+            None => self.authenticate_in_full(request).await,
+        }
+    }
+
+    async fn authenticate_in_full(
+        &self,
+        request: RequestHead<'_>,
     ) -> Result<AuthContext, AuthError> {
         let token = self.source.extract(request)?;
         let context = if let Some(context) = self.tokens.get(token.as_bytes()) {
@@ -108,8 +123,8 @@ impl Authenticator {
 
     /// The answer when it is known without awaiting anything: the token was verified
     /// before and the store has the session in memory. `None` means "call
-    /// [`authenticate`](Self::authenticate)". Lets adapters skip boxing a future on the
-    /// hot path.
+    /// [`authenticate`](Self::authenticate)", which tries this first. Lets an adapter skip
+    /// boxing a future on the hot path.
     pub fn authenticate_cached<'r>(
         &self,
         request: impl Into<RequestHead<'r>>,

@@ -79,7 +79,7 @@ mod tests {
             .await
             .unwrap();
         let (user, session): (String, String) = (row.get(0), row.get(1));
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let app = Router::new()
             .route("/me", get(me))
             .layer(SessionGuardLayer::new(Authenticator::new(

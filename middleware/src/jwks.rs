@@ -291,7 +291,10 @@ mod tests {
         let jwks =
             RemoteJwks::with_intervals(url, Duration::from_millis(300), Duration::from_secs(600))
                 .unwrap();
-        let verifier = TokenVerifier::new(jwks.clone(), ISSUER, AUDIENCE);
+        let verifier = TokenVerifier::builder(jwks.clone())
+            .issuer(ISSUER)
+            .audience(AUDIENCE)
+            .build();
 
         // First use fetches; later uses of a known kid do not.
         for _ in 0..3 {
@@ -351,7 +354,10 @@ mod tests {
             .port();
         let jwks = RemoteJwks::new(format!("http://127.0.0.1:{port}/jwks.json")).unwrap();
         assert!(matches!(jwks.refresh().await, Err(JwksError::Fetch { .. })));
-        let verifier = TokenVerifier::new(jwks, ISSUER, AUDIENCE);
+        let verifier = TokenVerifier::builder(jwks)
+            .issuer(ISSUER)
+            .audience(AUDIENCE)
+            .build();
         assert_eq!(
             verifier.verify(&sign("k1", ED_PRIVATE)).await.unwrap_err(),
             TokenError::UnknownKey

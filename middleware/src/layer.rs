@@ -17,7 +17,7 @@
 //!
 //! # tokio_test_runtime(async {
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
-//! let verifier = TokenVerifier::new(keys, "https://auth.example.com", "api");
+//! let verifier = TokenVerifier::builder(keys).issuer("https://auth.example.com").audience("api").build();
 //! let auth = Authenticator::new(verifier, InMemoryLiveness::new());
 //!
 //! let service = ServiceBuilder::new()
@@ -120,6 +120,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // Answered from memory, the request goes on without a boxed future; otherwise
+        // `authenticate` (which would try memory first too) runs in one.
         match self
             .auth
             .authenticate_cached(RequestHead::new(request.uri(), request.headers()))
@@ -145,6 +147,14 @@ where
             }
         }
     }
+}
+
+/// A guarded tonic service keeps its service name, so it goes on a server beside
+/// services that are not guarded: `Server::builder().add_service(SessionGuard::new(svc,
+/// auth))`.
+#[cfg(feature = "tonic")]
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SessionGuard<S> {
+    const NAME: &'static str = S::NAME;
 }
 
 #[cfg(test)]

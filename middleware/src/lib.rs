@@ -17,23 +17,64 @@
 //!   challenge, 400 for a malformed header, 503 when liveness cannot be decided, or a gRPC
 //!   status for gRPC requests.
 //!
+//! # Set-up
+//!
+//! A service that trusts a Session Server needs two things: the server's JWKS URL (keys,
+//! [`RemoteJwks`]) and the server's PostgreSQL (liveness, [`PostgresLiveness`] on the
+//! same database, whose `sessions` table and revocation trigger it reads).
+//! [`postgres::DatabaseConfig`] reads that `DATABASE_URL`, `sslmode` included.
+//! [`PostgresLiveness::ready`] says at start-up whether it can work. Only the routes
+//! behind the guard need a session.
+//!
+//! With axum (feature `axum`): `/hello` is guarded, `/health` is open.
+//!
+//! ```rust,ignore
+#![doc = include_str!("../examples/axum.rs")]
+//! ```
+//!
+//! With tonic (feature `tonic`): one gRPC service guarded; others added plainly stay open.
+//!
+//! ```rust,ignore
+#![doc = include_str!("../examples/tonic.rs")]
+//! ```
+//!
+//! With Poem (feature `poem`): the middleware on `/hello` only.
+//!
+//! ```rust,ignore
+#![doc = include_str!("../examples/poem.rs")]
+//! ```
+//!
+//! (These are the crate's `examples/`, built with it.) Without a database, for tests or
+//! a single process, [`InMemoryLiveness`] stands in:
+//!
 //! ```
 //! # session_guard::install_crypto_provider();
 //! use session_guard::{Authenticator, InMemoryLiveness, KeySet, SessionGuardLayer,
 //!     TokenVerifier, VerificationKey};
 //!
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
-//! let verifier = TokenVerifier::new(keys, "https://auth.example.com", "api");
+//! let verifier = TokenVerifier::builder(keys)
+//!     .issuer("https://auth.example.com")
+//!     .audience("api")
+//!     .build();
 //! let layer = SessionGuardLayer::new(Authenticator::new(verifier, InMemoryLiveness::new()));
 //! // `ServiceBuilder::new().layer(layer).service(your_service)`, or `router.layer(layer)`.
 //! # let _ = layer;
 //! ```
 //!
-//! With PostgreSQL (feature `postgres`, on by default) the store is
-//! `PostgresLiveness::builder(pg_config).start()?`; with keys published by the server,
-//! `RemoteJwks::new(url)?` (an `https://` URL, or `http://` to this machine; feature `remote-jwks`, on by default).
-//!
 //! Call [`install_crypto_provider`] once at start-up.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `postgres` | on | [`PostgresLiveness`], and [`postgres`]: every `sslmode` with rustls, the pool, the `LISTEN` connection |
+//! | `remote-jwks` | on | [`RemoteJwks`]: keys from a URL (`https://`, or `http://` to this machine) |
+//! | `axum` | off | [`AuthContext`] as an axum extractor |
+//! | `poem` | off | [`poem`]: the Poem middleware and extractor |
+//! | `tonic` | off | [`SessionGuard`] keeps its service's gRPC name |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authenticator;
 #[cfg(feature = "axum")]
@@ -51,6 +92,8 @@ mod layer;
 mod liveness;
 #[cfg(feature = "poem")]
 pub mod poem;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(test)]
 mod test_tokens;
 mod token_cache;
@@ -69,9 +112,23 @@ pub use keys::{Algorithm, KeyError, KeySet, MIN_HMAC_SECRET_BYTES, VerificationK
 pub use layer::{SessionGuard, SessionGuardLayer};
 #[cfg(feature = "postgres")]
 pub use liveness::postgres::{
-    DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, LivenessStats, PostgresLiveness,
+    DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, LivenessStats, NotReady, PostgresLiveness,
     PostgresLivenessBuilder,
 };
 pub use liveness::{InMemoryLiveness, Liveness, LivenessCheck, LivenessError};
 pub use token_cache::DEFAULT_TOKEN_CACHE_CAPACITY;
-pub use verify::{DEFAULT_LEEWAY, KeySource, MAX_TOKEN_BYTES, TokenError, TokenVerifier};
+pub use verify::{
+    DEFAULT_LEEWAY, KeySource, MAX_TOKEN_BYTES, TokenError, TokenVerifier, TokenVerifierBuilder,
+};
+
+/// The Rust snippet of the repository's README ("Guarding your own service"), compiled
+/// as written. Only when collecting doc-tests in the repository: the published crate
+/// has no README of the repository's.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "postgres",
+    feature = "remote-jwks"
+))]
+#[doc = include_str!("../../README.md")]
+pub struct RepositoryReadme;

@@ -16,7 +16,7 @@
 //!
 //! # session_guard::install_crypto_provider();
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
-//! let auth = Authenticator::new(TokenVerifier::new(keys, "iss", "aud"), InMemoryLiveness::new());
+//! let auth = Authenticator::new(TokenVerifier::builder(keys).issuer("iss").audience("aud").build(), InMemoryLiveness::new());
 //! let app = Route::new().at("/me", get(me)).with(SessionGuardMiddleware::new(auth));
 //! # let _ = app;
 //! ```
@@ -91,11 +91,8 @@ pub async fn authenticate(
     auth: &Authenticator,
     request: &Request,
 ) -> Result<AuthContext, AuthError> {
-    let head = RequestHead::new(request.uri(), request.headers());
-    match auth.authenticate_cached(head) {
-        Some(outcome) => outcome,
-        None => auth.authenticate(head).await,
-    }
+    auth.authenticate(RequestHead::new(request.uri(), request.headers()))
+        .await
 }
 
 /// The refusal as a Poem response.

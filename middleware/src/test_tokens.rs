@@ -39,7 +39,10 @@ pub(crate) fn key_set() -> KeySet {
 }
 
 pub(crate) fn verifier() -> TokenVerifier {
-    TokenVerifier::new(key_set(), ISSUER, AUDIENCE)
+    TokenVerifier::builder(key_set())
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()
 }
 
 /// Valid claims for `user` and `session`, expiring in 15 minutes.

@@ -5,7 +5,10 @@
 //! use session_guard::{KeySet, TokenVerifier, VerificationKey};
 //!
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[42; 32]).unwrap()]);
-//! let verifier = TokenVerifier::new(keys, "https://auth.example.com", "api");
+//! let verifier = TokenVerifier::builder(keys)
+//!     .issuer("https://auth.example.com")
+//!     .audience("api")
+//!     .build();
 //! # let _ = verifier;
 //! ```
 
@@ -124,18 +127,67 @@ pub struct TokenVerifier {
     leeway: Duration,
 }
 
-impl TokenVerifier {
-    /// A verifier that trusts `keys` and requires `iss == issuer` and `audience` in `aud`.
-    pub fn new(
-        keys: impl Into<KeySource>,
-        issuer: impl Into<String>,
-        audience: impl Into<String>,
-    ) -> Self {
-        Self {
-            keys: keys.into(),
+/// Builds a [`TokenVerifier`]: the keys, then the issuer and the audience, each named.
+///
+/// Both are required: `build` exists only once [`issuer`](Self::issuer) and
+/// [`audience`](Self::audience) were both called (in either order), so neither can be
+/// forgotten or passed in the other's place.
+///
+/// ```compile_fail
+/// # use session_guard::{KeySet, TokenVerifier};
+/// // No audience: does not compile.
+/// let verifier = TokenVerifier::builder(KeySet::default()).issuer("https://auth.example.com").build();
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct TokenVerifierBuilder<I = (), A = ()> {
+    keys: KeySource,
+    issuer: I,
+    audience: A,
+}
+
+impl<A> TokenVerifierBuilder<(), A> {
+    /// The `iss` every token must carry, exactly.
+    pub fn issuer(self, issuer: impl Into<String>) -> TokenVerifierBuilder<String, A> {
+        TokenVerifierBuilder {
+            keys: self.keys,
             issuer: issuer.into(),
+            audience: self.audience,
+        }
+    }
+}
+
+impl<I> TokenVerifierBuilder<I, ()> {
+    /// The audience every token's `aud` must name (it may name others too).
+    pub fn audience(self, audience: impl Into<String>) -> TokenVerifierBuilder<I, String> {
+        TokenVerifierBuilder {
+            keys: self.keys,
+            issuer: self.issuer,
             audience: audience.into(),
+        }
+    }
+}
+
+impl TokenVerifierBuilder<String, String> {
+    /// The verifier, with the default leeway ([`TokenVerifier::with_leeway`] changes it).
+    pub fn build(self) -> TokenVerifier {
+        TokenVerifier {
+            keys: self.keys,
+            issuer: self.issuer,
+            audience: self.audience,
             leeway: DEFAULT_LEEWAY,
+        }
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier that trusts `keys`; name the issuer and the audience next:
+    /// `TokenVerifier::builder(keys).issuer(iss).audience(aud).build()`.
+    pub fn builder(keys: impl Into<KeySource>) -> TokenVerifierBuilder {
+        TokenVerifierBuilder {
+            keys: keys.into(),
+            issuer: (),
+            audience: (),
         }
     }
 

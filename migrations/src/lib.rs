@@ -1,19 +1,4 @@
-//! The PostgreSQL schema of Session Guard, embedded as [`refinery`] migrations.
-//!
-//! The SQL lives in `migrations/sql/`, one `V{n}__{name}.sql` file per step. The server
-//! runs [`migrate`] at start-up and as `session-server migrate`; the test harness runs it
-//! once per template database.
-//!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (mut client, connection) =
-//!     tokio_postgres::connect("host=127.0.0.1 dbname=app", tokio_postgres::NoTls).await?;
-//! tokio::spawn(connection);
-//! let applied = session_migrations::migrate(&mut client).await?;
-//! println!("applied {applied} migration(s)");
-//! # Ok(())
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 
 use tokio_postgres::Client;
 

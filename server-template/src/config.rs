@@ -72,9 +72,10 @@ pub struct ConnectionSettings {
 pub struct Config {
     /// `APP_ENV`: `development` (default) or `production`.
     pub environment: Environment,
-    /// `DATABASE_URL`, as a libpq URL or key-value string. When unset: the local server,
-    /// on the unix socket then `127.0.0.1:5432`, as the current OS user.
-    pub database: tokio_postgres::Config,
+    /// `DATABASE_URL`, as a libpq URL or key-value string, `sslmode` and `sslrootcert`
+    /// included. When unset: the local server, on the unix socket then `127.0.0.1:5432`,
+    /// as the current OS user.
+    pub database: session_guard::postgres::DatabaseConfig,
     /// `DATABASE_POOL_SIZE`: the most connections the pool opens (default 16).
     pub database_pool_size: usize,
     /// `DATABASE_TIMEOUT_SECONDS`: the longest wait for a connection or a health query
@@ -281,48 +282,26 @@ impl Config {
 
     /// Where the database is, without credentials, for log lines.
     pub fn database_target(&self) -> String {
-        use tokio_postgres::config::Host;
-        let hosts: Vec<String> = self
-            .database
-            .get_hosts()
-            .iter()
-            .map(|host| match host {
-                Host::Tcp(name) => name.clone(),
-                Host::Unix(path) => path.display().to_string(),
-            })
-            .collect();
-        format!(
-            "{} port {} database {} user {}",
-            hosts.join(","),
-            self.database
-                .get_ports()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            self.database.get_dbname().unwrap_or(DEFAULT_DATABASE_NAME),
-            self.database.get_user().unwrap_or("?"),
-        )
+        self.database.to_string()
     }
 }
 
-fn database_config(env: &Lookup<'_>) -> Result<tokio_postgres::Config, ConfigError> {
-    let mut config = if let Some(url) = env.text("DATABASE_URL")? {
-        url.parse::<tokio_postgres::Config>().map_err(|e| {
-            // The error never echoes the value: it may hold a password.
-            ConfigError::new(
-                "DATABASE_URL",
-                format!("not a valid connection string ({e})"),
-            )
-        })?
+fn database_config(
+    env: &Lookup<'_>,
+) -> Result<session_guard::postgres::DatabaseConfig, ConfigError> {
+    let mut database = if let Some(url) = env.text("DATABASE_URL")? {
+        // The error never echoes the value: it may hold a password.
+        url.parse::<session_guard::postgres::DatabaseConfig>()
+            .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?
     } else {
         let mut local = tokio_postgres::Config::new();
         local
             .host_path("/var/run/postgresql")
             .host("127.0.0.1")
             .port(5432);
-        local
+        local.into()
     };
+    let config = database.settings_mut();
     if config.get_user().is_none() {
         let user = whoami::username().map_err(|e| {
             ConfigError::new(
@@ -342,7 +321,7 @@ fn database_config(env: &Lookup<'_>) -> Result<tokio_postgres::Config, ConfigErr
         config.connect_timeout(Duration::from_secs(5));
     }
     config.application_name("session-server");
-    Ok(config)
+    Ok(database)
 }
 
 const DAY: u64 = 24 * 60 * 60;
@@ -514,9 +493,16 @@ mod tests {
         let config = config(&[]).expect("defaults are valid");
         assert_eq!(config.environment, Environment::Development);
         assert_eq!(config.bind_addr, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(config.database.get_dbname(), Some(DEFAULT_DATABASE_NAME));
-        assert_eq!(config.database.get_hosts().len(), 2, "socket, then TCP");
-        assert!(config.database.get_user().is_some());
+        assert_eq!(
+            config.database.settings().get_dbname(),
+            Some(DEFAULT_DATABASE_NAME)
+        );
+        assert_eq!(
+            config.database.settings().get_hosts().len(),
+            2,
+            "socket, then TCP"
+        );
+        assert!(config.database.settings().get_user().is_some());
         assert!(config.signing_keys.is_empty());
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.login_known_ip, Duration::from_secs(30 * DAY));
@@ -594,9 +580,12 @@ mod tests {
     #[test]
     fn database_url_keeps_its_parts_and_gains_defaults() {
         let config = config(&[("DATABASE_URL", "postgres://alice@db.internal:6543")]).unwrap();
-        assert_eq!(config.database.get_user(), Some("alice"));
-        assert_eq!(config.database.get_ports(), [6543]);
-        assert_eq!(config.database.get_dbname(), Some(DEFAULT_DATABASE_NAME));
+        assert_eq!(config.database.settings().get_user(), Some("alice"));
+        assert_eq!(config.database.settings().get_ports(), [6543]);
+        assert_eq!(
+            config.database.settings().get_dbname(),
+            Some(DEFAULT_DATABASE_NAME)
+        );
         assert!(!config.database_target().contains("password"));
     }
 }

@@ -1,10 +1,14 @@
 //! The connection pool, and getting the database ready at start-up.
+//!
+//! Every connection (the migrations', the pool's, the liveness listener's) comes from
+//! the one [`DatabaseConfig`] read from `DATABASE_URL`, so each honours its `sslmode`.
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
+use session_guard::postgres::DatabaseConfig;
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
 
 use crate::config::{Config, DEFAULT_DATABASE_NAME, Environment};
 
@@ -53,6 +57,7 @@ pub async fn connect_creating(config: &Config) -> Result<Client, DatabaseError> 
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
             let name = config
                 .database
+                .settings()
                 .get_dbname()
                 .unwrap_or(DEFAULT_DATABASE_NAME)
                 .to_owned();
@@ -77,34 +82,15 @@ pub async fn migrate(config: &Config) -> Result<usize, DatabaseError> {
     Ok(schema + application)
 }
 
-/// The pool the request handlers borrow connections from.
+/// The process's one pool: the request handlers and the liveness store borrow from it.
 ///
 /// It connects lazily, so the server starts and keeps running while PostgreSQL is down;
-/// every wait, and every statement, is bounded by `DATABASE_TIMEOUT_SECONDS`.
+/// every wait, and every statement (a query stuck behind a lock gives up and the request
+/// answers 503), is bounded by `DATABASE_TIMEOUT_SECONDS`.
 pub fn pool(config: &Config) -> Result<Pool, DatabaseError> {
-    // Every statement on a pooled connection is bounded too, not only the wait for one:
-    // a query stuck behind a lock gives up and the request answers 503.
-    let mut pooled = config.database.clone();
-    let timeout_ms = config.database_timeout.as_millis();
-    let given = pooled.get_options().unwrap_or_default().to_owned();
-    pooled.options(format!(
-        "{given} -c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
-    ));
-    let manager = Manager::from_config(
-        pooled,
-        NoTls,
-        ManagerConfig {
-            // A connection that died with its server is noticed as closed and replaced.
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(config.database_pool_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(config.database_timeout))
-        .create_timeout(Some(config.database_timeout))
-        .recycle_timeout(Some(config.database_timeout))
-        .build()?)
+    Ok(config
+        .database
+        .pool(config.database_pool_size, config.database_timeout)?)
 }
 
 /// Whether the database answers a query within `timeout`.
@@ -122,8 +108,8 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
         .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn connect(database: &DatabaseConfig) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = database.connect().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
@@ -138,7 +124,7 @@ async fn create_database(config: &Config, name: &str) -> Result<(), DatabaseErro
         reason: reason(e),
     };
     let mut maintenance = config.database.clone();
-    maintenance.dbname(MAINTENANCE_DATABASE);
+    maintenance.settings_mut().dbname(MAINTENANCE_DATABASE);
     let client = connect(&maintenance)
         .await
         .map_err(|e| connect_error(config, &e))?;

@@ -54,6 +54,9 @@ pub enum StartupError {
     /// The liveness store could not be started.
     #[error(transparent)]
     Liveness(#[from] session_guard::LivenessError),
+    /// The liveness store cannot work on this database.
+    #[error(transparent)]
+    LivenessNotReady(#[from] session_guard::NotReady),
     /// Binding or serving failed.
     #[error("HTTP server on {addr}: {source}")]
     Serve {
@@ -138,7 +141,11 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         .with_pool(pool.clone())
         .with_query_timeout(config.database_timeout)
         .start()?;
-    let verifier = TokenVerifier::new(keys.verification_keys(), &config.issuer, &config.audience);
+    liveness.ready().await?;
+    let verifier = TokenVerifier::builder(keys.verification_keys())
+        .issuer(&config.issuer)
+        .audience(&config.audience)
+        .build();
     let authenticator = Authenticator::new(verifier, liveness.clone());
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let accounts = Accounts::new(

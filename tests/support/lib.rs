@@ -20,9 +20,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::Config;
 
 /// The path of the `session-server` binary, built once per test process.
 pub fn server_binary() -> &'static Path {
@@ -208,43 +206,24 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A connection that `LISTEN`s on a channel and hands its notifications over.
-pub struct Listener {
-    /// The connection, for issuing more `LISTEN`s.
-    pub client: Client,
-    notifications: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-}
+/// A connection that `LISTEN`s on a channel and hands its notifications over: the
+/// layer's own [`session_guard::postgres::Listener`], with a time limit on waiting.
+pub struct Listener(session_guard::postgres::Listener);
 
 impl Listener {
     /// Connects with `config` and listens on `channel`.
     pub async fn start(config: &Config, channel: &str) -> Self {
-        let (client, mut connection) = config.connect(NoTls).await.expect("listener connection");
-        let (sender, notifications) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = messages.next().await {
-                if let AsyncMessage::Notification(notification) = message
-                    && sender.send(notification).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let listen: String = client
-            .query_one("SELECT format('LISTEN %I', $1::text)", &[&channel])
-            .await
-            .expect("formatting LISTEN")
-            .get(0);
-        client.batch_execute(&listen).await.expect("LISTEN");
-        Self {
-            client,
-            notifications,
-        }
+        let database = session_guard::postgres::DatabaseConfig::from(config.clone());
+        Self(
+            session_guard::postgres::Listener::connect(&database, channel)
+                .await
+                .expect("listener connection"),
+        )
     }
 
     /// The next notification, or `None` if none arrives within `limit`.
     pub async fn next(&mut self, limit: Duration) -> Option<tokio_postgres::Notification> {
-        tokio::time::timeout(limit, self.notifications.recv())
+        tokio::time::timeout(limit, self.0.recv())
             .await
             .ok()
             .flatten()

@@ -19,20 +19,22 @@
 //!
 //! The listener needs a direct or session-mode connection: a transaction-pooling proxy
 //! does not deliver notifications.
+//!
+//! Starting never waits for the database, so a service starts while PostgreSQL is down;
+//! [`PostgresLiveness::ready`] says whether the store can work, and what is wrong if not.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use futures_util::StreamExt as _;
+use deadpool_postgres::Pool;
 use quick_cache::sync::Cache;
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::{Liveness, LivenessCheck, LivenessError};
 use crate::context::AuthContext;
+use crate::postgres::{DatabaseConfig, Listener};
 
 /// The channel the schema's trigger notifies on.
 pub const DEFAULT_CHANNEL: &str = "session_revoked";
@@ -40,6 +42,16 @@ pub const DEFAULT_CHANNEL: &str = "session_revoked";
 const EVERY_SESSION: &str = "*";
 /// What the listener calls itself in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "session-guard-listener";
+
+/// How long the listener may take to connect.
+const LISTENER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a trigger on `sessions` calls a function that names the channel `$1`: the
+/// schema's revocation trigger, by what it does rather than by its name.
+const REVOCATION_TRIGGER_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_trigger t \
+     JOIN pg_proc p ON p.oid = t.tgfoid \
+     WHERE t.tgrelid = 'sessions'::regclass AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
+       AND position(quote_literal($1) IN p.prosrc) > 0)";
 
 const LIVENESS_SQL: &str = "SELECT user_id, revoked_at IS NOT NULL, \
      least(idle_expires_at, absolute_expires_at) <= now(), \
@@ -90,11 +102,68 @@ pub struct LivenessStats {
     pub notifications: u64,
 }
 
+/// Why a [`PostgresLiveness`] cannot work, from [`PostgresLiveness::ready`]. Each message
+/// names the database (without credentials) and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// No connection: the server is down or unreachable, refuses the role or the
+    /// database, or the TLS handshake failed.
+    #[error("session liveness: cannot reach PostgreSQL at {target}: {reason}")]
+    Unreachable {
+        /// Where, without credentials.
+        target: String,
+        /// What the network, TLS or PostgreSQL said.
+        reason: String,
+    },
+    /// The database has no `sessions` table: not the Session Server's, or not migrated.
+    #[error(
+        "session liveness: PostgreSQL at {target} has no sessions table; point the layer at the \
+         Session Server's database, migrated with session-migrations"
+    )]
+    MissingSchema {
+        /// Where, without credentials.
+        target: String,
+    },
+    /// The `sessions` table lacks what the liveness query reads.
+    #[error(
+        "session liveness: the sessions table at {target} is not the one this version reads \
+         ({reason}); migrate it with session-migrations"
+    )]
+    IncompatibleSchema {
+        /// Where, without credentials.
+        target: String,
+        /// What PostgreSQL said of the query.
+        reason: String,
+    },
+    /// No trigger on `sessions` notifies the channel: revocations would never reach the
+    /// cache.
+    #[error(
+        "session liveness: no trigger on sessions at {target} notifies channel {channel}, so \
+         revocations would go unseen; migrate with session-migrations, or listen on the \
+         channel its trigger uses"
+    )]
+    MissingRevocationTrigger {
+        /// Where, without credentials.
+        target: String,
+        /// The channel the store listens on.
+        channel: String,
+    },
+    /// Queries work but the revocation listener does not connect.
+    #[error("session liveness: the revocation listener cannot connect to {target}: {reason}")]
+    ListenerDown {
+        /// Where, without credentials.
+        target: String,
+        /// Why its last attempt failed.
+        reason: String,
+    },
+}
+
 /// Configures and starts a [`PostgresLiveness`].
 #[derive(Debug)]
 #[must_use]
 pub struct PostgresLivenessBuilder {
-    config: tokio_postgres::Config,
+    database: DatabaseConfig,
     pool: Option<Pool>,
     pool_size: usize,
     live_ttl: Duration,
@@ -124,15 +193,17 @@ impl PostgresLivenessBuilder {
         self
     }
 
-    /// Size of the pool built from the connection settings (default 4). Ignored with
+    /// Size of the pool built from the connection settings (default 4), by
+    /// [`DatabaseConfig::pool`] with the query timeout. Ignored with
     /// [`with_pool`](Self::with_pool).
     pub fn with_pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self
     }
 
-    /// Run liveness queries on an existing pool instead of building one. The listener
-    /// still opens its own connection from the settings.
+    /// Run liveness queries on an existing pool instead of building one: a service that
+    /// has a pool (built with [`DatabaseConfig::pool`]) hands it over, and the process
+    /// keeps one pool. The listener still opens its own connection from the settings.
     pub fn with_pool(mut self, pool: Pool) -> Self {
         self.pool = Some(pool);
         self
@@ -145,24 +216,15 @@ impl PostgresLivenessBuilder {
     }
 
     /// Builds the store and starts its listener. Must be called inside a Tokio runtime.
-    /// Nothing is awaited: the server starts even while PostgreSQL is down.
+    /// Nothing is awaited: the server starts even while PostgreSQL is down. Await
+    /// [`PostgresLiveness::ready`] next to learn whether it can work.
     pub fn start(self) -> Result<PostgresLiveness, LivenessError> {
         let pool = match self.pool {
             Some(pool) => pool,
-            None => Pool::builder(Manager::from_config(
-                self.config.clone(),
-                NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            ))
-            .max_size(self.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.query_timeout))
-            .create_timeout(Some(self.query_timeout))
-            .recycle_timeout(Some(self.query_timeout))
-            .build()
-            .map_err(|e| LivenessError(format!("building the pool: {e}")))?,
+            None => self
+                .database
+                .pool(self.pool_size, self.query_timeout)
+                .map_err(|e| LivenessError(format!("building the pool: {e}")))?,
         };
         let inner = Arc::new(Inner {
             pool,
@@ -176,14 +238,18 @@ impl PostgresLivenessBuilder {
             live_ttl: self.live_ttl,
             query_timeout: self.query_timeout,
             listener: std::sync::Mutex::new(None),
+            listener_error: std::sync::Mutex::new(None),
+            target: self.database.to_string(),
+            channel: self.channel.clone(),
             #[cfg(test)]
             pause_before_caching: std::sync::Mutex::new(None),
         });
-        let mut listener_config = self.config;
+        let mut listener_config = self.database;
         listener_config
+            .settings_mut()
             .application_name(LISTENER_APPLICATION_NAME)
             .keepalives_idle(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(LISTENER_CONNECT_TIMEOUT);
         let task = tokio::spawn(listen(
             Arc::downgrade(&inner),
             listener_config,
@@ -221,6 +287,11 @@ struct Inner {
     live_ttl: Duration,
     query_timeout: Duration,
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Why the listener last failed to connect, until it connects.
+    listener_error: std::sync::Mutex<Option<String>>,
+    /// Where the store connects, without credentials, for errors.
+    target: String,
+    channel: String,
     /// Tests only: the next query's answer waits here, just before it is cached.
     #[cfg(test)]
     pause_before_caching: std::sync::Mutex<Option<tests::Pause>>,
@@ -248,10 +319,11 @@ impl std::fmt::Debug for PostgresLiveness {
 }
 
 impl PostgresLiveness {
-    /// A builder for a store on the database `config` points at.
-    pub fn builder(config: tokio_postgres::Config) -> PostgresLivenessBuilder {
+    /// A builder for a store on `database`: the Session Server's database, where the
+    /// `sessions` table and its revocation trigger are.
+    pub fn builder(database: DatabaseConfig) -> PostgresLivenessBuilder {
         PostgresLivenessBuilder {
-            config,
+            database,
             pool: None,
             pool_size: 4,
             live_ttl: Duration::from_secs(15),
@@ -281,6 +353,76 @@ impl PostgresLiveness {
             listener_connects: self.inner.listener_connects.load(Ordering::Relaxed),
             notifications: self.inner.notifications.load(Ordering::Acquire),
         }
+    }
+
+    /// Whether the store can work, checked now: PostgreSQL answers a pooled connection,
+    /// the database holds the `sessions` table this version reads and a trigger on it
+    /// that notifies the channel, and the revocation listener is connected (waiting for
+    /// it a few seconds). Call it once at start-up and stop with its error: a store on the
+    /// wrong database, or one PostgreSQL refuses, would otherwise answer every request
+    /// with 503 and say nothing.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        let inner = &self.inner;
+        let target = || inner.target.clone();
+        let client = tokio::time::timeout(inner.query_timeout, inner.pool.get())
+            .await
+            .map_err(|_| NotReady::Unreachable {
+                target: target(),
+                reason: format!("no connection within {:?}", inner.query_timeout),
+            })?
+            .map_err(|e| NotReady::Unreachable {
+                target: target(),
+                reason: error_text(&e),
+            })?;
+        let checked = async {
+            if let Err(e) = client.prepare_cached(LIVENESS_SQL).await {
+                return Err(if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
+                    NotReady::MissingSchema { target: target() }
+                } else {
+                    NotReady::IncompatibleSchema {
+                        target: target(),
+                        reason: e
+                            .as_db_error()
+                            .map_or_else(|| error_text(&e), |db| db.message().to_owned()),
+                    }
+                });
+            }
+            let notifies: bool = client
+                .query_one(REVOCATION_TRIGGER_SQL, &[&inner.channel])
+                .await
+                .map_err(|e| NotReady::Unreachable {
+                    target: target(),
+                    reason: error_text(&e),
+                })?
+                .get(0);
+            if !notifies {
+                return Err(NotReady::MissingRevocationTrigger {
+                    target: target(),
+                    channel: inner.channel.clone(),
+                });
+            }
+            Ok(())
+        };
+        tokio::time::timeout(inner.query_timeout, checked)
+            .await
+            .map_err(|_| NotReady::Unreachable {
+                target: target(),
+                reason: format!("no answer within {:?}", inner.query_timeout),
+            })??;
+        drop(client);
+        let deadline = Instant::now() + LISTENER_CONNECT_TIMEOUT + Duration::from_secs(1);
+        while !inner.listener_connected.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return Err(NotReady::ListenerDown {
+                    target: target(),
+                    reason: lock(&inner.listener_error)
+                        .clone()
+                        .unwrap_or_else(|| "not connected yet".to_owned()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     #[cfg(test)]
@@ -411,14 +553,20 @@ impl LivenessCheck for PostgresLiveness {
 }
 
 /// Keeps one `LISTEN` connection up for as long as the store lives.
-async fn listen(store: Weak<Inner>, config: tokio_postgres::Config, channel: String) {
+async fn listen(store: Weak<Inner>, config: DatabaseConfig, channel: String) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
     let mut backoff = FIRST_BACKOFF;
     loop {
         match listen_once(&store, &config, &channel).await {
             Ok(()) => backoff = FIRST_BACKOFF,
-            Err(e) => tracing::warn!(error = %e, ?backoff, "revocation listener cannot connect"),
+            Err(e) => {
+                let reason = error_text(&e);
+                tracing::warn!(error = %reason, ?backoff, "revocation listener cannot connect");
+                if let Some(inner) = store.upgrade() {
+                    *lock(&inner.listener_error) = Some(reason);
+                }
+            }
         }
         let Some(inner) = store.upgrade() else { return };
         forget_everything(&inner);
@@ -431,38 +579,15 @@ async fn listen(store: Weak<Inner>, config: tokio_postgres::Config, channel: Str
 /// Connects, listens and evicts until the connection ends. `Ok` once it had connected.
 async fn listen_once(
     store: &Weak<Inner>,
-    config: &tokio_postgres::Config,
+    config: &DatabaseConfig,
     channel: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
-    let (sender, mut notifications) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(notification)) => {
-                    if sender.send(notification).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "revocation listener connection failed");
-                    return;
-                }
-            }
-        }
-    });
-    let _abort_driver = AbortOnDrop(driver);
-    let listen: String = client
-        .query_one("SELECT format('LISTEN %I', $1::text)", &[&channel])
-        .await?
-        .get(0);
-    client.batch_execute(&listen).await?;
+    let mut listener = Listener::connect(config, channel).await?;
     {
         let Some(inner) = store.upgrade() else {
             return Ok(());
         };
+        *lock(&inner.listener_error) = None;
         // Whatever was cached before this connection existed may have missed a message.
         forget_everything(&inner);
         inner.listener_connected.store(true, Ordering::SeqCst);
@@ -473,7 +598,7 @@ async fn listen_once(
     ping.tick().await;
     loop {
         tokio::select! {
-            notification = notifications.recv() => {
+            notification = listener.recv() => {
                 let Some(notification) = notification else { break };
                 let Some(inner) = store.upgrade() else { return Ok(()) };
                 inner.epoch.fetch_add(1, Ordering::SeqCst);
@@ -487,8 +612,9 @@ async fn listen_once(
             }
             _ = ping.tick() => {
                 // A connection that silently died (no RST) would otherwise look alive.
-                let alive = tokio::time::timeout(Duration::from_secs(5), client.simple_query(""))
-                    .await;
+                let alive =
+                    tokio::time::timeout(Duration::from_secs(5), listener.client().simple_query(""))
+                        .await;
                 if !matches!(alive, Ok(Ok(_))) {
                     tracing::warn!("revocation listener stopped answering");
                     break;
@@ -509,12 +635,25 @@ fn forget_everything(inner: &Inner) {
     inner.cache.clear();
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// An error and the causes its own text does not already give, outermost first.
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
     }
+    text
 }
 
 #[cfg(test)]
@@ -630,7 +769,7 @@ pub(crate) mod tests {
         let client = db.connect().await;
         let user = user(&client).await;
         let session = session(&client, user, "14 days").await;
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
 
@@ -663,7 +802,8 @@ pub(crate) mod tests {
         let session = session(&client, user, "14 days").await;
         // No notifications reach this store: only `forget` can evict.
         let store = started(
-            PostgresLiveness::builder(db.config().clone()).with_channel("nobody_notifies_here"),
+            PostgresLiveness::builder(db.config().clone().into())
+                .with_channel("nobody_notifies_here"),
         )
         .await;
         let auth = Authenticator::new(verifier(), store.clone());
@@ -689,7 +829,7 @@ pub(crate) mod tests {
         let other = user(&client).await;
         let expired = session(&client, owner, "-1 second").await;
         let live = session(&client, owner, "14 days").await;
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store);
         for (user, session, expected) in [
             (owner, expired, Liveness::Expired),
@@ -717,7 +857,7 @@ pub(crate) mod tests {
         let client = db.connect().await;
         let user = user(&client).await;
         let session = session(&client, user, "300 milliseconds").await;
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store);
         let headers = bearer(user, session);
         auth.authenticate(&headers).await.unwrap();
@@ -741,7 +881,7 @@ pub(crate) mod tests {
         let session = session(&client, user, "14 days").await;
         // Listening on a channel nobody notifies: every revocation is "missed".
         let store = started(
-            PostgresLiveness::builder(db.config().clone())
+            PostgresLiveness::builder(db.config().clone().into())
                 .with_channel("nobody_notifies_here")
                 .with_live_ttl(Duration::from_millis(300)),
         )
@@ -772,7 +912,7 @@ pub(crate) mod tests {
         let client = db.connect().await;
         let user = user(&client).await;
         let session = session(&client, user, "14 days").await;
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
         auth.authenticate(&headers).await.unwrap();
@@ -815,7 +955,7 @@ pub(crate) mod tests {
         let fresh = session(&client, user, "14 days").await;
         let mut proxy = PostgresProxy::start(db.config()).await;
         let store = started(
-            PostgresLiveness::builder(proxy.route(db.config()))
+            PostgresLiveness::builder(proxy.route(db.config()).into())
                 .with_query_timeout(Duration::from_millis(500)),
         )
         .await;
@@ -854,7 +994,7 @@ pub(crate) mod tests {
         let owner = user(&client).await;
         let intruder = user(&client).await;
         let session = session(&client, owner, "14 days").await;
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         auth.authenticate(&bearer(owner, session)).await.unwrap();
         auth.authenticate(&bearer(owner, session)).await.unwrap();
@@ -882,7 +1022,7 @@ pub(crate) mod tests {
         let owner = user(&client).await;
         let intruder = user(&client).await;
         let session = session(&client, owner, "14 days").await;
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store);
         let mut headers = HeaderMap::new();
         let value = format!("Bearer {}", token("not-a-uuid", &session.to_string()));
@@ -906,7 +1046,7 @@ pub(crate) mod tests {
         let client = db.connect().await;
         let user = user(&client).await;
         let session = session(&client, user, "14 days").await;
-        let store = started(PostgresLiveness::builder(db.config().clone())).await;
+        let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
 
@@ -930,5 +1070,100 @@ pub(crate) mod tests {
             ),
             "a live answer was cached past its revocation"
         );
+    }
+}
+
+#[cfg(test)]
+mod readiness {
+    use std::time::Duration;
+
+    use session_testdb::TestDb;
+
+    use super::{NotReady, PostgresLiveness};
+    use crate::postgres::DatabaseConfig;
+
+    #[tokio::test]
+    async fn a_migrated_database_is_ready() {
+        let db = TestDb::new().await;
+        let store = PostgresLiveness::builder(db.config().clone().into())
+            .start()
+            .unwrap();
+        store.ready().await.unwrap();
+        assert!(store.stats().listener_connected);
+    }
+
+    #[tokio::test]
+    async fn a_database_without_the_schema_says_so() {
+        let db = TestDb::empty().await;
+        let store = PostgresLiveness::builder(db.config().clone().into())
+            .start()
+            .unwrap();
+        let error = store.ready().await.unwrap_err();
+        assert!(matches!(error, NotReady::MissingSchema { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(db.name()), "names the database: {message}");
+        assert!(message.contains("no sessions table"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_schema_whose_trigger_notifies_elsewhere_says_so() {
+        let db = TestDb::new().await;
+        let store = PostgresLiveness::builder(db.config().clone().into())
+            .with_channel("nobody_notifies_here")
+            .start()
+            .unwrap();
+        let error = store.ready().await.unwrap_err();
+        assert!(
+            matches!(&error, NotReady::MissingRevocationTrigger { channel, .. } if channel == "nobody_notifies_here"),
+            "{error:?}"
+        );
+
+        // And without the triggers at all.
+        db.connect()
+            .await
+            .batch_execute(
+                "DROP TRIGGER sessions_notify_revoked_on_update ON sessions; \
+                 DROP TRIGGER sessions_notify_revoked_on_delete ON sessions; \
+                 DROP TRIGGER sessions_notify_revoked_on_truncate ON sessions;",
+            )
+            .await
+            .unwrap();
+        let store = PostgresLiveness::builder(db.config().clone().into())
+            .start()
+            .unwrap();
+        let error = store.ready().await.unwrap_err();
+        assert!(
+            matches!(error, NotReady::MissingRevocationTrigger { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_says_so_quickly() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let database: DatabaseConfig =
+            format!("host=127.0.0.1 port={port} user=nobody dbname=none")
+                .parse()
+                .unwrap();
+        let store = PostgresLiveness::builder(database)
+            .with_query_timeout(Duration::from_secs(1))
+            .start()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = store.ready().await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(matches!(error, NotReady::Unreachable { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&format!("port {port}")), "{message}");
+        assert!(message.contains("refused"), "{message}");
     }
 }

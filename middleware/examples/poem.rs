@@ -1,0 +1,52 @@
+//! A Poem service: `/hello` needs a live session, `/health` does not.
+//!
+//! ```sh
+//! cargo run -p session-server &                       # the issuer, on :8080
+//! cargo run -p session-guard --example poem --features poem
+//! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:3003/hello
+//! ```
+
+use poem::listener::TcpListener;
+use poem::{EndpointExt as _, Route, Server, get, handler};
+use session_guard::poem::SessionGuardMiddleware;
+use session_guard::postgres::DatabaseConfig;
+use session_guard::{AuthContext, Authenticator, PostgresLiveness, RemoteJwks, TokenVerifier};
+
+#[handler]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "Poem extractors are taken by value"
+)]
+fn hello(auth: AuthContext) -> String {
+    format!("hello {} (session {})\n", auth.user_id(), auth.session_id())
+}
+
+#[handler]
+fn health() -> &'static str {
+    "ok\n"
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    session_guard::install_crypto_provider();
+
+    let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
+    let verifier = TokenVerifier::builder(keys)
+        .issuer("session-server")
+        .audience("session-server")
+        .build();
+    let database: DatabaseConfig = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".into())
+        .parse()?;
+    let liveness = PostgresLiveness::builder(database).start()?;
+    liveness.ready().await?;
+    let guard = SessionGuardMiddleware::new(Authenticator::new(verifier, liveness));
+
+    let app = Route::new()
+        .at("/hello", get(hello.with(guard)))
+        .at("/health", get(health));
+    Server::new(TcpListener::bind("127.0.0.1:3003"))
+        .run(app)
+        .await?;
+    Ok(())
+}
