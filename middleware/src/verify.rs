@@ -295,7 +295,7 @@ fn json_object(part: &str) -> Option<Map<String, Value>> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// The security floor of DESIGN.md, one test per row that belongs to token checking.
+/// The security floor (SECURITY.md), one test per row that belongs to token checking.
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;
