@@ -275,6 +275,10 @@ async fn the_openapi_document_declares_bearer_auth_and_every_error_body() {
         ("/sessions", "get"),
         ("/sessions/{id}", "delete"),
         ("/sessions/revoke-others", "post"),
+        ("/notes", "get"),
+        ("/notes", "post"),
+        ("/notes/{id}", "get"),
+        ("/notes/{id}", "delete"),
     ];
     let mut operations = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {
