@@ -488,7 +488,8 @@ pub const RUST_LOG: Setting = Setting {
     name: "RUST_LOG",
     group: Group::Logging,
     kind: Kind::Text { default: "info" },
-    meaning: "Log filter (`tracing-subscriber` syntax).",
+    meaning: "Log filter (`tracing-subscriber` syntax). `info,session_server::request=debug` \
+              adds one line per request (method, path, route, status, latency).",
 };
 
 /// `LOG_FORMAT`.
