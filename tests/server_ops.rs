@@ -303,3 +303,114 @@ async fn the_openapi_document_declares_bearer_auth_and_every_error_body() {
     }
     assert!(operations >= 12, "{operations} operations documented");
 }
+
+/// The request lines (target `session_server::request`) in a JSON log.
+fn request_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "session_server::request")
+        .collect()
+}
+
+#[tokio::test]
+async fn each_request_logs_one_line_with_method_path_route_status_and_latency() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start(
+        &db.url(),
+        &[
+            ("RUST_LOG", "info,session_server::request=debug"),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+    let session = uuid::Uuid::new_v4();
+    let requests = [
+        (
+            "GET",
+            "/openapi.json".to_owned(),
+            200,
+            Some("/openapi.json"),
+        ),
+        ("GET", "/no/such/route".to_owned(), 404, None),
+        // Poem names the parameters of OpenAPI paths itself (`:param0`).
+        (
+            "DELETE",
+            format!("/sessions/{session}"),
+            401,
+            Some("/sessions/:"),
+        ),
+        (
+            "POST",
+            "/auth/refresh".to_owned(),
+            400,
+            Some("/auth/refresh"),
+        ),
+    ];
+    for (method, path, status, _) in &requests {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = http().request(method, server.url(path));
+        if path == "/auth/refresh" {
+            request = request
+                .header("content-type", "application/json")
+                .body("{not json");
+        }
+        let answer = request.send().await.unwrap().status().as_u16();
+        assert_eq!(answer, *status, "{path}");
+    }
+    let ours = |line: &&Value| {
+        requests
+            .iter()
+            .any(|(_, path, _, _)| line["span"]["path"] == path.as_str())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request_lines(&server.log()).iter().filter(ours).count() < requests.len() {
+        assert!(
+            Instant::now() < deadline,
+            "request lines missing:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = request_lines(&server.log());
+    for (method, path, status, route) in &requests {
+        let matching: Vec<&Value> = lines
+            .iter()
+            .filter(|line| line["span"]["path"] == path.as_str())
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "one line for {method} {path}: {matching:?}"
+        );
+        let line = matching[0];
+        assert_eq!(line["level"], "DEBUG", "{line}");
+        assert_eq!(line["span"]["name"], "request", "{line}");
+        assert_eq!(line["span"]["method"], *method, "{line}");
+        assert_eq!(line["fields"]["status"], *status, "{line}");
+        match route {
+            Some(pattern) => assert!(
+                line["fields"]["route"]
+                    .as_str()
+                    .is_some_and(|logged| logged.starts_with(pattern)),
+                "{line}"
+            ),
+            None => assert!(line["fields"].get("route").is_none(), "{line}"),
+        }
+        let latency = line["fields"]["latency_ms"].as_f64().expect("a latency");
+        assert!((0.0..10_000.0).contains(&latency), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn the_default_filter_logs_no_line_per_request() {
+    let db = TestDb::new().await;
+    let mut server = ServerProcess::start(&db.url(), &[("LOG_FORMAT", "json")]).await;
+    for _ in 0..3 {
+        assert_eq!(server.get("/health").await.status(), 200);
+    }
+    // Once the process is gone its whole log has been read.
+    assert!(server.terminate(Duration::from_secs(20)).await.success());
+    let log = server.log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert_eq!(request_lines(&log), Vec::<Value>::new(), "{log}");
+}

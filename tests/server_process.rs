@@ -1,7 +1,8 @@
 //! The real `session-server` binary as a child process against a real PostgreSQL:
-//! first run, database outage and recovery, graceful shutdown, start-up refusals, and
-//! the `migrate` subcommand.
+//! first run, database outage and recovery, graceful shutdown, start-up refusals, the
+//! `migrate` subcommand, and the `config` subcommand against the README.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -256,5 +257,105 @@ async fn production_with_explicit_keys_starts_and_generates_nothing() {
         !production.log().contains("generated"),
         "{}",
         production.log()
+    );
+}
+
+/// The configuration reference's group headings and table rows, in order.
+fn reference_lines(markdown: &str) -> Vec<&str> {
+    markdown
+        .lines()
+        .filter(|line| line.starts_with("#### ") || line.starts_with("| `"))
+        .collect()
+}
+
+/// The README's `### Configuration` section, up to the next heading of its level or above.
+fn readme_configuration(readme: &str) -> &str {
+    let start = readme
+        .find("\n### Configuration\n")
+        .expect("the README has a `### Configuration` section");
+    let section = &readme[start + 1..];
+    let end = section
+        .match_indices('\n')
+        .map(|(at, _)| at + 1)
+        .find(|&at| {
+            let line = &section[at..];
+            line.starts_with("## ") || line.starts_with("### ")
+        })
+        .unwrap_or(section.len());
+    &section[..end]
+}
+
+/// Each table row's cells after the first, by the variable the first names.
+fn rows<'a>(lines: &[&'a str]) -> BTreeMap<&'a str, Vec<&'a str>> {
+    lines
+        .iter()
+        .filter(|line| line.starts_with("| `"))
+        .map(|row| cells(row))
+        .collect()
+}
+
+/// A table row's variable name and its other cells.
+fn cells(row: &str) -> (&str, Vec<&str>) {
+    let inner = row.trim().trim_start_matches("| ").trim_end_matches(" |");
+    let mut cells = inner.split(" | ");
+    let name = cells.next().unwrap_or_default().trim_matches('`');
+    (name, cells.collect())
+}
+
+#[test]
+fn the_readme_lists_exactly_the_settings_the_server_declares() {
+    let output = server_command(&["config"], &[])
+        .output()
+        .expect("running session-server config");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout).expect("UTF-8 output");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("reading README.md");
+    let documented = reference_lines(readme_configuration(&readme));
+    let printed = reference_lines(&printed);
+    let regenerate =
+        "regenerate the README's tables with `cargo run -q -p session-server -- config`";
+
+    let (printed_rows, documented_rows) = (rows(&printed), rows(&documented));
+    assert!(
+        printed_rows.len() > 30,
+        "the server declares its settings: {printed:?}"
+    );
+    let missing: Vec<_> = printed_rows
+        .keys()
+        .filter(|name| !documented_rows.contains_key(*name))
+        .collect();
+    let unknown: Vec<_> = documented_rows
+        .keys()
+        .filter(|name| !printed_rows.contains_key(*name))
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "the README misses {missing:?} and lists {unknown:?}, which the server does not read; \
+         {regenerate}"
+    );
+    let other_defaults: Vec<String> = printed_rows
+        .iter()
+        .filter(|(name, row)| documented_rows[*name].first() != row.first())
+        .map(|(name, row)| {
+            format!(
+                "{name}: README {:?}, server {:?}",
+                documented_rows[name].first(),
+                row.first()
+            )
+        })
+        .collect();
+    assert!(
+        other_defaults.is_empty(),
+        "defaults differ: {other_defaults:?}; {regenerate}"
+    );
+    let first_difference = documented
+        .iter()
+        .zip(&printed)
+        .find(|(readme, server)| readme != server);
+    assert!(
+        first_difference.is_none() && documented.len() == printed.len(),
+        "the README's groups, ranges or meanings differ from the declarations, first at \
+         {first_difference:#?}; {regenerate}"
     );
 }

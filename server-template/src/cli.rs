@@ -1,5 +1,6 @@
-//! The command line: serve HTTP (the default), or only apply migrations. The binary's
-//! `main` calls [`main`], so that everything the binary does lives in the library.
+//! The command line: serve HTTP (the default), only apply migrations, or print the
+//! configuration reference. The binary's `main` calls [`main`], so that everything the
+//! binary does lives in the library.
 
 use std::process::ExitCode;
 
@@ -11,12 +12,14 @@ const NAME: &str = env!("CARGO_PKG_NAME");
 const USAGE: &str = concat!(
     "usage: ",
     env!("CARGO_PKG_NAME"),
-    " [serve | migrate]
+    " [serve | migrate | config]
 
   serve     run the HTTP server (default); migrates the database first
   migrate   apply pending database migrations, then exit
+  config    print every setting (an environment variable) with its default, the values
+            it allows and its meaning, as Markdown
 
-Settings come from environment variables; see the README's configuration table."
+Settings come from environment variables, read once at start-up."
 );
 
 enum Command {
@@ -31,6 +34,10 @@ pub fn main() -> ExitCode {
     let command = match (args.next().as_deref(), args.next()) {
         (None | Some("serve"), None) => Command::Serve,
         (Some("migrate"), None) => Command::Migrate,
+        (Some("config"), None) => {
+            print!("{}", crate::config::settings::markdown());
+            return ExitCode::SUCCESS;
+        }
         (Some("-h" | "--help" | "help"), None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,7 +1,11 @@
 //! Settings, read once from the environment at start-up.
 //!
-//! Every variable is listed in the README's configuration table. Nothing else in the
-//! crate reads the environment: it gets a [`Config`].
+//! Every variable is declared once, in [`settings`], with its default, the values it
+//! allows and its meaning; [`Config::from_lookup`] reads each through its declaration, and
+//! `session-server config` prints them all as the README's configuration reference.
+//! Nothing else in the crate reads the environment: it gets a [`Config`].
+
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::client_ip::{ClientIpHeader, TrustedProxies};
+use settings::{DAY, Kind, Setting, Unit};
 
 /// The database name used when `DATABASE_URL` names none.
 pub const DEFAULT_DATABASE_NAME: &str = "session_guard";
@@ -53,108 +58,107 @@ pub enum LogFormat {
 /// How long connections may take and how many there may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionSettings {
-    /// `HEADER_READ_TIMEOUT_SECONDS`: the longest an HTTP/1 connection may take to send a
-    /// request's header, counted from when it is ready for one; so it also ends an idle
-    /// keep-alive connection (default 10).
+    /// The longest an HTTP/1 connection may take to send a request's header, counted
+    /// from when it is ready for one, so it also ends an idle keep-alive connection
+    /// ([`settings::HEADER_READ_TIMEOUT_SECONDS`]).
     pub header_read_timeout: Duration,
-    /// `IDLE_CONNECTION_TIMEOUT_SECONDS`: a connection that sends and receives nothing for
-    /// this long is closed, HTTP/2 ones included (default 60).
+    /// A connection that moves nothing for this long is closed
+    /// ([`settings::IDLE_CONNECTION_TIMEOUT_SECONDS`]).
     pub idle_timeout: Duration,
-    /// `MAX_CONNECTIONS`: open connections in all; more are closed at once (default 4096).
+    /// Open connections in all ([`settings::MAX_CONNECTIONS`]).
     pub max_total: usize,
-    /// `MAX_CONNECTIONS_PER_IP`: open connections per client IPv4 address or IPv6 /64;
-    /// trusted proxies are exempt (default 256; 0: off).
+    /// Open connections per client network, trusted proxies exempt; 0: no cap
+    /// ([`settings::MAX_CONNECTIONS_PER_IP`]).
     pub max_per_ip: usize,
 }
 
-/// Everything the server needs to know about its surroundings.
+/// Everything the server needs to know about its surroundings. Each field names the
+/// declaration in [`settings`] it is read from, where its default and range are.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `APP_ENV`: `development` (default) or `production`.
+    /// Development or production ([`settings::APP_ENV`]).
     pub environment: Environment,
-    /// `DATABASE_URL`, as a libpq URL or key-value string, `sslmode` and `sslrootcert`
-    /// included. When unset: the local server, on the unix socket then `127.0.0.1:5432`,
-    /// as the current OS user.
+    /// Where the database is, `sslmode` and `sslrootcert` included, with the user and
+    /// database name filled in when the URL names none ([`settings::DATABASE_URL`]).
     pub database: session_guard::postgres::DatabaseConfig,
-    /// `DATABASE_POOL_SIZE`: the most connections the pool opens (default 16).
+    /// The most connections the pool opens ([`settings::DATABASE_POOL_SIZE`]).
     pub database_pool_size: usize,
-    /// `DATABASE_TIMEOUT_SECONDS`: the longest wait for a connection or a health query
-    /// (default 5).
+    /// The longest wait for a connection or a query
+    /// ([`settings::DATABASE_TIMEOUT_SECONDS`]).
     pub database_timeout: Duration,
-    /// `BIND_ADDR`: where the HTTP server listens (default `127.0.0.1:8080`).
+    /// Where the HTTP server listens ([`settings::BIND_ADDR`]).
     pub bind_addr: SocketAddr,
-    /// `JWT_SIGNING_KEYS`: comma-separated paths of Ed25519 private keys (PKCS#8 PEM). The
-    /// first signs; all of them verify, so a retired key keeps working while rotating.
-    pub signing_keys: Vec<PathBuf>,
-    /// `DEV_KEYS_DIR`: where development mode keeps its generated key (default `.dev-keys`).
-    pub dev_keys_dir: PathBuf,
-    /// `RUST_LOG`: a tracing filter (default `info`).
-    pub log_filter: String,
-    /// `LOG_FORMAT`: `text` (default) or `json`.
-    pub log_format: LogFormat,
-    /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM or
-    /// ctrl-c (default 10).
-    pub shutdown_grace: Duration,
-    /// `JWT_ISSUER`: the `iss` of access tokens (default `session-server`).
-    pub issuer: String,
-    /// `JWT_AUDIENCE`: the `aud` of access tokens (default `session-server`).
-    pub audience: String,
-    /// `ACCESS_TOKEN_TTL_SECONDS`: access token lifetime (default 900).
-    pub access_token_ttl: Duration,
-    /// `REFRESH_TOKEN_KEY_FILE`: a file of at least 32 random bytes that keys the refresh
-    /// token hashes and successors. Development generates one in `DEV_KEYS_DIR`.
-    pub refresh_key_file: Option<PathBuf>,
-    /// `REFRESH_IDLE_TIMEOUT_SECONDS`: a session not refreshed for this long ends
-    /// (default 14 days).
-    pub refresh_idle_timeout: Duration,
-    /// `REFRESH_ABSOLUTE_LIFETIME_SECONDS`: a session ends this long after login, whatever
-    /// happens (default 90 days).
-    pub refresh_absolute_lifetime: Duration,
-    /// `REFRESH_GRACE_SECONDS`: how long the previous refresh token may be retried by the
-    /// client that rotated it (default 5).
-    pub refresh_grace: Duration,
-    /// `REFRESH_MAX_RETRIES`: how many times, per rotation, the previous refresh token may
-    /// be retried inside the grace window (default 16).
-    pub refresh_max_retries: u32,
-    /// `RATE_LIMIT_LOGIN_PER_ACCOUNT`: failed logins per account per minute, and per
-    /// account from one client IP (default 20; 0: off).
-    pub login_per_account_per_minute: u32,
-    /// `RATE_LIMIT_LOGIN_PER_IP`: failed logins, and registrations, per client IP per
-    /// minute (default 60; 0: off).
-    pub login_per_ip_per_minute: u32,
-    /// `LOGIN_KNOWN_IP_DAYS`: a client IP from which a session of the account was used
-    /// (login or refresh) within this many days is let through the per-account limit with
-    /// the right password (default 30; 0: only a bearer token of the account does).
-    pub login_known_ip: Duration,
-    /// `RATE_LIMIT_PASSWORD_CHANGE_PER_USER`: failed password changes per user per minute
-    /// (default 10; 0: off).
-    pub password_change_per_user_per_minute: u32,
-    /// `PASSWORD_CHANGE_MAX_FAILURES`: wrong current passwords after which the session is
-    /// revoked (default 5; 0: never).
-    pub password_change_max_failures: u32,
-    /// `RATE_LIMIT_MAX_KEYS`: the most keys (IPs, accounts, sessions) each limiter keeps,
-    /// least recently used out (default 100000).
-    pub rate_limit_max_keys: usize,
-    /// `RATE_LIMIT_REFRESH_PER_IP`: refreshes per client IP per minute (default 600; 0: off).
-    pub refresh_per_ip_per_minute: u32,
-    /// `TRUSTED_PROXIES`: comma-separated IPs or CIDRs whose forwarding header is
-    /// believed (default none); `CLIENT_IP_HEADER`: that one header (default
-    /// `X-Forwarded-For`; `Forwarded`, or any header of comma-separated addresses).
-    pub trusted_proxies: TrustedProxies,
-    /// `MAX_BODY_BYTES`: the largest request body accepted (default 65536).
+    /// The largest request body accepted ([`settings::MAX_BODY_BYTES`]).
     pub max_body_bytes: usize,
-    /// `REQUEST_TIMEOUT_SECONDS`: the longest a request may take (default 30).
+    /// The longest a request may take ([`settings::REQUEST_TIMEOUT_SECONDS`]).
     pub request_timeout: Duration,
     /// How connections are bounded: header and idle timeouts, connection caps.
     pub connections: ConnectionSettings,
-    /// `SESSION_RETENTION_DAYS`: ended sessions are deleted this long after they end
-    /// (default 30).
+    /// The proxies whose forwarding header is believed, and that header
+    /// ([`settings::TRUSTED_PROXIES`], [`settings::CLIENT_IP_HEADER`]).
+    pub trusted_proxies: TrustedProxies,
+    /// How long in-flight requests may finish after SIGTERM or ctrl-c
+    /// ([`settings::SHUTDOWN_GRACE_SECONDS`]).
+    pub shutdown_grace: Duration,
+    /// Paths of Ed25519 private keys; the first signs, all verify
+    /// ([`settings::JWT_SIGNING_KEYS`]). Empty in development means: generate one.
+    pub signing_keys: Vec<PathBuf>,
+    /// The file keying refresh-token hashes and successors
+    /// ([`settings::REFRESH_TOKEN_KEY_FILE`]). `None` in development means: generate one
+    /// in `dev_keys_dir`.
+    pub refresh_key_file: Option<PathBuf>,
+    /// Where development mode keeps its generated keys ([`settings::DEV_KEYS_DIR`]).
+    pub dev_keys_dir: PathBuf,
+    /// The `iss` of access tokens ([`settings::JWT_ISSUER`]).
+    pub issuer: String,
+    /// The `aud` of access tokens ([`settings::JWT_AUDIENCE`]).
+    pub audience: String,
+    /// Access token lifetime ([`settings::ACCESS_TOKEN_TTL_SECONDS`]).
+    pub access_token_ttl: Duration,
+    /// A session not refreshed for this long ends
+    /// ([`settings::REFRESH_IDLE_TIMEOUT_SECONDS`]).
+    pub refresh_idle_timeout: Duration,
+    /// A session ends this long after login
+    /// ([`settings::REFRESH_ABSOLUTE_LIFETIME_SECONDS`]).
+    pub refresh_absolute_lifetime: Duration,
+    /// How long the previous refresh token may be retried by the client that rotated it
+    /// ([`settings::REFRESH_GRACE_SECONDS`]).
+    pub refresh_grace: Duration,
+    /// How many times, per rotation, it may be retried ([`settings::REFRESH_MAX_RETRIES`]).
+    pub refresh_max_retries: u32,
+    /// Failed logins per account per minute, and per account from one client IP; 0: off
+    /// ([`settings::RATE_LIMIT_LOGIN_PER_ACCOUNT`]).
+    pub login_per_account_per_minute: u32,
+    /// Failed logins, and registrations, per client IP per minute; 0: off
+    /// ([`settings::RATE_LIMIT_LOGIN_PER_IP`]).
+    pub login_per_ip_per_minute: u32,
+    /// How recently a session of the account must have used a client IP for it to pass
+    /// the per-account limit with the right password; zero: never
+    /// ([`settings::LOGIN_KNOWN_IP_DAYS`]).
+    pub login_known_ip: Duration,
+    /// Failed password changes per user per minute; 0: off
+    /// ([`settings::RATE_LIMIT_PASSWORD_CHANGE_PER_USER`]).
+    pub password_change_per_user_per_minute: u32,
+    /// Wrong current passwords after which the session is revoked; 0: never
+    /// ([`settings::PASSWORD_CHANGE_MAX_FAILURES`]).
+    pub password_change_max_failures: u32,
+    /// Refreshes per client IP per minute; 0: off
+    /// ([`settings::RATE_LIMIT_REFRESH_PER_IP`]).
+    pub refresh_per_ip_per_minute: u32,
+    /// The most keys each limiter keeps ([`settings::RATE_LIMIT_MAX_KEYS`]).
+    pub rate_limit_max_keys: usize,
+    /// Ended sessions are deleted this long after they end
+    /// ([`settings::SESSION_RETENTION_DAYS`]).
     pub session_retention: Duration,
-    /// `SECURITY_EVENT_RETENTION_DAYS`: security events are deleted this long after they
-    /// happened (default 90).
+    /// Security events are deleted this long after they happened
+    /// ([`settings::SECURITY_EVENT_RETENTION_DAYS`]).
     pub security_event_retention: Duration,
-    /// `PURGE_INTERVAL_SECONDS`: how often the purge job runs (default 3600).
+    /// How often the purge job runs ([`settings::PURGE_INTERVAL_SECONDS`]).
     pub purge_interval: Duration,
+    /// A tracing filter ([`settings::RUST_LOG`]).
+    pub log_filter: String,
+    /// How log lines are written ([`settings::LOG_FORMAT`]).
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -164,119 +168,55 @@ impl Config {
     }
 
     /// Reads settings through `lookup`, which maps a variable name to its value.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "one short statement per setting, in the README's order"
-    )]
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Self, ConfigError> {
-        let env = Lookup(&lookup);
-        let environment = match env.text("APP_ENV")?.as_deref() {
-            None | Some("development" | "dev") => Environment::Development,
-            Some("production" | "prod") => Environment::Production,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "APP_ENV",
-                    format!("`{other}` is not `development` or `production`"),
-                ));
-            }
+        use settings::{
+            ACCESS_TOKEN_TTL_SECONDS, BIND_ADDR, DATABASE_POOL_SIZE, DATABASE_TIMEOUT_SECONDS,
+            DEV_KEYS_DIR, JWT_AUDIENCE, JWT_ISSUER, LOGIN_KNOWN_IP_DAYS, MAX_BODY_BYTES,
+            PASSWORD_CHANGE_MAX_FAILURES, PURGE_INTERVAL_SECONDS, RATE_LIMIT_LOGIN_PER_ACCOUNT,
+            RATE_LIMIT_LOGIN_PER_IP, RATE_LIMIT_MAX_KEYS, RATE_LIMIT_PASSWORD_CHANGE_PER_USER,
+            RATE_LIMIT_REFRESH_PER_IP, REFRESH_ABSOLUTE_LIFETIME_SECONDS, REFRESH_GRACE_SECONDS,
+            REFRESH_IDLE_TIMEOUT_SECONDS, REFRESH_MAX_RETRIES, REQUEST_TIMEOUT_SECONDS,
+            SECURITY_EVENT_RETENTION_DAYS, SESSION_RETENTION_DAYS, SHUTDOWN_GRACE_SECONDS,
         };
-        let signing_keys = env
-            .text("JWT_SIGNING_KEYS")?
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|path| !path.is_empty())
-                    .map(PathBuf::from)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        if environment == Environment::Production && signing_keys.is_empty() {
-            return Err(ConfigError::new(
-                "JWT_SIGNING_KEYS",
-                "APP_ENV=production needs explicit signing keys (comma-separated paths of \
-                 Ed25519 PKCS#8 PEM files); generated development keys are never used in \
-                 production",
-            ));
-        }
+        let env = Lookup(&lookup);
+        let environment = environment(&env)?;
+        let signing_keys = signing_keys(&env, environment)?;
         Ok(Self {
             environment,
             database: database_config(&env)?,
-            database_pool_size: env.parsed("DATABASE_POOL_SIZE", 16, 1..=1024)?,
-            database_timeout: Duration::from_secs(env.parsed(
-                "DATABASE_TIMEOUT_SECONDS",
-                5,
-                1..=300,
-            )?),
-            bind_addr: env.parsed_any("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            database_pool_size: env.number(&DATABASE_POOL_SIZE)?,
+            database_timeout: env.duration(&DATABASE_TIMEOUT_SECONDS)?,
+            bind_addr: env.parsed(&BIND_ADDR)?,
+            max_body_bytes: env.number(&MAX_BODY_BYTES)?,
+            request_timeout: env.duration(&REQUEST_TIMEOUT_SECONDS)?,
+            connections: connection_settings(&env)?,
+            trusted_proxies: trusted_proxies(&env)?,
+            shutdown_grace: env.duration(&SHUTDOWN_GRACE_SECONDS)?,
             signing_keys,
-            dev_keys_dir: env
-                .text("DEV_KEYS_DIR")?
-                .map_or_else(|| PathBuf::from(".dev-keys"), PathBuf::from),
+            refresh_key_file: refresh_key_file(&env, environment)?,
+            dev_keys_dir: PathBuf::from(env.text(&DEV_KEYS_DIR)?),
+            issuer: env.text(&JWT_ISSUER)?,
+            audience: env.text(&JWT_AUDIENCE)?,
+            access_token_ttl: env.duration(&ACCESS_TOKEN_TTL_SECONDS)?,
+            refresh_idle_timeout: env.duration(&REFRESH_IDLE_TIMEOUT_SECONDS)?,
+            refresh_absolute_lifetime: env.duration(&REFRESH_ABSOLUTE_LIFETIME_SECONDS)?,
+            refresh_grace: env.duration(&REFRESH_GRACE_SECONDS)?,
+            refresh_max_retries: env.number(&REFRESH_MAX_RETRIES)?,
+            login_per_account_per_minute: env.number(&RATE_LIMIT_LOGIN_PER_ACCOUNT)?,
+            login_per_ip_per_minute: env.number(&RATE_LIMIT_LOGIN_PER_IP)?,
+            login_known_ip: env.duration(&LOGIN_KNOWN_IP_DAYS)?,
+            password_change_per_user_per_minute: env
+                .number(&RATE_LIMIT_PASSWORD_CHANGE_PER_USER)?,
+            password_change_max_failures: env.number(&PASSWORD_CHANGE_MAX_FAILURES)?,
+            refresh_per_ip_per_minute: env.number(&RATE_LIMIT_REFRESH_PER_IP)?,
+            rate_limit_max_keys: env.number(&RATE_LIMIT_MAX_KEYS)?,
+            session_retention: env.duration(&SESSION_RETENTION_DAYS)?,
+            security_event_retention: env.duration(&SECURITY_EVENT_RETENTION_DAYS)?,
+            purge_interval: env.duration(&PURGE_INTERVAL_SECONDS)?,
             log_filter: log_filter(&env)?,
             log_format: log_format(&env)?,
-            shutdown_grace: Duration::from_secs(env.parsed(
-                "SHUTDOWN_GRACE_SECONDS",
-                10,
-                0..=600,
-            )?),
-            issuer: env
-                .text("JWT_ISSUER")?
-                .unwrap_or_else(|| "session-server".to_owned()),
-            audience: env
-                .text("JWT_AUDIENCE")?
-                .unwrap_or_else(|| "session-server".to_owned()),
-            access_token_ttl: seconds(&env, "ACCESS_TOKEN_TTL_SECONDS", 900, 10..=86_400)?,
-            refresh_key_file: refresh_key_file(&env, environment)?,
-            refresh_idle_timeout: seconds(
-                &env,
-                "REFRESH_IDLE_TIMEOUT_SECONDS",
-                14 * DAY,
-                60..=365 * DAY,
-            )?,
-            refresh_absolute_lifetime: seconds(
-                &env,
-                "REFRESH_ABSOLUTE_LIFETIME_SECONDS",
-                90 * DAY,
-                60..=3 * 365 * DAY,
-            )?,
-            refresh_grace: seconds(&env, "REFRESH_GRACE_SECONDS", 5, 0..=300)?,
-            refresh_max_retries: env.parsed("REFRESH_MAX_RETRIES", 16, 0..=1_000)?,
-            login_per_account_per_minute: env.parsed(
-                "RATE_LIMIT_LOGIN_PER_ACCOUNT",
-                20,
-                0..=1_000_000,
-            )?,
-            login_per_ip_per_minute: env.parsed("RATE_LIMIT_LOGIN_PER_IP", 60, 0..=1_000_000)?,
-            login_known_ip: days(&env, "LOGIN_KNOWN_IP_DAYS", 30, 0..=365)?,
-            password_change_per_user_per_minute: env.parsed(
-                "RATE_LIMIT_PASSWORD_CHANGE_PER_USER",
-                10,
-                0..=1_000_000,
-            )?,
-            password_change_max_failures: env.parsed(
-                "PASSWORD_CHANGE_MAX_FAILURES",
-                5,
-                0..=1_000,
-            )?,
-            rate_limit_max_keys: env.parsed(
-                "RATE_LIMIT_MAX_KEYS",
-                crate::rate_limit::DEFAULT_MAX_KEYS,
-                1_000..=100_000_000,
-            )?,
-            refresh_per_ip_per_minute: env.parsed(
-                "RATE_LIMIT_REFRESH_PER_IP",
-                600,
-                0..=10_000_000,
-            )?,
-            trusted_proxies: trusted_proxies(&env)?,
-            max_body_bytes: env.parsed("MAX_BODY_BYTES", 65_536, 1_024..=16 * 1024 * 1024)?,
-            request_timeout: seconds(&env, "REQUEST_TIMEOUT_SECONDS", 30, 1..=600)?,
-            connections: connection_settings(&env)?,
-            session_retention: days(&env, "SESSION_RETENTION_DAYS", 30, 0..=3650)?,
-            security_event_retention: days(&env, "SECURITY_EVENT_RETENTION_DAYS", 90, 0..=3650)?,
-            purge_interval: seconds(&env, "PURGE_INTERVAL_SECONDS", 3600, 1..=7 * DAY)?,
         })
     }
 
@@ -286,26 +226,36 @@ impl Config {
     }
 }
 
+fn environment(env: &Lookup<'_>) -> Result<Environment, ConfigError> {
+    let setting = &settings::APP_ENV;
+    match env.text(setting)?.as_str() {
+        "development" | "dev" => Ok(Environment::Development),
+        "production" | "prod" => Ok(Environment::Production),
+        other => Err(not_a_choice(setting, other)),
+    }
+}
+
 fn database_config(
     env: &Lookup<'_>,
 ) -> Result<session_guard::postgres::DatabaseConfig, ConfigError> {
-    let mut database = if let Some(url) = env.text("DATABASE_URL")? {
+    let setting = &settings::DATABASE_URL;
+    let mut database = if let Some(url) = env.given(setting)? {
         // The error never echoes the value: it may hold a password.
         url.parse::<session_guard::postgres::DatabaseConfig>()
-            .map_err(|e| ConfigError::new("DATABASE_URL", e.to_string()))?
+            .map_err(|e| ConfigError::new(setting.name, e.to_string()))?
     } else {
         let mut local = tokio_postgres::Config::new();
         local
-            .host_path("/var/run/postgresql")
-            .host("127.0.0.1")
-            .port(5432);
+            .host_path(settings::LOCAL_SOCKET_DIR)
+            .host(settings::LOCAL_HOST)
+            .port(settings::LOCAL_PORT);
         local.into()
     };
     let config = database.settings_mut();
     if config.get_user().is_none() {
         let user = whoami::username().map_err(|e| {
             ConfigError::new(
-                "DATABASE_URL",
+                setting.name,
                 format!("names no user and the OS user is unknown ({e})"),
             )
         })?;
@@ -315,7 +265,7 @@ fn database_config(
         config.dbname(DEFAULT_DATABASE_NAME);
     }
     if config.get_hosts().is_empty() {
-        config.host("127.0.0.1");
+        config.host(settings::LOCAL_HOST);
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
@@ -324,34 +274,38 @@ fn database_config(
     Ok(database)
 }
 
-const DAY: u64 = 24 * 60 * 60;
-
-fn seconds(
-    env: &Lookup<'_>,
-    var: &'static str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_secs(env.parsed(var, default, range)?))
-}
-
-fn days(
-    env: &Lookup<'_>,
-    var: &'static str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_secs(env.parsed(var, default, range)? * DAY))
+fn signing_keys(env: &Lookup<'_>, environment: Environment) -> Result<Vec<PathBuf>, ConfigError> {
+    let setting = &settings::JWT_SIGNING_KEYS;
+    let keys: Vec<PathBuf> = env
+        .given(setting)?
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if environment == Environment::Production && keys.is_empty() {
+        return Err(ConfigError::new(
+            setting.name,
+            "APP_ENV=production needs explicit signing keys (comma-separated paths of \
+             Ed25519 PKCS#8 PEM files); generated development keys are never used in \
+             production",
+        ));
+    }
+    Ok(keys)
 }
 
 fn refresh_key_file(
     env: &Lookup<'_>,
     environment: Environment,
 ) -> Result<Option<PathBuf>, ConfigError> {
-    let file = env.text("REFRESH_TOKEN_KEY_FILE")?.map(PathBuf::from);
+    let setting = &settings::REFRESH_TOKEN_KEY_FILE;
+    let file = env.given(setting)?.map(PathBuf::from);
     if file.is_none() && environment == Environment::Production {
         return Err(ConfigError::new(
-            "REFRESH_TOKEN_KEY_FILE",
+            setting.name,
             "APP_ENV=production needs an explicit refresh-token key (a file of at least 32 \
              random bytes, e.g. `head -c 32 /dev/urandom`)",
         ));
@@ -361,21 +315,18 @@ fn refresh_key_file(
 
 fn connection_settings(env: &Lookup<'_>) -> Result<ConnectionSettings, ConfigError> {
     Ok(ConnectionSettings {
-        header_read_timeout: seconds(env, "HEADER_READ_TIMEOUT_SECONDS", 10, 1..=600)?,
-        idle_timeout: seconds(env, "IDLE_CONNECTION_TIMEOUT_SECONDS", 60, 1..=3600)?,
-        max_total: env.parsed("MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
-        max_per_ip: env.parsed("MAX_CONNECTIONS_PER_IP", 256, 0..=1_000_000)?,
+        header_read_timeout: env.duration(&settings::HEADER_READ_TIMEOUT_SECONDS)?,
+        idle_timeout: env.duration(&settings::IDLE_CONNECTION_TIMEOUT_SECONDS)?,
+        max_total: env.number(&settings::MAX_CONNECTIONS)?,
+        max_per_ip: env.number(&settings::MAX_CONNECTIONS_PER_IP)?,
     })
 }
 
 fn trusted_proxies(env: &Lookup<'_>) -> Result<TrustedProxies, ConfigError> {
-    let header = match env.text("CLIENT_IP_HEADER")? {
-        None => ClientIpHeader::default(),
-        Some(name) => {
-            ClientIpHeader::parse(&name).map_err(|e| ConfigError::new("CLIENT_IP_HEADER", e))?
-        }
-    };
-    let networks = match env.text("TRUSTED_PROXIES")? {
+    let header_setting = &settings::CLIENT_IP_HEADER;
+    let header = ClientIpHeader::parse(&env.text(header_setting)?)
+        .map_err(|e| ConfigError::new(header_setting.name, e))?;
+    let networks = match env.given(&settings::TRUSTED_PROXIES)? {
         None => Vec::new(),
         Some(list) => proxy_networks(&list)?,
     };
@@ -392,7 +343,7 @@ fn proxy_networks(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
                     ConfigError::new(
-                        "TRUSTED_PROXIES",
+                        settings::TRUSTED_PROXIES.name,
                         format!("`{entry}` is not an IP address or CIDR range"),
                     )
                 })
@@ -401,78 +352,126 @@ fn proxy_networks(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
 }
 
 fn log_format(env: &Lookup<'_>) -> Result<LogFormat, ConfigError> {
-    match env.text("LOG_FORMAT")?.as_deref() {
-        None | Some("text") => Ok(LogFormat::Text),
-        Some("json") => Ok(LogFormat::Json),
-        Some(other) => Err(ConfigError::new(
-            "LOG_FORMAT",
-            format!("`{other}` is not `text` or `json`"),
-        )),
+    let setting = &settings::LOG_FORMAT;
+    match env.text(setting)?.as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(not_a_choice(setting, other)),
     }
 }
 
 fn log_filter(env: &Lookup<'_>) -> Result<String, ConfigError> {
-    let filter = env.text("RUST_LOG")?.unwrap_or_else(|| "info".to_owned());
+    let setting = &settings::RUST_LOG;
+    let filter = env.text(setting)?;
     tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
-        ConfigError::new("RUST_LOG", format!("`{filter}` is not a valid filter: {e}"))
+        ConfigError::new(
+            setting.name,
+            format!("`{filter}` is not a valid filter: {e}"),
+        )
     })?;
     Ok(filter)
 }
 
+/// `value` is none of the words `setting` allows.
+fn not_a_choice(setting: &Setting, value: &str) -> ConfigError {
+    let words = match setting.kind {
+        Kind::Choice { choices, .. } => choices
+            .iter()
+            .map(|choice| format!("`{choice}`"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => setting.rendered_allowed(),
+    };
+    ConfigError::new(setting.name, format!("`{value}` is not {words}"))
+}
+
+/// The environment, read through the settings' declarations.
 struct Lookup<'a>(&'a dyn Fn(&str) -> Option<std::ffi::OsString>);
 
 impl Lookup<'_> {
-    /// The variable's value; unset and empty are the same.
-    fn text(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
-        match (self.0)(var) {
+    /// The variable's value, when given; unset and empty are the same.
+    fn given(&self, setting: &Setting) -> Result<Option<String>, ConfigError> {
+        match (self.0)(setting.name) {
             None => Ok(None),
             Some(value) => {
                 let value = value
                     .into_string()
-                    .map_err(|_| ConfigError::new(var, "is not valid UTF-8"))?;
+                    .map_err(|_| ConfigError::new(setting.name, "is not valid UTF-8"))?;
                 let value = value.trim();
                 Ok((!value.is_empty()).then(|| value.to_owned()))
             }
         }
     }
 
-    fn parsed_any<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    /// The value given, or the declared default text.
+    fn text(&self, setting: &Setting) -> Result<String, ConfigError> {
+        if let Some(value) = self.given(setting)? {
+            return Ok(value);
+        }
+        match setting.kind {
+            Kind::Text { default } | Kind::Choice { default, .. } => Ok(default.to_owned()),
+            Kind::Number { .. } | Kind::Optional { .. } => Err(misdeclared(setting, "text")),
+        }
+    }
+
+    /// The value given, or the declared default text, parsed.
+    fn parsed<T>(&self, setting: &Setting) -> Result<T, ConfigError>
     where
         T: FromStr,
         T::Err: std::fmt::Display,
     {
-        match self.text(var)? {
-            None => Ok(default),
-            Some(value) => value
-                .parse()
-                .map_err(|e| ConfigError::new(var, format!("`{value}` is not valid: {e}"))),
-        }
+        let value = self.text(setting)?;
+        value
+            .parse()
+            .map_err(|e| ConfigError::new(setting.name, format!("`{value}` is not valid: {e}")))
     }
 
-    fn parsed<T>(
-        &self,
-        var: &'static str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, ConfigError>
-    where
-        T: FromStr + PartialOrd + std::fmt::Display,
-        T::Err: std::fmt::Display,
-    {
-        let value = self.parsed_any(var, default)?;
-        if range.contains(&value) {
-            Ok(value)
-        } else {
-            Err(ConfigError::new(
-                var,
-                format!(
-                    "{value} is out of range ({} to {})",
-                    range.start(),
-                    range.end()
-                ),
-            ))
+    /// The number given, or the declared default, checked against the declared range.
+    fn number<T: TryFrom<u64>>(&self, setting: &Setting) -> Result<T, ConfigError> {
+        let Kind::Number {
+            default, min, max, ..
+        } = setting.kind
+        else {
+            return Err(misdeclared(setting, "a number"));
+        };
+        let value = match self.given(setting)? {
+            None => default,
+            Some(text) => text.parse::<u64>().map_err(|e| {
+                ConfigError::new(setting.name, format!("`{text}` is not valid: {e}"))
+            })?,
+        };
+        if !(min..=max).contains(&value) {
+            return Err(ConfigError::new(
+                setting.name,
+                format!("{value} is out of range ({min} to {max})"),
+            ));
+        }
+        T::try_from(value).map_err(|_| misdeclared(setting, "a number that fits its field"))
+    }
+
+    /// A number of seconds or days, as a duration.
+    fn duration(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        let n: u64 = self.number(setting)?;
+        match setting.kind {
+            Kind::Number {
+                unit: Unit::Seconds,
+                ..
+            } => Ok(Duration::from_secs(n)),
+            Kind::Number {
+                unit: Unit::Days, ..
+            } => Ok(Duration::from_secs(n * DAY)),
+            _ => Err(misdeclared(setting, "a number of seconds or days")),
         }
     }
+}
+
+/// The code reads `setting` as something its declaration says it is not: a mistake in
+/// this crate, reported like a bad value so it cannot go unnoticed.
+fn misdeclared(setting: &Setting, read_as: &str) -> ConfigError {
+    ConfigError::new(
+        setting.name,
+        format!("is read as {read_as}, which its declaration in config::settings does not allow"),
+    )
 }
 
 #[cfg(test)]
@@ -587,5 +586,94 @@ mod tests {
             Some(DEFAULT_DATABASE_NAME)
         );
         assert!(!config.database_target().contains("password"));
+    }
+
+    #[test]
+    fn every_declared_setting_is_read_and_nothing_else() {
+        let asked = std::sync::Mutex::new(Vec::new());
+        Config::from_lookup(|name| {
+            asked.lock().unwrap().push(name.to_owned());
+            None
+        })
+        .expect("defaults are valid");
+        let mut asked = asked.into_inner().unwrap();
+        asked.sort();
+        asked.dedup();
+        let mut declared: Vec<&str> = settings::ALL.iter().map(|setting| setting.name).collect();
+        declared.sort_unstable();
+        assert_eq!(asked, declared);
+    }
+
+    #[test]
+    fn every_number_is_accepted_at_both_ends_of_its_range_and_refused_past_them() {
+        for setting in settings::ALL {
+            let Kind::Number { min, max, .. } = setting.kind else {
+                continue;
+            };
+            for ok in [min, max] {
+                config(&[(setting.name, &ok.to_string())])
+                    .unwrap_or_else(|e| panic!("{}={ok}: {e}", setting.name));
+            }
+            let mut outside = vec![max + 1];
+            outside.extend(min.checked_sub(1));
+            for bad in outside {
+                let err = config(&[(setting.name, &bad.to_string())]).expect_err(setting.name);
+                assert_eq!(err.var, setting.name);
+                assert!(err.message.contains("out of range"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn unset_numbers_take_their_declared_defaults() {
+        let config = config(&[]).unwrap();
+        let declared = |setting: &Setting| match setting.kind {
+            Kind::Number { default, .. } => default,
+            _ => unreachable!("{} is a number", setting.name),
+        };
+        assert_eq!(
+            config.database_pool_size as u64,
+            declared(&settings::DATABASE_POOL_SIZE)
+        );
+        assert_eq!(
+            config.refresh_idle_timeout.as_secs(),
+            declared(&settings::REFRESH_IDLE_TIMEOUT_SECONDS)
+        );
+        assert_eq!(
+            config.session_retention.as_secs(),
+            declared(&settings::SESSION_RETENTION_DAYS) * DAY
+        );
+        assert_eq!(
+            u64::from(config.refresh_max_retries),
+            declared(&settings::REFRESH_MAX_RETRIES)
+        );
+    }
+
+    #[test]
+    fn every_listed_choice_is_understood() {
+        for setting in settings::ALL {
+            if let Kind::Choice { choices, .. } = setting.kind {
+                for choice in choices {
+                    let mut vars = vec![(setting.name, *choice)];
+                    if *choice == "production" {
+                        vars.extend([
+                            ("JWT_SIGNING_KEYS", "/k/a.pem"),
+                            ("REFRESH_TOKEN_KEY_FILE", "/k/r.key"),
+                        ]);
+                    }
+                    config(&vars).unwrap_or_else(|e| panic!("{}={choice}: {e}", setting.name));
+                }
+                let err = config(&[(setting.name, "neither")]).unwrap_err();
+                assert!(err.message.contains(&format!("`{}`", choices[0])), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_declared_client_ip_header_is_the_type_default() {
+        assert_eq!(
+            config(&[]).unwrap().trusted_proxies.header,
+            ClientIpHeader::default()
+        );
     }
 }

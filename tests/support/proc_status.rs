@@ -1,13 +1,8 @@
-//! What the kernel says about the server process: its id and resident memory.
+//! What the kernel says about the server process: its resident memory.
 
 use crate::ServerProcess;
 
 impl ServerProcess {
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The server's resident set size (`VmRSS` of `/proc/<pid>/status`), in KiB.
     pub fn resident_kib(&self) -> u64 {
         resident_kib(self.pid())

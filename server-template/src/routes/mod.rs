@@ -9,6 +9,7 @@ mod health;
 mod jwks;
 mod metrics;
 mod notes;
+pub mod request_span;
 mod responses;
 mod sessions;
 mod text;
@@ -60,7 +61,8 @@ pub fn openapi_json(state: &AppState) -> String {
     api(state).spec()
 }
 
-/// The whole application: API routes, `/openapi.json`, `/docs`, `/metrics`.
+/// The whole application: API routes, `/openapi.json`, `/docs`, `/metrics`, each request
+/// in its span.
 pub fn app(state: &AppState) -> impl Endpoint + use<> {
     let api = api(state);
     let spec = api.spec_endpoint();
@@ -82,7 +84,10 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
         .around(move |endpoint, request| {
             allow::allow_on_405(endpoint, request, Arc::clone(&allowed))
         })
-        .catch_all_error(|error| async move { error::framework_error(error) })
+        .catch_all_error(
+            |error| async move { request_span::keep_route(error, error::framework_error) },
+        )
+        .around(request_span::traced)
 }
 
 /// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
