@@ -175,7 +175,10 @@ pub const DATABASE_URL: Setting = Setting {
     },
     meaning: "A libpq URL (`postgres://user:pass@host:5432/db`) or key-value string. The \
               database defaults to `session_guard`. In development the server creates it \
-              when missing. Needs a direct or session-mode connection (the layer `LISTEN`s).",
+              when missing. Needs a direct or session-mode connection (the layer `LISTEN`s). \
+              `sslmode` (`disable`, `prefer` (the default), `require`, `verify-ca`, \
+              `verify-full`) and `sslrootcert` (a CA file, or `system`) mean what they mean \
+              to libpq; TLS is rustls, with the system's roots unless a CA file is given.",
 };
 
 /// `DATABASE_POOL_SIZE`.
