@@ -33,6 +33,31 @@ pub(crate) fn micros_each(spent: Duration, count: usize) -> f64 {
 
 /// User plus system CPU time of process `pid` so far (all its threads).
 pub(crate) fn process_time(pid: u32) -> Result<Duration> {
+    stat_time(pid, 14, 15)
+}
+
+/// User plus system CPU time of the children of `pid` that have ended and been waited for:
+/// for the postmaster, what every backend that exited has spent (pgbench's connections,
+/// which are gone by the time pgbench reports).
+pub(crate) fn ended_children_time(pid: u32) -> Result<Duration> {
+    stat_time(pid, 16, 17)
+}
+
+/// The parent of process `pid`.
+pub(crate) fn parent(pid: u32) -> Result<u32> {
+    Ok(u32::try_from(stat_field(pid, 4)?)?)
+}
+
+/// The sum of two clock-tick fields of `/proc/<pid>/stat`, as time.
+fn stat_time(pid: u32, user: usize, system: usize) -> Result<Duration> {
+    let total = stat_field(pid, user)? + stat_field(pid, system)?;
+    Ok(Duration::from_micros(
+        total * 1_000_000 / ticks_per_second(),
+    ))
+}
+
+/// Field `index` (numbered from 1, as in proc(5)) of `/proc/<pid>/stat`, a number.
+fn stat_field(pid: u32, index: usize) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
     // The command name (field 2) may hold spaces; the fields after it do not.
@@ -40,18 +65,12 @@ pub(crate) fn process_time(pid: u32) -> Result<Duration> {
         .rsplit_once(')')
         .map(|(_, rest)| rest)
         .ok_or("malformed /proc/<pid>/stat")?;
-    // Fields 3.. start after the name: utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| -> Result<u64> {
-        Ok(fields
-            .get(index - 3)
-            .ok_or("short /proc/<pid>/stat")?
-            .parse()?)
-    };
-    let total = ticks(14)? + ticks(15)?;
-    Ok(Duration::from_micros(
-        total * 1_000_000 / ticks_per_second(),
-    ))
+    // Fields 3.. start after the name.
+    Ok(after_name
+        .split_whitespace()
+        .nth(index - 3)
+        .ok_or("short /proc/<pid>/stat")?
+        .parse()?)
 }
 
 /// A field of `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM`); `"self"` for this process.

@@ -22,6 +22,39 @@ pub(crate) struct Outcome {
     pub(crate) stderr: String,
 }
 
+impl Outcome {
+    /// Folds `other`, a later run of the same script, into this one: transactions add up,
+    /// and the rate and mean latency are over both runs' time.
+    pub(crate) fn absorb(&mut self, other: Self) {
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "transaction counts stay far below 2^52"
+        )]
+        let busy = |outcome: &Self| outcome.processed as f64 / outcome.tps.max(f64::EPSILON);
+        let (mine, theirs) = (busy(self), busy(&other));
+        let processed = self.processed + other.processed;
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "transaction counts stay far below 2^52"
+        )]
+        let weight = |count: u64| count as f64 / (processed.max(1) as f64);
+        self.latency_ms =
+            self.latency_ms * weight(self.processed) + other.latency_ms * weight(other.processed);
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "transaction counts stay far below 2^52"
+        )]
+        let tps = processed as f64 / (mine + theirs).max(f64::EPSILON);
+        self.tps = tps;
+        self.processed = processed;
+        self.failed += other.failed;
+        self.aborted |= other.aborted;
+        if self.stderr.is_empty() {
+            self.stderr = other.stderr;
+        }
+    }
+}
+
 /// A run of `script` against `conninfo`.
 #[derive(Debug)]
 pub(crate) struct Run<'a> {

@@ -38,6 +38,20 @@ use crate::server::Server;
 use crate::{Result, Settings, cpu, pgbench};
 
 const EMAIL: &str = "bench@example.com";
+/// Each round cuts its phase into this many slices per side, interleaved.
+const SLICES: u32 = 3;
+
+/// What a slice runs.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Http,
+    Pgbench,
+}
+
+/// The order within each slice: HTTP then pgbench, then the other way round, and again,
+/// so that a drift in the machine's speed during a round weighs on both sides alike.
+const SLICE_ORDER: [[Side; 2]; 2] = [[Side::Http, Side::Pgbench], [Side::Pgbench, Side::Http]];
+
 /// The route the chains post to.
 const PATH: &str = "/auth/refresh";
 /// The account's password, shared with the login figure.
@@ -49,39 +63,44 @@ const TARGET_RATIO: f64 = 0.7;
 pub(crate) const METHOD: &str = "\
 Each round starts a fresh database and the release `session-server` (rate limits off by \
 configuration, a pool of 32 connections: as many as pgbench has clients). 32 refresh \
-chains run over HTTP for one phase, each on one keep-alive HTTP/1.1 connection of the \
-harness's lean hyper client (the load generator shares the two cores, so it should take \
-as little as pgbench's own client does): each worker posts its current refresh token to \
-`POST /auth/refresh` and continues with the token it gets back; rotations/s counts 200s \
-over the phase's wall time, p50 and p99 are client-side; server CPU per refresh is the \
-server's utime + stime over the phase divided by the rotations, PostgreSQL CPU per \
-refresh the same for the backends connected to the run's database. Then \
-pgbench runs the same stored function (`session_guard_refresh`, one prepared call \
-per transaction, 32 clients, the same phase length) on 32 sessions seeded for it, each \
-transaction a real rotation (a client aborts if one is not). Afterwards the rotations \
-written are counted in the database for both and compared with what each side \
-reported. The ratio is HTTP over pgbench in the same round.";
+chains run over HTTP, each on one keep-alive HTTP/1.1 connection of the harness's lean \
+hyper client (the load generator shares the two cores, so it should take as little as \
+pgbench's own client does): each worker posts its current refresh token to \
+`POST /auth/refresh` and continues with the token it gets back. pgbench runs the same \
+stored function (`session_guard_refresh`, one prepared call per transaction, 32 \
+clients) on 32 sessions seeded for it, each transaction a real rotation (a client \
+aborts if one is not). The machine's speed drifts within a round, so the round cuts the \
+phase into 3 slices per side and interleaves them: HTTP, pgbench, pgbench, HTTP, HTTP, \
+pgbench; the chains carry their tokens from slice to slice, pgbench gets fresh sessions \
+for each. Rotations/s counts 200s (or pgbench's transactions) over each side's slices' \
+time; p50 and p99 are client-side; server CPU per refresh is the server's utime + stime \
+over the HTTP slices divided by the rotations, PostgreSQL CPU per refresh the same for \
+the backends connected to the run's database. Afterwards the rotations written are \
+counted in the database for both and compared with what each side reported. The ratio \
+is HTTP over pgbench in the same round.";
 
 /// One rotation per transaction; see the module documentation.
 const SCRIPT: &str = "\
 -- One refresh-token rotation per transaction (see bench/src/refresh.rs).
 SELECT :k::int + 1 AS k
   FROM session_guard_refresh(
-         md5('pgbench:' || :client_id::text)::uuid, :k::int,
-         sha256(convert_to('pgbench:' || :client_id::text || ':' || :k::text, 'UTF8')),
-         sha256(convert_to('pgbench:' || :client_id::text || ':' || (:k::int + 1)::text, 'UTF8')),
+         md5('pgbench:' || :slice::text || ':' || :client_id::text)::uuid, :k::int,
+         sha256(convert_to('pgbench:' || :slice::text || ':' || :client_id::text || ':' || :k::text, 'UTF8')),
+         sha256(convert_to('pgbench:' || :slice::text || ':' || :client_id::text || ':' || (:k::int + 1)::text, 'UTF8')),
          sha256(convert_to('pgbench client', 'UTF8')),
          '10 seconds', '14 days', 16, '127.0.0.1')
  WHERE outcome = 'rotated' \\gset
 ";
 
-/// One live session per pgbench client (numbered from 0): id `S(c)`, secret hash `H(c, 0)`.
+/// One live session per pgbench client (numbered from 0) for slice `s` (`$3`): id
+/// `S(s, c)`, secret hash `H(s, c, 0)`.
 const SEED: &str = "\
 INSERT INTO sessions (id, user_id, device_name, ip, idle_expires_at, absolute_expires_at,
                       refresh_hash)
-SELECT md5('pgbench:' || c)::uuid, $1::text::uuid, 'pgbench ' || c, '127.0.0.1',
+SELECT md5('pgbench:' || $3::int || ':' || c)::uuid, $1::text::uuid,
+       'pgbench ' || $3::int || ' ' || c, '127.0.0.1',
        now() + interval '14 days', now() + interval '90 days',
-       sha256(convert_to('pgbench:' || c || ':0', 'UTF8'))
+       sha256(convert_to('pgbench:' || $3::int || ':' || c || ':0', 'UTF8'))
   FROM generate_series(0, $2::int - 1) AS c";
 
 /// Rotations done (generations reached) by sessions whose device name matches `$1`.
@@ -97,11 +116,13 @@ pub(crate) struct Figures {
     /// Rotations the database holds for the HTTP chains.
     http_rotations: i64,
     pgbench: pgbench::Outcome,
+    /// CPU PostgreSQL spent on pgbench's transactions.
+    pgbench_cpu: Duration,
     /// Rotations the database holds for the pgbench clients.
     pgbench_rotations: i64,
 }
 
-/// Registers the account, runs the HTTP load, then pgbench.
+/// Registers the account, then runs the HTTP chains and pgbench in interleaved slices.
 pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Result<Figures> {
     let registered = server
         .post_json(
@@ -120,32 +141,69 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
         let pair = login(server, &format!("http refresh {chain}")).await?;
         tokens.push(string_field(&pair, "refresh_token")?);
     }
-    let bounds = Bounds::new(settings.duration, settings.max_requests_per_worker);
-    let mut workers = Vec::with_capacity(tokens.len());
-    for token in tokens {
-        workers.push(refresh_chain(server.addr(), token, bounds));
-    }
     let client = db.connect().await;
-    let before = CpuSnapshot::take(server.pid(), &client).await?;
-    let http = load::run(workers).await?;
-    let http_cpu = before.elapsed(server.pid(), &client).await?;
-
-    let http_rotations: i64 = client.query_one(ROTATIONS, &[&"http %"]).await?.get(0);
     let clients = i32::try_from(settings.refresh_concurrency)?;
-    client.execute(SEED, &[&user_id, &clients]).await?;
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("rotate.sql");
     std::fs::write(&script, SCRIPT)?;
-    let pgbench = pgbench::Run {
-        conninfo: &db.url(),
-        script: &script,
-        clients: settings.refresh_concurrency,
-        threads: settings.cores,
-        duration: settings.duration,
-        variables: &[("k", "0")],
+    let slice = settings.duration / SLICES;
+    let bounds = Bounds::new(slice, settings.max_requests_per_worker);
+    let mut http: Option<load::Run> = None;
+    let mut http_cpu = CpuSpent::default();
+    let mut pgbench: Option<pgbench::Outcome> = None;
+    // pgbench's backends have ended by the time it reports; the postmaster has reaped
+    // them, so their CPU is in its children's time.
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await?
+        .get(0);
+    let postmaster = cpu::parent(u32::try_from(backend)?)?;
+    let mut pgbench_cpu = Duration::ZERO;
+    for index in 0..SLICES {
+        for side in SLICE_ORDER[index as usize % SLICE_ORDER.len()] {
+            match side {
+                Side::Http => {
+                    let before = CpuSnapshot::take(server.pid(), &client).await?;
+                    let workers = tokens
+                        .drain(..)
+                        .map(|token| refresh_chain(server.addr(), token, bounds));
+                    let (run, next) = load::run_handing_back(workers).await?;
+                    tokens = next;
+                    http_cpu.add(&before.elapsed(server.pid(), &client).await?);
+                    match &mut http {
+                        Some(total) => total.absorb(run),
+                        None => http = Some(run),
+                    }
+                }
+                Side::Pgbench => {
+                    let slice_id = i32::try_from(index)?;
+                    client
+                        .execute(SEED, &[&user_id, &clients, &slice_id])
+                        .await?;
+                    let slice_text = index.to_string();
+                    let before = cpu::ended_children_time(postmaster)?;
+                    let outcome = pgbench::Run {
+                        conninfo: &db.url(),
+                        script: &script,
+                        clients: settings.refresh_concurrency,
+                        threads: settings.cores,
+                        duration: slice,
+                        variables: &[("k", "0"), ("slice", &slice_text)],
+                    }
+                    .execute()
+                    .await?;
+                    pgbench_cpu += cpu::ended_children_time(postmaster)?.saturating_sub(before);
+                    match &mut pgbench {
+                        Some(total) => total.absorb(outcome),
+                        None => pgbench = Some(outcome),
+                    }
+                }
+            }
+        }
     }
-    .execute()
-    .await?;
+    let http = http.ok_or("no HTTP slice ran")?;
+    let pgbench = pgbench.ok_or("no pgbench slice ran")?;
+    let http_rotations: i64 = client.query_one(ROTATIONS, &[&"http %"]).await?.get(0);
     let pgbench_rotations: i64 = client.query_one(ROTATIONS, &[&"pgbench %"]).await?.get(0);
 
     Ok(Figures {
@@ -153,6 +211,7 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
         http_cpu,
         http_rotations,
         pgbench,
+        pgbench_cpu,
         pgbench_rotations,
     })
 }
@@ -192,7 +251,7 @@ struct RefreshAnswer {
 /// success hands the next token to use. A failed request keeps the token and tries again
 /// on a new connection (a retry is safe by design); a 401 means the chain is dead, and the
 /// worker stops.
-async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> Stats {
+async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> (Stats, String) {
     let mut stats = Stats::default();
     let mut connection = None;
     while bounds.allow(stats.attempts()) {
@@ -241,7 +300,7 @@ async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> S
             Err(e) => stats.failure(format!("transport: {e}")),
         }
     }
-    stats
+    (stats, token)
 }
 
 impl Figures {
@@ -267,6 +326,14 @@ impl Figures {
         round.value(
             "PostgreSQL CPU per HTTP refresh",
             cpu::micros_each(self.http_cpu.database, stats.successes()),
+            Unit::Micros,
+        );
+        round.value(
+            "PostgreSQL CPU per pgbench rotation",
+            cpu::micros_each(
+                self.pgbench_cpu,
+                usize::try_from(self.pgbench.processed).unwrap_or(usize::MAX),
+            ),
             Unit::Micros,
         );
         round.latency("refresh HTTP p50", stats.percentile(500));
@@ -345,8 +412,15 @@ impl CpuSnapshot {
 }
 
 /// CPU spent during a phase.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct CpuSpent {
     server: Duration,
     database: Duration,
+}
+
+impl CpuSpent {
+    fn add(&mut self, other: &Self) {
+        self.server += other.server;
+        self.database += other.database;
+    }
 }
