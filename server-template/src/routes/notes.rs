@@ -5,12 +5,14 @@
 
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::registry::MetaSchema;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
 use super::authenticated::Authenticated;
 use super::error::{ApiError, ErrorBody};
+use super::text::{Text, TextRule};
 use crate::AppState;
 use crate::error::ServiceError;
 use crate::store::notes::{self, Note};
@@ -19,6 +21,38 @@ use crate::store::notes::{self, Note};
 const MAX_TITLE_CHARS: usize = 200;
 /// The longest text, in characters (the table checks it too).
 const MAX_BODY_CHARS: usize = 10_000;
+
+/// A note's title as the document states it (no control characters); the handler checks
+/// it and answers `invalid_note`.
+struct Title;
+
+impl TextRule for Title {
+    fn schema() -> MetaSchema {
+        MetaSchema {
+            min_length: Some(1),
+            max_length: Some(MAX_TITLE_CHARS),
+            // `char::is_control` is Unicode's Cc category: U+0000-U+001F and U+007F-U+009F.
+            pattern: Some(r"^[^\u0000-\u001F\u007F-\u009F]*$".to_owned()),
+            ..MetaSchema::new("string")
+        }
+    }
+}
+
+/// A note's text as the document states it: poem-openapi reads `null` as left out, so
+/// the document says `null` may be sent (and means empty).
+struct Body;
+
+impl TextRule for Body {
+    fn schema() -> MetaSchema {
+        MetaSchema {
+            max_length: Some(MAX_BODY_CHARS),
+            nullable: true,
+            // PostgreSQL's text cannot hold U+0000.
+            pattern: Some(r"^[^\u0000]*$".to_owned()),
+            ..MetaSchema::new("string")
+        }
+    }
+}
 
 pub(super) struct NotesApi {
     state: AppState,
@@ -38,10 +72,10 @@ impl NotesApi {
 #[derive(Object)]
 struct NewNote {
     /// 1 to 200 characters.
-    title: String,
-    /// At most 10,000 characters.
+    title: Text<Title>,
+    /// At most 10,000 characters; empty when left out or `null`.
     #[oai(default)]
-    body: String,
+    body: Text<Body>,
 }
 
 /// A note.
@@ -125,19 +159,30 @@ impl NotesApi {
         auth: Authenticated,
         note: Json<NewNote>,
     ) -> Result<CreatedResponse, ApiError> {
-        let title_chars = note.title.chars().count();
+        let NewNote { title, body } = note.0;
+        let title = title.into_inner();
+        let body = body.into_inner();
+        let title_chars = title.chars().count();
         if !(1..=MAX_TITLE_CHARS).contains(&title_chars) {
             return Err(invalid(format!(
                 "the title must have 1 to {MAX_TITLE_CHARS} characters"
             )));
         }
-        if note.body.chars().count() > MAX_BODY_CHARS {
+        if title.chars().any(char::is_control) {
+            return Err(invalid(
+                "the title may not hold control characters".to_owned(),
+            ));
+        }
+        if body.contains('\0') {
+            return Err(invalid("the text may not hold U+0000".to_owned()));
+        }
+        if body.chars().count() > MAX_BODY_CHARS {
             return Err(invalid(format!(
                 "the text may have at most {MAX_BODY_CHARS} characters"
             )));
         }
         let client = self.connection().await?;
-        let written = notes::insert(&client, auth.user(), &note.title, &note.body).await?;
+        let written = notes::insert(&client, auth.user(), &title, &body).await?;
         Ok(CreatedResponse::Created(Json(written.into())))
     }
 

@@ -27,6 +27,16 @@ pub(super) struct Text<R> {
     rule: PhantomData<R>,
 }
 
+/// The empty string, for a field that may be left out (`#[oai(default)]`).
+impl<R> Default for Text<R> {
+    fn default() -> Self {
+        Self {
+            text: String::new(),
+            rule: PhantomData,
+        }
+    }
+}
+
 impl<R> Text<R> {
     /// The string as sent.
     pub(super) fn into_inner(self) -> String {
