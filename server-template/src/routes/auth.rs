@@ -62,11 +62,18 @@ struct LoginRequest {
     transport: Option<Transport>,
 }
 
-/// A refresh token to rotate; in cookie transport, leave it out (or send no body) and the
-/// refresh cookie is used.
+/// A refresh token to rotate.
 #[derive(Object)]
 struct RefreshRequest {
     /// The refresh token from the last login or refresh.
+    refresh_token: String,
+}
+
+/// What a refresh body may hold: [`RefreshRequest`], whose token only a request carrying
+/// the refresh cookie may leave out. The document shows the stricter [`RefreshRequest`],
+/// since without the cookie a body lacking the token is refused with 400.
+#[derive(Object)]
+struct RefreshBody {
     refresh_token: Option<String>,
 }
 
@@ -247,18 +254,18 @@ impl AuthApi {
     ///
     /// With no body, or no `refresh_token` in it, the refresh cookie is used (cookie
     /// transport): both cookies are set anew. Such a request must come from the server's
-    /// own origin, else 403.
+    /// own origin, else 403. Without the cookie, `refresh_token` is required.
     #[oai(path = "/auth/refresh", method = "post")]
     async fn refresh(
         &self,
         request: &Request,
         ClientIp(ip): ClientIp,
-        body: OptionalJson<RefreshRequest>,
+        body: OptionalJson<RefreshBody, RefreshRequest>,
     ) -> Result<WithCookies<TokenResponse>, ApiError> {
         let cookie = self.state.config.cookies.refresh_token(request.headers());
         let (token, transport) = match (body.0, cookie) {
             (
-                Some(RefreshRequest {
+                Some(RefreshBody {
                     refresh_token: Some(token),
                 }),
                 _,

@@ -2,6 +2,8 @@
 //! (as a browser's `fetch` sends it in cookie transport) is `None`, where poem-openapi's
 //! `Json` would refuse a request without a `Content-Type` with 415.
 
+use std::marker::PhantomData;
+
 use poem::{Request, RequestBody};
 use poem_openapi::payload::{Json, Payload as _};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
@@ -9,25 +11,29 @@ use poem_openapi::types::{ParseFromJSON, ToJSON};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 /// `Some` body when the request has one, `None` when it has neither a body nor a
-/// `Content-Type`. A body is read as [`Json`] reads it, with the same refusals.
-pub(super) struct OptionalJson<T>(pub(super) Option<T>);
+/// `Content-Type`. A body is read as [`Json`] reads it, with the same refusals, into `T`;
+/// the document shows `D`, which may be stricter than what `T` parses (a field that only
+/// some requests may leave out, as the route's description then says).
+pub(super) struct OptionalJson<T, D = T>(pub(super) Option<T>, PhantomData<D>);
 
-impl<'a, T: ParseFromJSON + ToJSON> ApiExtractor<'a> for OptionalJson<T> {
+impl<'a, T: ParseFromJSON + ToJSON, D: ParseFromJSON + ToJSON> ApiExtractor<'a>
+    for OptionalJson<T, D>
+{
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
     type ParamType = ();
     type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
-        <Json<T> as ApiExtractor<'a>>::register(registry);
+        <Json<D> as ApiExtractor<'a>>::register(registry);
     }
 
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
             content: vec![MetaMediaType {
-                content_type: Json::<T>::CONTENT_TYPE,
-                schema: Json::<T>::schema_ref(),
+                content_type: Json::<D>::CONTENT_TYPE,
+                schema: Json::<D>::schema_ref(),
             }],
             required: false,
         })
@@ -41,13 +47,13 @@ impl<'a, T: ParseFromJSON + ToJSON> ApiExtractor<'a> for OptionalJson<T> {
         if request.content_type().is_none() {
             let bytes = body.take()?.into_bytes().await?;
             if bytes.is_empty() {
-                return Ok(Self(None));
+                return Ok(Self(None, PhantomData));
             }
             // Something was sent without saying what: refused as `Json` refuses it.
             *body = RequestBody::new(poem::Body::from(bytes));
         }
         let Json(value) =
             <Json<T> as ApiExtractor<'a>>::from_request(request, body, options).await?;
-        Ok(Self(Some(value)))
+        Ok(Self(Some(value), PhantomData))
     }
 }
