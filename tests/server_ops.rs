@@ -259,13 +259,36 @@ async fn metrics_count_logins_refreshes_rejections_and_the_cache() {
 }
 
 #[tokio::test]
-async fn the_openapi_document_declares_bearer_auth_and_every_error_body() {
+async fn the_openapi_document_declares_bearer_and_cookie_auth_and_every_error_body() {
     let db = TestDb::new().await;
     let server = ServerProcess::start(&db.url(), &[]).await;
     let spec: Value = server.get("/openapi.json").await.json().await.unwrap();
     let scheme = &spec["components"]["securitySchemes"]["BearerAuth"];
     assert_eq!(scheme["type"], "http");
     assert_eq!(scheme["scheme"], "bearer");
+    let cookie = &spec["components"]["securitySchemes"]["CookieAuth"];
+    assert_eq!(cookie["type"], "apiKey", "{cookie}");
+    assert_eq!(cookie["in"], "cookie", "{cookie}");
+    assert_eq!(cookie["name"], "__Host-sg_access", "{cookie}");
+    // The cookie transport: chosen at login, and a refresh whose body may be left out.
+    let schemas = &spec["components"]["schemas"];
+    let transport = &schemas["LoginRequest"]["properties"]["transport"];
+    assert_eq!(
+        transport["allOf"][0]["$ref"], "#/components/schemas/Transport",
+        "{transport}"
+    );
+    assert_eq!(schemas["Transport"]["enum"], json!(["bearer", "cookie"]));
+    let refresh = &spec["paths"]["/auth/refresh"]["post"];
+    assert_ne!(refresh["requestBody"]["required"], true, "{refresh}");
+    // Without the refresh cookie the token is required, so the document says it is.
+    assert_eq!(
+        schemas["RefreshRequest"]["required"],
+        json!(["refresh_token"]),
+        "{}",
+        schemas["RefreshRequest"]
+    );
+    // The account page is HTML, outside the API's document.
+    assert!(spec["paths"].get("/account").is_none());
 
     let protected = [
         ("/auth/logout", "post"),
@@ -284,11 +307,21 @@ async fn the_openapi_document_declares_bearer_auth_and_every_error_body() {
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             operations += 1;
-            let secured = operation["security"]
+            // Either scheme will do: one requirement object each.
+            let required: Vec<&str> = operation["security"]
                 .as_array()
-                .is_some_and(|list| list.iter().any(|s| s.get("BearerAuth").is_some()));
+                .into_iter()
+                .flatten()
+                .flat_map(|requirement| requirement.as_object().unwrap().keys())
+                .map(String::as_str)
+                .collect();
             let should = protected.contains(&(path.as_str(), method.as_str()));
-            assert_eq!(secured, should, "{method} {path} security");
+            let expected: &[&str] = if should {
+                &["BearerAuth", "CookieAuth"]
+            } else {
+                &[]
+            };
+            assert_eq!(required, expected, "{method} {path} security");
             for (status, response) in operation["responses"].as_object().unwrap() {
                 if status.starts_with('4') || status.starts_with('5') {
                     let body_schema =

@@ -13,6 +13,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::client_ip::{ClientIpHeader, TrustedProxies};
+use crate::cookies::{CookieRole, SessionCookies};
+use crate::origin::PublicOrigin;
 use settings::{DAY, Kind, Setting, Unit};
 
 /// The database name used when `DATABASE_URL` names none.
@@ -100,6 +102,13 @@ pub struct Config {
     /// How long in-flight requests may finish after SIGTERM or ctrl-c
     /// ([`settings::SHUTDOWN_GRACE_SECONDS`]).
     pub shutdown_grace: Duration,
+    /// The origin browsers reach the server at, which cookie-authenticated requests that
+    /// change state must come from ([`settings::PUBLIC_URL`]).
+    pub public_origin: PublicOrigin,
+    /// The session cookies of the cookie transport: names and `Secure`
+    /// ([`settings::ACCESS_COOKIE_NAME`], [`settings::REFRESH_COOKIE_NAME`],
+    /// [`settings::COOKIE_SECURE`]).
+    pub cookies: SessionCookies,
     /// Paths of Ed25519 private keys; the first signs, all verify
     /// ([`settings::JWT_SIGNING_KEYS`]). Empty in development means: generate one.
     pub signing_keys: Vec<PathBuf>,
@@ -183,6 +192,8 @@ impl Config {
         let env = Lookup(&lookup);
         let environment = environment(&env)?;
         let signing_keys = signing_keys(&env, environment)?;
+        let public_origin = public_origin(&env)?;
+        let cookies = session_cookies(&env, &public_origin)?;
         Ok(Self {
             environment,
             database: database_config(&env)?,
@@ -194,6 +205,8 @@ impl Config {
             connections: connection_settings(&env)?,
             trusted_proxies: trusted_proxies(&env)?,
             shutdown_grace: env.duration(&SHUTDOWN_GRACE_SECONDS)?,
+            public_origin,
+            cookies,
             signing_keys,
             refresh_key_file: refresh_key_file(&env, environment)?,
             dev_keys_dir: PathBuf::from(env.text(&DEV_KEYS_DIR)?),
@@ -311,6 +324,43 @@ fn refresh_key_file(
         ));
     }
     Ok(file)
+}
+
+fn public_origin(env: &Lookup<'_>) -> Result<PublicOrigin, ConfigError> {
+    let setting = &settings::PUBLIC_URL;
+    PublicOrigin::parse(&env.text(setting)?).map_err(|e| ConfigError::new(setting.name, e))
+}
+
+fn session_cookies(
+    env: &Lookup<'_>,
+    public_origin: &PublicOrigin,
+) -> Result<SessionCookies, ConfigError> {
+    let secure_setting = &settings::COOKIE_SECURE;
+    let secure = match env.text(secure_setting)?.as_str() {
+        "on" => true,
+        "off" if public_origin.is_loopback_http() => false,
+        "off" => {
+            return Err(ConfigError::new(
+                secure_setting.name,
+                format!(
+                    "`off` is only for development on this machine (PUBLIC_URL \
+                     http://localhost or a loopback address), not for {public_origin}"
+                ),
+            ));
+        }
+        other => return Err(not_a_choice(secure_setting, other)),
+    };
+    let access = &settings::ACCESS_COOKIE_NAME;
+    let refresh = &settings::REFRESH_COOKIE_NAME;
+    let access_name = env.text(access)?;
+    let refresh_name = env.text(refresh)?;
+    SessionCookies::new(&access_name, &refresh_name, secure).map_err(|(role, e)| {
+        let setting = match role {
+            CookieRole::Access => access,
+            CookieRole::Refresh => refresh,
+        };
+        ConfigError::new(setting.name, e)
+    })
 }
 
 fn connection_settings(env: &Lookup<'_>) -> Result<ConnectionSettings, ConfigError> {
@@ -544,6 +594,13 @@ mod tests {
             ("SECURITY_EVENT_RETENTION_DAYS", "-1"),
             ("MAX_BODY_BYTES", "10"),
             ("DATABASE_URL", "postgres://host:notaport/db"),
+            ("PUBLIC_URL", "auth.example.com"),
+            ("PUBLIC_URL", "https://auth.example.com/app"),
+            ("COOKIE_SECURE", "maybe"),
+            ("ACCESS_COOKIE_NAME", "sg_access"),
+            ("ACCESS_COOKIE_NAME", "__Host-a;b"),
+            ("REFRESH_COOKIE_NAME", "__Host-sg_refresh"),
+            ("REFRESH_COOKIE_NAME", "__Host-sg_access"),
         ] {
             let err = config(&[(var, value)]).expect_err(value);
             assert_eq!(err.var, var, "{value}");
@@ -661,12 +718,51 @@ mod tests {
                             ("REFRESH_TOKEN_KEY_FILE", "/k/r.key"),
                         ]);
                     }
+                    if setting.name == "COOKIE_SECURE" && *choice == "off" {
+                        vars.extend([
+                            ("ACCESS_COOKIE_NAME", "sg_access"),
+                            ("REFRESH_COOKIE_NAME", "sg_refresh"),
+                        ]);
+                    }
                     config(&vars).unwrap_or_else(|e| panic!("{}={choice}: {e}", setting.name));
                 }
                 let err = config(&[(setting.name, "neither")]).unwrap_err();
                 assert!(err.message.contains(&format!("`{}`", choices[0])), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn cookies_may_go_without_secure_only_for_development_on_loopback() {
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.public_origin.as_str(), "http://127.0.0.1:8080");
+        assert!(defaults.cookies.secure());
+        assert_eq!(defaults.cookies.access_name(), "__Host-sg_access");
+        assert_eq!(defaults.cookies.refresh_name(), "__Secure-sg_refresh");
+
+        let err = config(&[
+            ("PUBLIC_URL", "https://auth.example.com"),
+            ("COOKIE_SECURE", "off"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "COOKIE_SECURE", "{err}");
+        let err = config(&[
+            ("PUBLIC_URL", "http://app.example:8080"),
+            ("COOKIE_SECURE", "off"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "COOKIE_SECURE", "{err}");
+        // Off keeps the prefixed default names, which browsers would drop: refused.
+        let err = config(&[("COOKIE_SECURE", "off")]).unwrap_err();
+        assert_eq!(err.var, "ACCESS_COOKIE_NAME", "{err}");
+        let plain = config(&[
+            ("PUBLIC_URL", "http://localhost:3000"),
+            ("COOKIE_SECURE", "off"),
+            ("ACCESS_COOKIE_NAME", "sg_access"),
+            ("REFRESH_COOKIE_NAME", "sg_refresh"),
+        ])
+        .unwrap();
+        assert!(!plain.cookies.secure());
     }
 
     #[test]

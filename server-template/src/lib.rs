@@ -12,11 +12,13 @@ pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod connections;
+pub mod cookies;
 pub mod database;
 pub mod device;
 pub mod email;
 pub mod error;
 pub mod keys;
+pub mod origin;
 pub mod passwords;
 pub mod purge;
 pub mod rate_limit;
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use poem::EndpointExt as _;
-use session_guard::{Authenticator, PostgresLiveness, TokenVerifier};
+use session_guard::{Authenticator, PostgresLiveness, TokenSource, TokenVerifier};
 
 use crate::access_token::AccessTokenIssuer;
 use crate::accounts::{AccountPolicy, Accounts, Tokens};
@@ -146,7 +148,10 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         .issuer(&config.issuer)
         .audience(&config.audience)
         .build();
-    let authenticator = Authenticator::new(verifier, liveness.clone());
+    // The header when a client sends one, else the access cookie of the cookie transport.
+    let authenticator = Authenticator::new(verifier, liveness.clone()).with_token_source(
+        TokenSource::BearerOrCookie(config.cookies.access_name().into()),
+    );
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let accounts = Accounts::new(
         pool.clone(),

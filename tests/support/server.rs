@@ -134,6 +134,8 @@ impl ServerProcess {
             ("DATABASE_URL", database_url.to_owned()),
             ("BIND_ADDR", addr.to_string()),
             ("DEV_KEYS_DIR", keys_dir.path().display().to_string()),
+            // The origin a browser reaches it at, which its CSRF checks compare with.
+            ("PUBLIC_URL", format!("http://{addr}")),
         ]);
         for (name, value) in extra_env {
             env.insert(name, (*value).to_owned());

@@ -20,6 +20,8 @@ pub enum Group {
     Database,
     /// Where the server listens, and how requests and connections are bounded.
     Http,
+    /// The public origin and the cookies of browser sessions.
+    Browser,
     /// What signs and keys the tokens.
     Keys,
     /// How long sessions live and how refresh tokens may be retried.
@@ -34,10 +36,11 @@ pub enum Group {
 
 impl Group {
     /// Every group, in the reference's order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Environment,
         Self::Database,
         Self::Http,
+        Self::Browser,
         Self::Keys,
         Self::Sessions,
         Self::RateLimits,
@@ -51,6 +54,7 @@ impl Group {
             Self::Environment => "Environment",
             Self::Database => "Database",
             Self::Http => "HTTP and connections",
+            Self::Browser => "Browser sessions",
             Self::Keys => "Tokens and keys",
             Self::Sessions => "Sessions and refresh",
             Self::RateLimits => "Rate limits",
@@ -298,6 +302,66 @@ pub const SHUTDOWN_GRACE_SECONDS: Setting = Setting {
     meaning: "How long in-flight requests may finish after SIGTERM.",
 };
 
+/// `PUBLIC_URL`.
+pub const PUBLIC_URL: Setting = Setting {
+    name: "PUBLIC_URL",
+    group: Group::Browser,
+    kind: Kind::Text {
+        default: "http://127.0.0.1:8080",
+    },
+    meaning: "The origin browsers reach the server at, scheme included \
+              (`https://auth.example.com`; no path). A request authenticated by a cookie that \
+              changes anything must carry an `Origin` naming exactly this origin (or, with no \
+              `Origin`, `Sec-Fetch-Site: same-origin`); otherwise it is refused with 403.",
+};
+
+/// `COOKIE_SECURE`.
+pub const COOKIE_SECURE: Setting = Setting {
+    name: "COOKIE_SECURE",
+    group: Group::Browser,
+    kind: Kind::Choice {
+        default: "on",
+        choices: &["on", "off"],
+    },
+    meaning: "Whether the session cookies are `Secure`. `off` is allowed only while \
+              `PUBLIC_URL` is `http://localhost` or a loopback address, for clients that do not \
+              count loopback as secure, and then the cookie names may not use the `__Host-` and \
+              `__Secure-` prefixes, which browsers accept only on `Secure` cookies. Browsers \
+              take `Secure` cookies from `http://localhost` and loopback addresses anyway.",
+};
+
+/// `ACCESS_COOKIE_NAME`.
+pub const ACCESS_COOKIE_NAME: Setting = Setting {
+    name: "ACCESS_COOKIE_NAME",
+    group: Group::Browser,
+    kind: Kind::Text {
+        default: "__Host-sg_access",
+    },
+    meaning: "The cookie holding the access token when a login asks for `\"transport\": \
+              \"cookie\"`: `HttpOnly; Secure; SameSite=Strict; Path=/`. With `Secure` on it must \
+              start with `__Host-`, so no subdomain can set or shadow it.",
+};
+
+/// The access cookie's name when `ACCESS_COOKIE_NAME` is unset (what the OpenAPI
+/// document names).
+pub const ACCESS_COOKIE_NAME_DEFAULT: &str = match ACCESS_COOKIE_NAME.kind {
+    Kind::Text { default } => default,
+    _ => panic!("ACCESS_COOKIE_NAME is declared as text"),
+};
+
+/// `REFRESH_COOKIE_NAME`.
+pub const REFRESH_COOKIE_NAME: Setting = Setting {
+    name: "REFRESH_COOKIE_NAME",
+    group: Group::Browser,
+    kind: Kind::Text {
+        default: "__Secure-sg_refresh",
+    },
+    meaning: "The cookie holding the refresh token in cookie transport: `HttpOnly; Secure; \
+              SameSite=Strict; Path=/auth`, so it is sent only to `/auth/*` (of which only \
+              `/auth/refresh` reads it). With `Secure` on it must start with `__Secure-` \
+              (`__Host-` would need `Path=/`).",
+};
+
 /// `JWT_SIGNING_KEYS`.
 pub const JWT_SIGNING_KEYS: Setting = Setting {
     name: "JWT_SIGNING_KEYS",
@@ -522,6 +586,10 @@ pub const ALL: &[&Setting] = &[
     &TRUSTED_PROXIES,
     &CLIENT_IP_HEADER,
     &SHUTDOWN_GRACE_SECONDS,
+    &PUBLIC_URL,
+    &COOKIE_SECURE,
+    &ACCESS_COOKIE_NAME,
+    &REFRESH_COOKIE_NAME,
     &JWT_SIGNING_KEYS,
     &REFRESH_TOKEN_KEY_FILE,
     &DEV_KEYS_DIR,
@@ -671,6 +739,26 @@ mod tests {
         ));
         assert!(reference.contains("| `APP_ENV` | `development` | `development`, `production` |"));
         assert!(reference.contains("| `BIND_ADDR` | `127.0.0.1:8080` | — |"));
+    }
+
+    #[test]
+    fn the_cookie_words_match_what_is_set() {
+        use crate::cookies::{ACCESS_COOKIE_PATH, CookieRole, REFRESH_COOKIE_PATH};
+        assert!(
+            ACCESS_COOKIE_NAME
+                .meaning
+                .contains(&format!("Path={ACCESS_COOKIE_PATH}`"))
+        );
+        assert!(
+            REFRESH_COOKIE_NAME
+                .meaning
+                .contains(&format!("Path={REFRESH_COOKIE_PATH}`"))
+        );
+        assert!(ACCESS_COOKIE_NAME_DEFAULT.starts_with(CookieRole::Access.secure_prefix()));
+        let Kind::Text { default } = REFRESH_COOKIE_NAME.kind else {
+            panic!("REFRESH_COOKIE_NAME is text");
+        };
+        assert!(default.starts_with(CookieRole::Refresh.secure_prefix()));
     }
 
     #[test]

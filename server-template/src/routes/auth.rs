@@ -1,15 +1,19 @@
 //! `/auth/*`: register, login, refresh, logout, logout-all, password change.
 
+use std::time::Duration;
+
 use poem::Request;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 use uuid::Uuid;
 
 use super::ApiTags;
 use super::authenticated::Authenticated;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::optional_json::OptionalJson;
 use super::responses::NoContent;
 use super::text::{DeviceName, Email, Password, Text};
+use super::transport::{self, Transport, WithCookies};
 use crate::AppState;
 use crate::accounts::{self, LoginOutcome, NewPassword, RefreshClient, RevokeScope, TokenPair};
 use crate::client_ip::ClientIp;
@@ -52,6 +56,10 @@ struct LoginRequest {
     password: String,
     /// A name the user gives this device ("Ada's laptop"), up to 128 characters.
     device_name: Option<Text<DeviceName>>,
+    /// `bearer` (the default): both tokens in the body. `cookie`: both in `HttpOnly`
+    /// cookies and none in the body; the request must then come from the server's own
+    /// origin (`Origin` or `Sec-Fetch-Site: same-origin`), else 403.
+    transport: Option<Transport>,
 }
 
 /// A refresh token to rotate.
@@ -59,6 +67,14 @@ struct LoginRequest {
 struct RefreshRequest {
     /// The refresh token from the last login or refresh.
     refresh_token: String,
+}
+
+/// What a refresh body may hold: [`RefreshRequest`], whose token only a request carrying
+/// the refresh cookie may leave out. The document shows the stricter [`RefreshRequest`],
+/// since without the cookie a body lacking the token is refused with 400.
+#[derive(Object)]
+struct RefreshBody {
+    refresh_token: Option<String>,
 }
 
 /// The current and the new password.
@@ -100,6 +116,27 @@ impl From<TokenPair> for TokenPairBody {
     }
 }
 
+/// A session in cookie transport: its tokens are in the cookies this response sets.
+#[derive(Object)]
+struct CookieSessionBody {
+    /// The session the cookies belong to.
+    session_id: Uuid,
+    /// Seconds until the access token (and its cookie) expires.
+    expires_in: u64,
+    /// Seconds until the refresh token (and its cookie) stops working unless used.
+    refresh_expires_in: u64,
+}
+
+/// What a sign-in or refresh answers: the token pair, or in cookie transport the
+/// session's metadata.
+#[derive(Union)]
+enum SignedIn {
+    /// Bearer transport.
+    Tokens(TokenPairBody),
+    /// Cookie transport.
+    Cookie(CookieSessionBody),
+}
+
 #[derive(ApiResponse)]
 enum RegisterResponse {
     /// The account was created.
@@ -109,9 +146,9 @@ enum RegisterResponse {
 
 #[derive(ApiResponse)]
 enum TokenResponse {
-    /// A new token pair.
+    /// A new token pair, or in cookie transport the session, its tokens in `Set-Cookie`.
     #[oai(status = 200)]
-    Ok(Json<TokenPairBody>),
+    Ok(Json<SignedIn>),
 }
 
 #[OpenApi(tag = "ApiTags::Auth")]
@@ -154,8 +191,13 @@ impl AuthApi {
         request: &Request,
         ClientIp(ip): ClientIp,
         body: Json<LoginRequest>,
-    ) -> Result<TokenResponse, ApiError> {
+    ) -> Result<WithCookies<TokenResponse>, ApiError> {
         let Json(body) = body;
+        let transport = body.transport.unwrap_or_default();
+        if transport == Transport::Cookie {
+            // Login CSRF: another site must not sign the browser in to an account.
+            transport::same_origin(request, &self.state.config.public_origin)?;
+        }
         // Checked before any limit sees them: bad input costs nothing and stores nothing.
         let email = accounts::Email::parse(&body.email)?;
         let name = body.device_name.map(Text::into_inner);
@@ -196,7 +238,7 @@ impl AuthApi {
             );
         }
         match credentials.login(&email, body.password, device).await {
-            Ok(pair) => Ok(TokenResponse::Ok(Json(pair.into()))),
+            Ok(pair) => Ok(self.signed_in(pair, transport)),
             Err(refusal) => {
                 if refusal.counts {
                     attempt.failed();
@@ -209,13 +251,39 @@ impl AuthApi {
     /// Exchange a refresh token for a new pair. The old refresh token stops working: only
     /// the client that rotated it may retry it, briefly; anyone else presenting it, or
     /// anyone presenting an older one, revokes the whole session.
+    ///
+    /// With no body, or no `refresh_token` in it, the refresh cookie is used (cookie
+    /// transport): both cookies are set anew. Such a request must come from the server's
+    /// own origin, else 403. Without the cookie, `refresh_token` is required.
     #[oai(path = "/auth/refresh", method = "post")]
     async fn refresh(
         &self,
         request: &Request,
         ClientIp(ip): ClientIp,
-        body: Json<RefreshRequest>,
-    ) -> Result<TokenResponse, ApiError> {
+        body: OptionalJson<RefreshBody, RefreshRequest>,
+    ) -> Result<WithCookies<TokenResponse>, ApiError> {
+        let cookie = self.state.config.cookies.refresh_token(request.headers());
+        let (token, transport) = match (body.0, cookie) {
+            (
+                Some(RefreshBody {
+                    refresh_token: Some(token),
+                }),
+                _,
+            ) => (token, Transport::Bearer),
+            (_, Some(token)) => {
+                transport::same_origin(request, &self.state.config.public_origin)?;
+                (token.to_owned(), Transport::Cookie)
+            }
+            // A body without the token, as before the cookie transport: a bad request.
+            (Some(_), None) => {
+                return Err(ApiError::BadRequest(Json(ErrorBody::new(
+                    "invalid_request",
+                    "refresh_token is required unless the refresh cookie is sent",
+                ))));
+            }
+            // Nothing at all: a cookie client whose refresh cookie is gone.
+            (None, None) => return Err(ServiceError::InvalidRefreshToken.into()),
+        };
         self.state
             .limits
             .refresh(ip)
@@ -224,13 +292,8 @@ impl AuthApi {
             ip,
             user_agent: device::user_agent(request.headers()),
         };
-        let pair = self
-            .state
-            .accounts
-            .refresh
-            .rotate(&body.refresh_token, &client)
-            .await?;
-        Ok(TokenResponse::Ok(Json(pair.into())))
+        let pair = self.state.accounts.refresh.rotate(&token, &client).await?;
+        Ok(self.signed_in(pair, transport))
     }
 
     /// Sign out this session.
@@ -239,7 +302,7 @@ impl AuthApi {
         &self,
         ClientIp(ip): ClientIp,
         auth: Authenticated,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<WithCookies<NoContent>, ApiError> {
         let scope = RevokeScope::One {
             session: auth.session(),
             reason: RevokeReason::Logout,
@@ -253,7 +316,7 @@ impl AuthApi {
         &self,
         ClientIp(ip): ClientIp,
         auth: Authenticated,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<WithCookies<NoContent>, ApiError> {
         let scope = RevokeScope::AllBut {
             keep: None,
             reason: RevokeReason::LogoutAll,
@@ -261,14 +324,16 @@ impl AuthApi {
         self.revoke(auth, scope, ip).await
     }
 
-    /// Change the password; every other session of this user is signed out.
+    /// Change the password; every other session of this user is signed out. In cookie
+    /// transport this browser is signed out too (its session revoked, its cookies
+    /// cleared), to sign in again with the new password.
     #[oai(path = "/auth/password", method = "post")]
     async fn change_password(
         &self,
         ClientIp(ip): ClientIp,
         auth: Authenticated,
         body: Json<PasswordChange>,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<WithCookies<NoContent>, ApiError> {
         let Json(body) = body;
         // Checked before any limit sees it, as at registration.
         let new_password = NewPassword::parse(body.new_password.into_inner())?;
@@ -292,7 +357,14 @@ impl AuthApi {
             )
             .await;
         match changed {
-            Ok(()) => Ok(NoContent::Done),
+            Ok(()) if auth.transport() == Transport::Cookie => {
+                let scope = RevokeScope::One {
+                    session: auth.session(),
+                    reason: RevokeReason::Logout,
+                };
+                self.revoke(auth, scope, ip).await
+            }
+            Ok(()) => Ok(WithCookies::none(NoContent::Done)),
             Err(refusal) => {
                 if refusal.counts {
                     attempt.failed();
@@ -320,17 +392,48 @@ impl AuthApi {
             .user_uuid()
     }
 
+    /// Revokes `scope` and answers 204, clearing the cookies of a cookie request.
     async fn revoke(
         &self,
         auth: Authenticated,
         scope: RevokeScope,
         ip: Option<std::net::IpAddr>,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<WithCookies<NoContent>, ApiError> {
         self.state
             .accounts
             .sessions
             .revoke(auth.user(), scope, ip)
             .await?;
-        Ok(NoContent::Done)
+        Ok(WithCookies::clearing(
+            NoContent::Done,
+            auth.transport(),
+            &self.state.config.cookies,
+        ))
+    }
+
+    /// The answer to a sign-in or refresh: the pair in the body, or in cookie transport
+    /// the pair in cookies and the session's metadata in the body.
+    fn signed_in(&self, pair: TokenPair, transport: Transport) -> WithCookies<TokenResponse> {
+        match transport {
+            Transport::Bearer => {
+                WithCookies::none(TokenResponse::Ok(Json(SignedIn::Tokens(pair.into()))))
+            }
+            Transport::Cookie => {
+                let cookies = &self.state.config.cookies;
+                let set = vec![
+                    cookies.access(pair.access_token, Duration::from_secs(pair.expires_in)),
+                    cookies.refresh(
+                        pair.refresh_token.expose(),
+                        Duration::from_secs(pair.refresh_expires_in),
+                    ),
+                ];
+                let body = CookieSessionBody {
+                    session_id: pair.session_id,
+                    expires_in: pair.expires_in,
+                    refresh_expires_in: pair.refresh_expires_in,
+                };
+                WithCookies::new(TokenResponse::Ok(Json(SignedIn::Cookie(body))), set)
+            }
+        }
     }
 }

@@ -1,16 +1,22 @@
-//! The bearer security scheme of the API: authenticates through `session-guard`'s Poem
-//! adapter and documents itself in the OpenAPI document.
+//! The security schemes of the API, a bearer token or the access cookie of the cookie
+//! transport: authenticates through `session-guard`'s Poem adapter and documents both in
+//! the OpenAPI document. A cookie request that changes state must pass the CSRF check
+//! first ([`crate::origin::check`]).
 
 use poem::{IntoResponse as _, Request, RequestBody};
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
-use session_guard::{AuthContext, Authenticator};
+use session_guard::{AuthContext, AuthError, Authenticator, TokenSource};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
+use super::transport::{self, Transport};
+use crate::cookies::SessionCookies;
+use crate::origin::{self, PublicOrigin};
 
-const SCHEME: &str = "BearerAuth";
+const BEARER_SCHEME: &str = "BearerAuth";
+const COOKIE_SCHEME: &str = "CookieAuth";
 
 /// The authenticated caller of a protected operation: its user and session, as the
 /// UUIDs `session-guard` parsed from the token.
@@ -18,6 +24,7 @@ const SCHEME: &str = "BearerAuth";
 pub(super) struct Authenticated {
     user: Uuid,
     session: Uuid,
+    transport: Transport,
 }
 
 impl Authenticated {
@@ -31,12 +38,21 @@ impl Authenticated {
         self.session
     }
 
+    /// How the access token came: a bearer header or the access cookie.
+    pub(super) fn transport(self) -> Transport {
+        self.transport
+    }
+
     /// The caller of `context`. Our own tokens always carry UUIDs, and liveness already
     /// vouched for them (the store refuses anything else), so this refuses only what
     /// could not have got this far.
-    fn from_context(context: &AuthContext) -> Result<Self, ApiError> {
+    fn from_context(context: &AuthContext, transport: Transport) -> Result<Self, ApiError> {
         match (context.user_uuid(), context.session_uuid()) {
-            (Some(user), Some(session)) => Ok(Self { user, session }),
+            (Some(user), Some(session)) => Ok(Self {
+                user,
+                session,
+                transport,
+            }),
             _ => Err(ApiError::Unauthorized(Json(ErrorBody::new(
                 "invalid_token",
                 "the access token is invalid, expired or revoked",
@@ -53,7 +69,7 @@ impl<'a> ApiExtractor<'a> for Authenticated {
 
     fn register(registry: &mut Registry) {
         registry.create_security_scheme(
-            SCHEME,
+            BEARER_SCHEME,
             MetaSecurityScheme {
                 ty: "http",
                 description: Some(
@@ -68,10 +84,30 @@ impl<'a> ApiExtractor<'a> for Authenticated {
                 openid_connect_url: None,
             },
         );
+        registry.create_security_scheme(
+            COOKIE_SCHEME,
+            MetaSecurityScheme {
+                ty: "apiKey",
+                description: Some(
+                    "The access cookie a login with `\"transport\": \"cookie\"` sets \
+                     (`HttpOnly; Secure; SameSite=Strict; Path=/`; its name is \
+                     `ACCESS_COOKIE_NAME`, `__Host-sg_access` by default). A request it \
+                     authenticates that changes state must carry an `Origin` naming the \
+                     server's `PUBLIC_URL`, or `Sec-Fetch-Site: same-origin`, else 403 \
+                     `cross_site_request`.",
+                ),
+                name: Some(crate::config::settings::ACCESS_COOKIE_NAME_DEFAULT),
+                key_in: Some("cookie"),
+                scheme: None,
+                bearer_format: None,
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
     }
 
     fn security_schemes() -> Vec<&'static str> {
-        vec![SCHEME]
+        vec![BEARER_SCHEME, COOKIE_SCHEME]
     }
 
     async fn from_request(
@@ -82,9 +118,28 @@ impl<'a> ApiExtractor<'a> for Authenticated {
         let auth = request
             .data::<Authenticator>()
             .expect("the app installs the Authenticator as data");
+        let cookies = request
+            .data::<SessionCookies>()
+            .expect("the app installs the session cookies as data");
+        let public = request
+            .data::<PublicOrigin>()
+            .expect("the app installs the public origin as data");
+        let refuse = |error: ApiError| poem::Error::from_response(error.into_response());
+        // The authenticator reads the cookie exactly when no bearer token was offered.
+        let by_cookie = matches!(
+            TokenSource::Bearer.extract(request.headers()),
+            Err(AuthError::MissingToken)
+        ) && cookies.has_access_cookie(request.headers());
+        let transport = if by_cookie {
+            if origin::changes_state(request.method()) {
+                transport::same_origin(request, public).map_err(refuse)?;
+            }
+            Transport::Cookie
+        } else {
+            Transport::Bearer
+        };
         match session_guard::poem::authenticate(auth, request).await {
-            Ok(context) => Self::from_context(&context)
-                .map_err(|error| poem::Error::from_response(error.into_response())),
+            Ok(context) => Self::from_context(&context, transport).map_err(refuse),
             Err(error) => {
                 metrics::counter!("session_auth_rejections_total", "reason" => error.reason())
                     .increment(1);

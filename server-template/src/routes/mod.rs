@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, their OpenAPI description, request limits, and the error
 //! body they all share.
 
+mod account;
 mod allow;
 mod auth;
 mod authenticated;
@@ -9,10 +10,12 @@ mod health;
 mod jwks;
 mod metrics;
 mod notes;
+mod optional_json;
 pub mod request_span;
 mod responses;
 mod sessions;
 mod text;
+mod transport;
 
 use std::sync::Arc;
 
@@ -67,11 +70,14 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
     let api = api(state);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let allowed =
-        Arc::new(allow::AllowedMethods::from_openapi(&api.spec()).with("/metrics", &["GET"]));
+    let mut allowed = allow::AllowedMethods::from_openapi(&api.spec()).with("/metrics", &["GET"]);
+    for (path, _) in account::FILES {
+        allowed = allowed.with(path, &["GET"]);
+    }
+    let allowed = Arc::new(allowed);
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
-    Route::new()
+    account::routes(Route::new())
         .at("/openapi.json", spec)
         .at("/metrics", get(metrics::render))
         .nest("/docs", docs)
@@ -80,6 +86,8 @@ pub fn app(state: &AppState) -> impl Endpoint + use<> {
         .data(state.metrics.clone())
         .data(state.liveness.clone())
         .data(state.config.trusted_proxies.clone())
+        .data(state.config.cookies.clone())
+        .data(state.config.public_origin.clone())
         .around(move |endpoint, request| limited(endpoint, request, max_body, timeout))
         .around(move |endpoint, request| {
             allow::allow_on_405(endpoint, request, Arc::clone(&allowed))

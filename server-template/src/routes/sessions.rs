@@ -11,6 +11,7 @@ use super::ApiTags;
 use super::authenticated::Authenticated;
 use super::error::ApiError;
 use super::responses::NoContent;
+use super::transport::{Transport, WithCookies};
 use crate::AppState;
 use crate::accounts::RevokeScope;
 use crate::client_ip::ClientIp;
@@ -134,7 +135,8 @@ impl SessionsApi {
     }
 
     /// Sign out one session of this user. Unknown ids and other users' ids both get 404; a
-    /// session of this user that has ended already gets 204 and changes nothing.
+    /// session of this user that has ended already gets 204 and changes nothing. Signing
+    /// out the caller's own session in cookie transport clears its cookies.
     #[oai(path = "/sessions/:id", method = "delete")]
     async fn revoke(
         &self,
@@ -142,7 +144,7 @@ impl SessionsApi {
         auth: Authenticated,
         /// The session to sign out.
         id: Path<String>,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<WithCookies<NoContent>, ApiError> {
         // Any text may arrive here; one that is not a session id names no session.
         let session = Uuid::parse_str(&id).map_err(|_| ServiceError::SessionNotFound)?;
         let scope = RevokeScope::One {
@@ -154,7 +156,12 @@ impl SessionsApi {
             .sessions
             .revoke(auth.user(), scope, ip)
             .await?;
-        Ok(NoContent::Done)
+        let own_cookies = session == auth.session() && auth.transport() == Transport::Cookie;
+        Ok(if own_cookies {
+            WithCookies::new(NoContent::Done, self.state.config.cookies.cleared())
+        } else {
+            WithCookies::none(NoContent::Done)
+        })
     }
 
     /// Sign out every session of this user but this one.
