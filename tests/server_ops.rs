@@ -442,7 +442,8 @@ async fn the_default_filter_logs_no_line_per_request() {
         assert_eq!(server.get("/health").await.status(), 200);
     }
     // Once the process is gone its whole log has been read.
-    assert!(server.terminate(Duration::from_secs(20)).await.success());
+    let status = server.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}:\n{}", server.log());
     let log = server.log();
     assert!(log.contains("shutting down"), "{log}");
     assert_eq!(request_lines(&log), Vec::<Value>::new(), "{log}");

@@ -236,7 +236,8 @@ async fn production_with_explicit_keys_starts_and_generates_nothing() {
     for file in [&signing, &refresh] {
         std::fs::copy(file, kept.path().join(file.file_name().unwrap())).unwrap();
     }
-    assert!(dev.terminate(Duration::from_secs(20)).await.success());
+    let status = dev.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}:\n{}", dev.log());
 
     let untouched = tempfile::tempdir().unwrap();
     let signing = kept.path().join("ed25519-dev.pem");

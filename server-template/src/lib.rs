@@ -105,13 +105,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         state.config.purge_interval,
     );
     let served = async {
+        let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         connections::serve(
             listener,
             routes::app(&state).map_to_response(),
             state.config.connections,
             state.config.trusted_proxies.clone(),
-            shutdown_signal(),
+            shutdown,
             grace,
         )
         .await
@@ -213,31 +214,33 @@ fn rate_limits(config: &Config) -> RateLimits {
     }
 }
 
-/// Resolves on ctrl-c or SIGTERM, whichever comes first.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Listens for SIGTERM and ctrl-c from the moment it is called, and resolves on the first.
+///
+/// The handlers are installed here rather than when the future is first polled: a signal that
+/// arrives between binding the port and the first poll of the accept loop would otherwise meet
+/// the default action and kill the process instead of stopping it gracefully.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for ctrl-c");
                 std::future::pending::<()>().await;
             }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
