@@ -154,15 +154,60 @@ async fn a_lower_cap_revokes_every_session_beyond_it_at_the_next_login() {
     );
 }
 
+/// How many backends of the test's database wait for a lock.
+async fn waiting_for_a_lock(db: &TestDb) -> i64 {
+    db.connect()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn concurrent_logins_never_leave_more_live_sessions_than_the_cap() {
-    let (db, server) = start_with(&[("MAX_SESSIONS_PER_USER", "2")]).await;
+    const LOGINS: i64 = 6;
+    // Long enough for every login to hash its password while the first waits.
+    let (db, server) = start_with(&[
+        ("MAX_SESSIONS_PER_USER", "2"),
+        ("DATABASE_TIMEOUT_SECONDS", "60"),
+    ])
+    .await;
     let api = Api::new(&server);
     api.register(EMAIL, PASSWORD).await;
+    // Hold the user's row so that every login's transaction queues up behind it, then
+    // let them all go at once: the sharpest race the cap must survive.
+    let mut holder = db.connect().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM users WHERE email = $1 FOR NO KEY UPDATE",
+        &[&EMAIL],
+    )
+    .await
+    .unwrap();
 
-    let logins = (0..8).map(|_| api.login_session(EMAIL, PASSWORD));
-    let sessions = futures_util::future::join_all(logins).await;
+    let logins =
+        futures_util::future::join_all((0..LOGINS).map(|_| api.login_session(EMAIL, PASSWORD)));
+    let release = async {
+        let started = std::time::Instant::now();
+        let mut queued = 0;
+        while started.elapsed() < std::time::Duration::from_secs(12) {
+            queued = waiting_for_a_lock(&db).await;
+            if queued >= LOGINS {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        hold.commit().await.unwrap();
+        queued
+    };
+    let (sessions, queued) = tokio::join!(logins, release);
 
+    assert_eq!(queued, LOGINS, "every login waited for the user's row");
     let live = live_in_database(&db).await;
     assert_eq!(live.len(), 2, "{live:?}");
     let mut answering = Vec::new();
