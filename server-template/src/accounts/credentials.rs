@@ -211,8 +211,10 @@ impl Credentials {
             .revoke_beyond_cap(&transaction, user, session, device.ip)
             .await?;
         transaction.commit().await?;
-        self.revocations
-            .committed(&capped, RevokeReason::SessionLimit);
+        if !capped.is_empty() {
+            self.revocations
+                .committed(&capped, RevokeReason::SessionLimit);
+        }
         let refresh_token = RefreshToken::first(session, secret);
         tracing::info!(user_id = %user, session_id = %session, "login");
         LoginOutcome::Success.count();
