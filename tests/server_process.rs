@@ -1,6 +1,6 @@
 //! The real `session-server` binary as a child process against a real PostgreSQL:
 //! first run, database outage and recovery, graceful shutdown, start-up refusals, the
-//! `migrate` subcommand, and the `config` subcommand against the README.
+//! `migrate` subcommand, and the `config` and `help` subcommands against the README.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -358,5 +358,22 @@ fn the_readme_lists_exactly_the_settings_the_server_declares() {
         first_difference.is_none() && documented.len() == printed.len(),
         "the README's groups, ranges or meanings differ from the declarations, first at \
          {first_difference:#?}; {regenerate}"
+    );
+}
+
+#[test]
+fn the_readme_shows_the_usage_that_help_prints() {
+    let output = server_command(&["help"], &[])
+        .output()
+        .expect("running session-server help");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout).expect("UTF-8 output");
+    assert!(printed.starts_with("usage: session-server"), "{printed}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("reading README.md");
+    let block = format!("```text\n{printed}```");
+    assert!(
+        readme.contains(&block),
+        "the README's `### Operator commands` must show what `session-server help` prints:\n{printed}"
     );
 }

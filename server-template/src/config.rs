@@ -135,6 +135,8 @@ pub struct Config {
     pub refresh_grace: Duration,
     /// How many times, per rotation, it may be retried ([`settings::REFRESH_MAX_RETRIES`]).
     pub refresh_max_retries: u32,
+    /// Most live sessions per user; 0: no cap ([`settings::MAX_SESSIONS_PER_USER`]).
+    pub max_sessions_per_user: u32,
     /// Failed logins per account per minute, and per account from one client IP; 0: off
     /// ([`settings::RATE_LIMIT_LOGIN_PER_ACCOUNT`]).
     pub login_per_account_per_minute: u32,
@@ -183,11 +185,12 @@ impl Config {
         use settings::{
             ACCESS_TOKEN_TTL_SECONDS, BIND_ADDR, DATABASE_POOL_SIZE, DATABASE_TIMEOUT_SECONDS,
             DEV_KEYS_DIR, JWT_AUDIENCE, JWT_ISSUER, LOGIN_KNOWN_IP_DAYS, MAX_BODY_BYTES,
-            PASSWORD_CHANGE_MAX_FAILURES, PURGE_INTERVAL_SECONDS, RATE_LIMIT_LOGIN_PER_ACCOUNT,
-            RATE_LIMIT_LOGIN_PER_IP, RATE_LIMIT_MAX_KEYS, RATE_LIMIT_PASSWORD_CHANGE_PER_USER,
-            RATE_LIMIT_REFRESH_PER_IP, REFRESH_ABSOLUTE_LIFETIME_SECONDS, REFRESH_GRACE_SECONDS,
-            REFRESH_IDLE_TIMEOUT_SECONDS, REFRESH_MAX_RETRIES, REQUEST_TIMEOUT_SECONDS,
-            SECURITY_EVENT_RETENTION_DAYS, SESSION_RETENTION_DAYS, SHUTDOWN_GRACE_SECONDS,
+            MAX_SESSIONS_PER_USER, PASSWORD_CHANGE_MAX_FAILURES, PURGE_INTERVAL_SECONDS,
+            RATE_LIMIT_LOGIN_PER_ACCOUNT, RATE_LIMIT_LOGIN_PER_IP, RATE_LIMIT_MAX_KEYS,
+            RATE_LIMIT_PASSWORD_CHANGE_PER_USER, RATE_LIMIT_REFRESH_PER_IP,
+            REFRESH_ABSOLUTE_LIFETIME_SECONDS, REFRESH_GRACE_SECONDS, REFRESH_IDLE_TIMEOUT_SECONDS,
+            REFRESH_MAX_RETRIES, REQUEST_TIMEOUT_SECONDS, SECURITY_EVENT_RETENTION_DAYS,
+            SESSION_RETENTION_DAYS, SHUTDOWN_GRACE_SECONDS,
         };
         let env = Lookup(&lookup);
         let environment = environment(&env)?;
@@ -217,6 +220,7 @@ impl Config {
             refresh_absolute_lifetime: env.duration(&REFRESH_ABSOLUTE_LIFETIME_SECONDS)?,
             refresh_grace: env.duration(&REFRESH_GRACE_SECONDS)?,
             refresh_max_retries: env.number(&REFRESH_MAX_RETRIES)?,
+            max_sessions_per_user: env.number(&MAX_SESSIONS_PER_USER)?,
             login_per_account_per_minute: env.number(&RATE_LIMIT_LOGIN_PER_ACCOUNT)?,
             login_per_ip_per_minute: env.number(&RATE_LIMIT_LOGIN_PER_IP)?,
             login_known_ip: env.duration(&LOGIN_KNOWN_IP_DAYS)?,
@@ -556,6 +560,7 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.login_known_ip, Duration::from_secs(30 * DAY));
         assert_eq!(config.password_change_max_failures, 5);
+        assert_eq!(config.max_sessions_per_user, 0, "no cap unless asked for");
         assert_eq!(config.password_change_per_user_per_minute, 10);
         assert_eq!(
             config.rate_limit_max_keys,

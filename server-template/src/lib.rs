@@ -174,6 +174,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
             refresh_max_retries: config.refresh_max_retries,
             known_ip_window: config.login_known_ip,
             password_change_max_failures: config.password_change_max_failures,
+            max_sessions_per_user: config.max_sessions_per_user,
         },
     );
     let limits = rate_limits(&config);

@@ -191,7 +191,7 @@ impl Credentials {
         // The hash was verified outside any transaction. Had a password change committed
         // since, this login used the old password and must not open a session; locking
         // the row also makes a change still under way wait, then revoke this session.
-        if users::hash_for_share(&transaction, user).await? != stored {
+        if users::lock_hash(&transaction, user).await? != stored {
             tracing::info!(user_id = %user, "login lost a race with a password change");
             return Err(ServiceError::InvalidCredentials.into());
         }
@@ -207,13 +207,50 @@ impl Credentials {
             &self.tokens.refresh_key().hash(&secret),
         )
         .await?;
+        let capped = self
+            .revoke_beyond_cap(&transaction, user, session, device.ip)
+            .await?;
         transaction.commit().await?;
+        if !capped.is_empty() {
+            self.revocations
+                .committed(&capped, RevokeReason::SessionLimit);
+        }
         let refresh_token = RefreshToken::first(session, secret);
         tracing::info!(user_id = %user, session_id = %session, "login");
         LoginOutcome::Success.count();
         Ok(self
             .tokens
             .pair(user, session, refresh_token, idle_expires_at)?)
+    }
+
+    /// Within the login's transaction, with the user's row locked: revokes the least
+    /// recently used live sessions that the new `session` puts beyond
+    /// `MAX_SESSIONS_PER_USER`, and records it; returns them.
+    async fn revoke_beyond_cap(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+        user: Uuid,
+        session: Uuid,
+        ip: Option<IpAddr>,
+    ) -> Result<Vec<Uuid>, ServiceError> {
+        let cap = self.policy.max_sessions_per_user;
+        if cap == 0 {
+            return Ok(Vec::new());
+        }
+        let reason = RevokeReason::SessionLimit;
+        let revoked = sessions::revoke_beyond_cap(transaction, user, session, cap, reason).await?;
+        if !revoked.is_empty() {
+            let count = revoked.len() as u64;
+            let event = Event::SessionsRevoked { reason, count };
+            let subject = Subject {
+                user: Some(user),
+                session: Some(session),
+                ip,
+            };
+            events::record(transaction, event, subject).await?;
+            tracing::info!(user_id = %user, session_id = %session, count, "session cap: least recently used sessions revoked");
+        }
+        Ok(revoked)
     }
 
     /// Changes the password of `user` and revokes every other session of the user.
@@ -243,6 +280,9 @@ impl Credentials {
         let new_hash = self.passwords.hash(new_password.0).await;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
+        // The user before the session, in the order a login takes them (a login may
+        // revoke this session for the cap while it holds the user).
+        users::lock_hash(&transaction, user).await?;
         // Revoked while the password was being verified (by its user, or by too many
         // failures of parallel attempts): an ended session changes nothing.
         if !sessions::lock_live(&transaction, user, current_session).await? {

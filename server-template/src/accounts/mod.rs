@@ -7,12 +7,15 @@
 //! - [`Tokens`] (`tokens.rs`): the token pair a login or a refresh hands out.
 //! - [`Revocations`] (`revocations.rs`): what follows a committed revocation: this
 //!   instance forgets the sessions, the metrics count them.
+//! - [`Operator`] (`operator.rs`): the operator's command line: list a user's sessions,
+//!   revoke one, all of a user's, or every user's.
 //!
 //! Rate limits are not applied here but by the routes, through
 //! [`RateLimits`](crate::rate_limit::RateLimits), before they call in. Routes translate
 //! HTTP to these calls and their errors back.
 
 mod credentials;
+mod operator;
 mod refresh;
 mod revocations;
 mod sessions;
@@ -24,6 +27,7 @@ use deadpool_postgres::Pool;
 use session_guard::PostgresLiveness;
 
 pub use credentials::{Credentials, Email, LoginOutcome, NewPassword, device_name};
+pub use operator::{Operator, OperatorError, RevokeTarget};
 pub use refresh::{Refresh, RefreshClient};
 pub use revocations::Revocations;
 pub use sessions::{RevokeScope, Sessions};
@@ -49,6 +53,9 @@ pub struct AccountPolicy {
     pub known_ip_window: Duration,
     /// Wrong current passwords after which the session giving them is revoked (0: never).
     pub password_change_max_failures: u32,
+    /// Most live sessions per user; a login beyond it revokes the least recently used
+    /// (0: no cap).
+    pub max_sessions_per_user: u32,
 }
 
 /// Everything behind the account routes.

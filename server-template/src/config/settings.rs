@@ -457,6 +457,16 @@ pub const REFRESH_MAX_RETRIES: Setting = Setting {
     meaning: "How many such retries one rotation allows; one more is reuse.",
 };
 
+/// `MAX_SESSIONS_PER_USER`.
+pub const MAX_SESSIONS_PER_USER: Setting = Setting {
+    name: "MAX_SESSIONS_PER_USER",
+    group: Group::Sessions,
+    kind: count(0, 0, 10_000),
+    meaning: "Most live sessions one user may have. A login that would leave more revokes the \
+              user's least recently used ones (reason `session_limit`), so the newest sign-in \
+              wins. `0`: no cap.",
+};
+
 /// `RATE_LIMIT_LOGIN_PER_ACCOUNT`.
 pub const RATE_LIMIT_LOGIN_PER_ACCOUNT: Setting = Setting {
     name: "RATE_LIMIT_LOGIN_PER_ACCOUNT",
@@ -600,6 +610,7 @@ pub const ALL: &[&Setting] = &[
     &REFRESH_ABSOLUTE_LIFETIME_SECONDS,
     &REFRESH_GRACE_SECONDS,
     &REFRESH_MAX_RETRIES,
+    &MAX_SESSIONS_PER_USER,
     &RATE_LIMIT_LOGIN_PER_ACCOUNT,
     &RATE_LIMIT_LOGIN_PER_IP,
     &LOGIN_KNOWN_IP_DAYS,

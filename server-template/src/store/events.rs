@@ -30,6 +30,8 @@ pub enum EventKind {
     PasswordChanged,
     /// A password change gave the wrong current password.
     PasswordChangeFailed,
+    /// An operator revoked sessions from the command line.
+    OperatorRevokedSessions,
 }
 
 impl EventKind {
@@ -40,6 +42,29 @@ impl EventKind {
             Self::SessionsRevoked => "sessions_revoked",
             Self::PasswordChanged => "password_changed",
             Self::PasswordChangeFailed => "password_change_failed",
+            Self::OperatorRevokedSessions => "operator_revoked_sessions",
+        }
+    }
+}
+
+/// Which sessions an operator revoked from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorScope {
+    /// One session of one user.
+    Session,
+    /// Every live session of one user.
+    User,
+    /// Every live session of every user: a global sign-out.
+    AllUsers,
+}
+
+impl OperatorScope {
+    /// The `scope` in the event's `detail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::User => "user",
+            Self::AllUsers => "all_users",
         }
     }
 }
@@ -64,6 +89,14 @@ pub enum Event {
     },
     /// A password change gave the wrong current password.
     PasswordChangeFailed,
+    /// An operator revoked `count` live sessions of `scope`, with reason
+    /// [`RevokeReason::Operator`].
+    OperatorRevokedSessions {
+        /// Which sessions.
+        scope: OperatorScope,
+        /// How many were live and are now revoked.
+        count: u64,
+    },
 }
 
 impl Event {
@@ -74,6 +107,7 @@ impl Event {
             Self::SessionsRevoked { .. } => EventKind::SessionsRevoked,
             Self::PasswordChanged { .. } => EventKind::PasswordChanged,
             Self::PasswordChangeFailed => EventKind::PasswordChangeFailed,
+            Self::OperatorRevokedSessions { .. } => EventKind::OperatorRevokedSessions,
         }
     }
 
@@ -87,6 +121,11 @@ impl Event {
             Self::PasswordChanged { revoked_sessions } => {
                 serde_json::json!({ "revoked_sessions": revoked_sessions })
             }
+            Self::OperatorRevokedSessions { scope, count } => serde_json::json!({
+                "scope": scope.as_str(),
+                "reason": RevokeReason::Operator.as_str(),
+                "count": count,
+            }),
         }
     }
 }
@@ -177,6 +216,15 @@ mod tests {
         assert_eq!(
             Event::PasswordChangeFailed.kind().as_str(),
             "password_change_failed"
+        );
+        let operator = Event::OperatorRevokedSessions {
+            scope: OperatorScope::AllUsers,
+            count: 7,
+        };
+        assert_eq!(operator.kind().as_str(), "operator_revoked_sessions");
+        assert_eq!(
+            operator.detail(),
+            serde_json::json!({ "scope": "all_users", "reason": "operator", "count": 7 })
         );
     }
 }

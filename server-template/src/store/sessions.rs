@@ -32,8 +32,28 @@ const LOCK_LIVE: &str = "SELECT revoked_at IS NULL AND least(idle_expires_at, ab
 const USED_FROM: &str = "SELECT EXISTS (SELECT 1 FROM sessions \
      WHERE user_id = $1 AND ip = $2 AND last_used_at > now() - $3::text::interval \
        AND revoked_reason IS DISTINCT FROM $4)";
+/// Revokes the user's live sessions but `$2` beyond the `$3` most recently used (ties:
+/// the newest first). The outer `revoked_at IS NULL` is checked again on a row another
+/// transaction revoked meanwhile, so its reason is not overwritten.
+const REVOKE_BEYOND: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $4 \
+     WHERE revoked_at IS NULL AND id IN ( \
+       SELECT id FROM sessions \
+       WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL \
+         AND least(idle_expires_at, absolute_expires_at) > now() \
+       ORDER BY last_used_at DESC, created_at DESC, id DESC OFFSET $3) \
+     RETURNING id";
+/// Every session of the user, live or ended, newest first.
+const LIST_ALL: &str = "SELECT id, device_name, device_label, ip, created_at, last_used_at, \
+       revoked_at IS NOT NULL, revoked_reason, \
+       least(idle_expires_at, absolute_expires_at) <= now() \
+     FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id";
+/// Revokes every live session of every user.
+const REVOKE_EVERY_LIVE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $1 \
+     WHERE revoked_at IS NULL AND least(idle_expires_at, absolute_expires_at) > now()";
+/// Only live sessions: one that expired stays as it ended, and is not counted.
 const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
-     WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 RETURNING id";
+     WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 \
+       AND least(idle_expires_at, absolute_expires_at) > now() RETURNING id";
 /// Deletes up to `$2` sessions that ended more than `$1` ago.
 const PURGE_BATCH: &str = "DELETE FROM sessions WHERE id IN ( \
        SELECT id FROM sessions \
@@ -58,6 +78,11 @@ pub enum RevokeReason {
     /// A rotated refresh token came back after the grace window (set by the rotation
     /// function in SQL).
     RefreshReuse,
+    /// A newer login of the user would have exceeded `MAX_SESSIONS_PER_USER`, and this
+    /// was among the least recently used.
+    SessionLimit,
+    /// An operator revoked it from the command line (`session-server sessions revoke`).
+    Operator,
 }
 
 impl RevokeReason {
@@ -71,8 +96,61 @@ impl RevokeReason {
             Self::PasswordChange => "password_change",
             Self::PasswordChangeFailures => "password_change_failures",
             Self::RefreshReuse => "refresh_reuse",
+            Self::SessionLimit => "session_limit",
+            Self::Operator => "operator",
         }
     }
+
+    /// The reason a `revoked_reason` value names; `None` for one this server does not
+    /// write (an operator's plain SQL, say).
+    pub fn from_column(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == value)
+    }
+
+    /// Every reason.
+    pub const ALL: [Self; 9] = [
+        Self::Logout,
+        Self::LogoutAll,
+        Self::RevokedByUser,
+        Self::RevokeOthers,
+        Self::PasswordChange,
+        Self::PasswordChangeFailures,
+        Self::RefreshReuse,
+        Self::SessionLimit,
+        Self::Operator,
+    ];
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Neither revoked nor past a deadline.
+    Live,
+    /// Revoked, for this reason (`None`: a reason this server does not write, or none).
+    Revoked(Option<RevokeReason>),
+    /// Past its idle or absolute deadline without being revoked.
+    Expired,
+}
+
+/// One session of a user, live or ended, as an operator lists it. Never a token hash.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// The session id.
+    pub id: Uuid,
+    /// Live, revoked or expired.
+    pub state: SessionState,
+    /// The parser's label.
+    pub device_label: Option<String>,
+    /// The client's name for the device.
+    pub device_name: Option<String>,
+    /// The last client IP.
+    pub ip: Option<IpAddr>,
+    /// When it was created (login).
+    pub created_at: SystemTime,
+    /// When it was last used (login or refresh).
+    pub last_used_at: SystemTime,
 }
 
 /// What revoking one session found.
@@ -195,6 +273,65 @@ pub async fn revoke_one(
     })
 }
 
+/// Revokes the least recently used live sessions of the user, other than `keep`, so that
+/// at most `cap` live ones remain with `keep` among them; returns the revoked ids.
+pub async fn revoke_beyond_cap(
+    client: &impl GenericClient,
+    user: Uuid,
+    keep: Uuid,
+    cap: u32,
+    reason: RevokeReason,
+) -> Result<Vec<Uuid>, ServiceError> {
+    let others_kept = i64::from(cap.saturating_sub(1));
+    let statement = client.prepare_cached(REVOKE_BEYOND).await?;
+    let rows = client
+        .query(&statement, &[&user, &keep, &others_kept, &reason.as_str()])
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Every session of the user, live or ended (until the purge deletes it), newest first.
+pub async fn list_all(
+    client: &impl GenericClient,
+    user: Uuid,
+) -> Result<Vec<SessionRecord>, ServiceError> {
+    let statement = client.prepare_cached(LIST_ALL).await?;
+    let rows = client.query(&statement, &[&user]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let revoked: bool = row.get(6);
+            let reason: Option<&str> = row.get(7);
+            let expired: bool = row.get(8);
+            let state = if revoked {
+                SessionState::Revoked(reason.and_then(RevokeReason::from_column))
+            } else if expired {
+                SessionState::Expired
+            } else {
+                SessionState::Live
+            };
+            SessionRecord {
+                id: row.get(0),
+                state,
+                device_name: row.get(1),
+                device_label: row.get(2),
+                ip: row.get(3),
+                created_at: row.get(4),
+                last_used_at: row.get(5),
+            }
+        })
+        .collect())
+}
+
+/// Revokes every live session of every user; returns how many.
+pub async fn revoke_every_live(
+    client: &impl GenericClient,
+    reason: RevokeReason,
+) -> Result<u64, ServiceError> {
+    let statement = client.prepare_cached(REVOKE_EVERY_LIVE).await?;
+    Ok(client.execute(&statement, &[&reason.as_str()]).await?)
+}
+
 /// Revokes every live session of the user but `keep`; returns the revoked ids.
 pub async fn revoke_all_but(
     client: &impl GenericClient,
@@ -259,4 +396,25 @@ pub async fn purge_batch(
 /// A duration as a PostgreSQL interval literal PostgreSQL parses itself.
 pub(crate) fn interval(duration: Duration) -> String {
     format!("{} milliseconds", duration.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_column_value() {
+        for reason in RevokeReason::ALL {
+            assert_eq!(RevokeReason::from_column(reason.as_str()), Some(reason));
+        }
+        assert_eq!(
+            RevokeReason::from_column("session_limit"),
+            Some(RevokeReason::SessionLimit)
+        );
+        assert_eq!(
+            RevokeReason::from_column("operator"),
+            Some(RevokeReason::Operator)
+        );
+        assert_eq!(RevokeReason::from_column("typed_by_hand"), None);
+    }
 }

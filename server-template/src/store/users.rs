@@ -9,8 +9,8 @@ const INSERT: &str = "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
                       ON CONFLICT ((lower(email))) DO NOTHING RETURNING id";
 const BY_EMAIL: &str = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)";
 const BY_ID: &str = "SELECT email, password_hash FROM users WHERE id = $1";
-/// The hash, locked against a concurrent password change until the transaction ends.
-const HASH_FOR_SHARE: &str = "SELECT password_hash FROM users WHERE id = $1 FOR SHARE";
+/// The hash, with the user's row locked until the transaction ends.
+const LOCK_HASH: &str = "SELECT password_hash FROM users WHERE id = $1 FOR NO KEY UPDATE";
 const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1";
 
 /// Creates an account; `None` when the email is taken.
@@ -46,13 +46,16 @@ pub async fn by_id(
     Ok(row.map(|row| (row.get(0), row.get(1))))
 }
 
-/// The current password hash, locked so that a password change waits for this
-/// transaction (or, having committed first, is seen by it).
-pub async fn hash_for_share(
+/// The current password hash, with the user's row locked until the transaction ends: the
+/// logins and password changes of one user take turns, so a password change waits for a
+/// login under way (or, having committed first, is seen by it), and each login counts the
+/// user's live sessions against the cap with no other login in between. Both lock the
+/// user before any session, so neither waits for the other in the opposite order.
+pub async fn lock_hash(
     client: &impl GenericClient,
     id: Uuid,
 ) -> Result<Option<String>, ServiceError> {
-    let statement = client.prepare_cached(HASH_FOR_SHARE).await?;
+    let statement = client.prepare_cached(LOCK_HASH).await?;
     let row = client.query_opt(&statement, &[&id]).await?;
     Ok(row.map(|row| row.get(0)))
 }
