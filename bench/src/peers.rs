@@ -181,6 +181,7 @@ until refused; a session still accepted after 3 s is counted, not waited for.";
 /// What each peer guarantees about revocation, for BENCHMARKS.md (next to its
 /// numbers); `cookie_cache` is better-auth's cookie max age as its process reported it.
 fn guarantees(cookie_cache: Duration) -> String {
+    use std::fmt::Write as _;
     let token_hours = TOKEN_LIFETIME_SECS / 3_600;
     let cookie_minutes = cookie_cache.as_secs() / 60;
     let rows = [
@@ -221,7 +222,7 @@ fn guarantees(cookie_cache: Duration) -> String {
         "What each peer guarantees about revocation:\n\n| peer | guarantee |\n|---|---|\n",
     );
     for (peer, guarantee) in rows {
-        out.push_str(&format!("| {} | {guarantee} |\n", peer.label()));
+        let _ = writeln!(out, "| {} | {guarantee} |", peer.label());
     }
     out
 }

@@ -236,6 +236,8 @@ pub(crate) struct Section {
     /// Markdown printed above the figure's table (empty: none), for what the numbers
     /// must be read with.
     pub(crate) preface: String,
+    /// Markdown for BENCHMARKS.md's scaling-out section (empty: nothing to say).
+    pub(crate) conclusion: String,
     rounds: Vec<Round>,
     /// Lines printed under the table, besides the rounds' own notes.
     pub(crate) notes: Vec<String>,
@@ -248,6 +250,7 @@ impl Section {
             title: title.into(),
             method: method.into(),
             preface: String::new(),
+            conclusion: String::new(),
             rounds: Vec::new(),
             notes: Vec::new(),
         }

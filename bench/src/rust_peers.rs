@@ -182,7 +182,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
-        let tampered = format!("Bearer {}x", token);
+        let tampered = format!("Bearer {token}x");
         let refused = app.clone().oneshot(request(Some(tampered))).await.unwrap();
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         let missing = app.oneshot(request(None)).await.unwrap();
