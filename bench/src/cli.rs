@@ -1,7 +1,7 @@
 //! The command line: one command, then `--name value` options.
 //!
 //! The commands a person runs are listed in [`USAGE`]; the others (`serve-hello`,
-//! `fill-memory`, `profile-loop`) are how the harness runs itself as a child process, so
+//! `fill-memory`, `listen`, `profile-loop`) are how the harness runs itself as a child process, so
 //! that a measured service never shares a process with its load generator.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,9 @@ usage: session-bench <command> [--rounds N] [--duration SECONDS]
 commands:
   all            every figure below, then rewrites BENCHMARKS.md
   layer          1. the layer's cost to an axum hello service (HS256, EdDSA, a naive layer)
+  peers          7. jwt-authorizer, tower-sessions and better-auth beside the layer
+  fan-out        8. notification delivery to 3, 50 and 200 listeners, revocations/s
+                 with and without the trigger
   refresh-login  2., 4. and 6. refresh against pgbench, login against the Argon2 bound,
                  bytes of refresh state after 1, 100 and 10,000 refreshes
   propagation    3. time from a revocation until three layer processes refuse the token

@@ -36,6 +36,20 @@ pub(crate) fn process_time(pid: u32) -> Result<Duration> {
     stat_time(pid, 14, 15)
 }
 
+/// Time process `pid`'s main thread has spent on a CPU, to the nanosecond
+/// (`/proc/<pid>/schedstat`): for single-threaded processes (PostgreSQL backends) whose
+/// work is below the clock tick of [`process_time`].
+pub(crate) fn run_time(pid: u32) -> Result<Duration> {
+    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .map_err(|e| format!("reading /proc/{pid}/schedstat: {e}"))?;
+    let nanos: u64 = schedstat
+        .split_whitespace()
+        .next()
+        .ok_or("empty /proc/<pid>/schedstat")?
+        .parse()?;
+    Ok(Duration::from_nanos(nanos))
+}
+
 /// User plus system CPU time of the children of `pid` that have ended and been waited for:
 /// for the postmaster, what every backend that exited has spent (pgbench's connections,
 /// which are gone by the time pgbench reports).
@@ -108,6 +122,7 @@ mod tests {
         let busy: u64 = (0..2_000_000u64).map(std::hint::black_box).sum();
         assert!(busy > 0);
         assert!(process_time(std::process::id()).is_ok());
+        assert!(run_time(std::process::id()).unwrap() > Duration::ZERO);
         assert!(status_kib("self", "VmRSS").unwrap() > 0);
     }
 }

@@ -98,6 +98,20 @@ fn render(run: &Run<'_>) -> String {
     out.push_str("\n## Figures\n\n");
     out.push_str(&run.report.markdown_tables());
 
+    let conclusions: Vec<&str> = run
+        .report
+        .sections
+        .iter()
+        .map(|section| section.conclusion.as_str())
+        .filter(|conclusion| !conclusion.is_empty())
+        .collect();
+    if !conclusions.is_empty() {
+        out.push_str("## What the figures say about scaling out\n\n");
+        for conclusion in conclusions {
+            let _ = writeln!(out, "{}\n", conclusion.trim_end());
+        }
+    }
+
     out.push_str("## How each figure is measured\n\n");
     for section in &run.report.sections {
         let _ = writeln!(out, "### {}\n\n{}\n", section.title, section.method);

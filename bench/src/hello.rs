@@ -7,6 +7,7 @@
 //! | `hs256`, `eddsa` | `SessionGuardLayer`: the harness's key, `PostgresLiveness` |
 //! | `jwks` | `SessionGuardLayer`: keys from the server's JWKS URL, `PostgresLiveness` |
 //! | `naive` | [`naive`](crate::naive): EdDSA verify and one query on every request |
+//! | `jwt-authorizer`, `tower-sessions`, `tower-sessions-cached` | a peer: see [`rust_peers`](crate::rust_peers) |
 //!
 //! Every guarded mode serves the same handler as `bare`, so the difference is the guard.
 //! The child prints `listening <addr>` once its revocation listener is connected, and
@@ -24,6 +25,7 @@ use session_guard::{
 use crate::child::{self, Child};
 use crate::cli::Args;
 use crate::naive::{self, NaiveGuard};
+use crate::rust_peers::{self, SessionStorage};
 use crate::{Result, tokens};
 
 /// How long a child may take to connect its listener and bind.
@@ -46,6 +48,12 @@ pub(crate) enum Mode {
     Jwks,
     /// The naive guard, EdDSA tokens.
     Naive,
+    /// jwt-authorizer, EdDSA tokens.
+    JwtAuthorizer,
+    /// tower-sessions on PostgreSQL, a session cookie.
+    TowerSessions,
+    /// tower-sessions with a Moka cache in front of PostgreSQL, a session cookie.
+    TowerSessionsCached,
 }
 
 impl Mode {
@@ -57,6 +65,9 @@ impl Mode {
             Self::EdDsa => "eddsa",
             Self::Jwks => "jwks",
             Self::Naive => "naive",
+            Self::JwtAuthorizer => "jwt-authorizer",
+            Self::TowerSessions => "tower-sessions",
+            Self::TowerSessionsCached => "tower-sessions-cached",
         }
     }
 
@@ -67,6 +78,9 @@ impl Mode {
             Self::EdDsa,
             Self::Jwks,
             Self::Naive,
+            Self::JwtAuthorizer,
+            Self::TowerSessions,
+            Self::TowerSessionsCached,
         ]
         .into_iter()
         .find(|mode| mode.name() == name)
@@ -123,8 +137,8 @@ impl HelloService {
 pub(crate) async fn serve(args: &Args) -> Result<()> {
     session_guard::install_crypto_provider();
     let mode = Mode::parse(args.required("mode")?)?;
-    let database: session_guard::postgres::DatabaseConfig =
-        args.required("database-url")?.parse()?;
+    let database_url = args.required("database-url")?;
+    let database: session_guard::postgres::DatabaseConfig = database_url.parse()?;
     let lifetime = Duration::from_secs(args.number("max-seconds", 3_600)?);
     let app = Router::new().route(PATH, get(hello));
     let app = match mode {
@@ -146,6 +160,19 @@ pub(crate) async fn serve(args: &Args) -> Result<()> {
             NaiveGuard::new(database.settings().clone())?,
             naive::guard,
         )),
+        Mode::JwtAuthorizer => rust_peers::jwt_authorizer(app).await?,
+        Mode::TowerSessions => {
+            rust_peers::tower_sessions(app, &postgres_url(database_url)?, SessionStorage::Postgres)
+                .await?
+        }
+        Mode::TowerSessionsCached => {
+            rust_peers::tower_sessions(
+                app,
+                &postgres_url(database_url)?,
+                SessionStorage::CachedPostgres,
+            )
+            .await?
+        }
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening {}", listener.local_addr()?);
@@ -183,4 +210,56 @@ pub(crate) async fn wait_for_listener(liveness: &PostgresLiveness) -> Result<()>
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
+}
+
+/// `connection_string` (libpq key-value or URL) as a `postgres://` URL, the only form sqlx
+/// and node-postgres read; a Unix socket directory goes into the `host` parameter.
+pub(crate) fn postgres_url(connection_string: &str) -> Result<String> {
+    use tokio_postgres::config::Host;
+    let config: tokio_postgres::Config = connection_string.parse()?;
+    let user = config.get_user().ok_or("the database URL names no user")?;
+    let dbname = config
+        .get_dbname()
+        .ok_or("the database URL names no database")?;
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let encode = |text: &str| {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut url = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => format!(
+            "postgres://{}@{host}:{port}/{}",
+            encode(user),
+            encode(dbname)
+        ),
+        Some(Host::Unix(path)) => format!(
+            "postgres://{}@localhost:{port}/{}?host={}",
+            encode(user),
+            encode(dbname),
+            encode(path.to_str().ok_or("the socket path is not UTF-8")?)
+        ),
+        None => return Err("the database URL names no host".into()),
+    };
+    if let Some(password) = config.get_password() {
+        let password = std::str::from_utf8(password)?;
+        url = url.replacen('@', &format!(":{}@", encode(password)), 1);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_strings_become_urls() {
+        assert_eq!(
+            postgres_url("host=/var/run/postgresql port=5433 user=root dbname=bench_1").unwrap(),
+            "postgres://root@localhost:5433/bench%5F1?host=%2Fvar%2Frun%2Fpostgresql"
+        );
+        assert_eq!(
+            postgres_url("host=127.0.0.1 user=root password=p@ss dbname=db").unwrap(),
+            "postgres://root:p%40ss@127.0.0.1:5432/db"
+        );
+        assert!(postgres_url("host=127.0.0.1 dbname=db").is_err());
+    }
 }

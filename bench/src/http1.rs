@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -59,6 +59,47 @@ impl Connection {
         let status = response.status();
         response.into_body().collect().await?;
         Ok(status)
+    }
+
+    /// `GET path` with one extra header (`Cookie`, say); reads the whole body and returns
+    /// the status.
+    pub(crate) async fn get_with(
+        &mut self,
+        path: &str,
+        name: &HeaderName,
+        value: &HeaderValue,
+    ) -> Result<StatusCode> {
+        let request = Request::get(path)
+            .header(HOST, self.host.clone())
+            .header(name, value.clone())
+            .body(Full::default())?;
+        Ok(self.send(request).await?.0)
+    }
+
+    /// `POST path` with `headers` and `body`; returns the status, the response headers
+    /// and the whole body.
+    pub(crate) async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let mut request = Request::post(path).header(HOST, self.host.clone());
+        for (name, value) in headers {
+            request = request.header(name, value.clone());
+        }
+        self.send(request.body(Full::new(body))?).await
+    }
+
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok((parts.status, parts.headers, body))
     }
 
     /// `POST path` with a JSON `body`; returns the status and the whole response body.

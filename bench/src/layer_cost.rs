@@ -258,6 +258,9 @@ fn label(mode: Mode) -> &'static str {
         Mode::EdDsa => "layer EdDSA",
         Mode::Jwks => "layer JWKS",
         Mode::Naive => "naive EdDSA + query",
+        Mode::JwtAuthorizer => "jwt-authorizer",
+        Mode::TowerSessions => "tower-sessions",
+        Mode::TowerSessionsCached => "tower-sessions cached",
     }
 }
 

@@ -15,7 +15,8 @@
 //!
 //! Layout, by figure: [`layer_cost`] (1, with [`hello`] and [`naive`] as the measured
 //! services), [`refresh`] (2, with [`pgbench`]), [`propagation`] (3), [`login`] (4),
-//! [`memory`] (5), [`refresh_state`] (6) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
+//! [`memory`] (5), [`refresh_state`] (6), [`peers`] (7, with [`rust_peers`] and
+//! [`node_peer`] as the measured services), [`fanout`] (8) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
 //! [`server`] runs the release server, [`child`] runs this harness as a child process,
 //! [`load`] and [`http1`] make bounded load, [`seed`] and [`tokens`] make sessions and
 //! tokens, [`cpu`] reads `/proc`, [`report`] folds rounds into rows, [`machine`] and
@@ -26,6 +27,7 @@ mod child;
 mod cli;
 mod cpu;
 mod document;
+mod fanout;
 mod hello;
 mod hot_loop;
 mod http1;
@@ -35,12 +37,15 @@ mod login;
 mod machine;
 mod memory;
 mod naive;
+mod node_peer;
+mod peers;
 mod pgbench;
 mod profile;
 mod propagation;
 mod refresh;
 mod refresh_state;
 mod report;
+mod rust_peers;
 mod seed;
 mod server;
 mod tokens;
@@ -98,18 +103,18 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = match args.command.as_str() {
-        "all" | "layer" | "refresh-login" | "propagation" | "memory" | "profile" => {
-            match Settings::from_args(&args) {
-                Ok(settings) => figures(&args.command, settings).await,
-                Err(e) => {
-                    eprintln!("session-bench: {e}");
-                    return ExitCode::from(2);
-                }
+        "all" | "layer" | "peers" | "fan-out" | "refresh-login" | "propagation" | "memory"
+        | "profile" => match Settings::from_args(&args) {
+            Ok(settings) => figures(&args.command, settings).await,
+            Err(e) => {
+                eprintln!("session-bench: {e}");
+                return ExitCode::from(2);
             }
-        }
+        },
         // The harness's own child processes.
         "serve-hello" => hello::serve(&args).await,
         "fill-memory" => memory::fill(&args).await,
+        "listen" => fanout::listen(&args).await,
         "profile-loop" => hot_loop::run(&args).await,
         other => {
             eprintln!("session-bench: unknown command {other:?}\n{USAGE}");
@@ -136,6 +141,12 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
     let mut profile = None;
     if every || command == "layer" {
         report.sections.push(layer_cost::run(settings).await?);
+    }
+    if every || command == "peers" {
+        report.sections.push(peers::run(settings).await?);
+    }
+    if every || command == "fan-out" {
+        report.sections.push(fanout::run(settings).await?);
     }
     if every || command == "refresh-login" || command == "propagation" {
         eprintln!("building session-server (release) ...");

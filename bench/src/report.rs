@@ -233,6 +233,11 @@ pub(crate) struct Section {
     pub(crate) title: String,
     /// How the figure is measured, for BENCHMARKS.md (Markdown).
     pub(crate) method: String,
+    /// Markdown printed above the figure's table (empty: none), for what the numbers
+    /// must be read with.
+    pub(crate) preface: String,
+    /// Markdown for BENCHMARKS.md's scaling-out section (empty: nothing to say).
+    pub(crate) conclusion: String,
     rounds: Vec<Round>,
     /// Lines printed under the table, besides the rounds' own notes.
     pub(crate) notes: Vec<String>,
@@ -244,6 +249,8 @@ impl Section {
         Self {
             title: title.into(),
             method: method.into(),
+            preface: String::new(),
+            conclusion: String::new(),
             rounds: Vec::new(),
             notes: Vec::new(),
         }
@@ -396,11 +403,14 @@ impl Report {
         for section in &self.sections {
             let _ = writeln!(
                 out,
-                "### {} ({})\n\n| {} |\n|---|--:|--:|---|---|",
+                "### {} ({})\n",
                 section.title,
-                rounds(section.round_count()),
-                HEADER.join(" | ")
+                rounds(section.round_count())
             );
+            if !section.preface.is_empty() {
+                let _ = writeln!(out, "{}\n", section.preface.trim_end());
+            }
+            let _ = writeln!(out, "| {} |\n|---|--:|--:|---|---|", HEADER.join(" | "));
             for row in section.rows() {
                 let cells = row.cells();
                 let _ = writeln!(out, "| {} |", cells.join(" | "));

@@ -11,6 +11,16 @@ pub(crate) fn session_id(index: u64) -> String {
     format!("00000000-0000-4000-8000-{index:012x}")
 }
 
+/// The index of a session id made by [`session_id`]; `None` for any other text.
+pub(crate) fn session_index(id: &str) -> Option<u64> {
+    let hex = id.strip_prefix("00000000-0000-4000-8000-")?;
+    if hex.len() == 12 {
+        u64::from_str_radix(hex, 16).ok()
+    } else {
+        None
+    }
+}
+
 /// User `index`'s id.
 pub(crate) fn user_id(index: u64) -> String {
     format!("00000000-0000-4000-9000-{index:012x}")
@@ -68,5 +78,17 @@ impl Population {
             .await?;
         client.batch_execute("ANALYZE users, sessions").await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_round_trip() {
+        assert_eq!(session_index(&session_id(70_000)), Some(70_000));
+        assert_eq!(session_index(&user_id(1)), None);
+        assert_eq!(session_index("00000000-0000-4000-8000-00000000000g"), None);
     }
 }

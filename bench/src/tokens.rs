@@ -17,7 +17,8 @@ const ED25519_PRIVATE_PEM: &[u8] = include_bytes!("../../middleware/tests/keys/e
 /// The public half of the EdDSA key (SPKI PEM).
 pub(crate) const ED25519_PUBLIC_PEM: &[u8] =
     include_bytes!("../../middleware/tests/keys/ed25519.pub.pem");
-const ED25519_KID: &str = "bench-ed25519";
+/// The `kid` of the EdDSA key.
+pub(crate) const ED25519_KID: &str = "bench-ed25519";
 const HS256_KID: &str = "bench-hs256";
 
 /// An HS256 secret: 32 bytes from the kernel's generator.
