@@ -115,7 +115,7 @@ pub use liveness::postgres::{
     DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, LivenessStats, NotReady, PostgresLiveness,
     PostgresLivenessBuilder,
 };
-pub use liveness::{InMemoryLiveness, Liveness, LivenessCheck, LivenessError};
+pub use liveness::{InMemoryLiveness, Liveness, LivenessCell, LivenessCheck, LivenessError};
 pub use token_cache::DEFAULT_TOKEN_CACHE_CAPACITY;
 pub use verify::{
     DEFAULT_LEEWAY, KeySource, MAX_TOKEN_BYTES, TokenError, TokenVerifier, TokenVerifierBuilder,
