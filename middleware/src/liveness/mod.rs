@@ -12,17 +12,7 @@
 //! [`LivenessCheck::check_cached`] when it can, else in [`LivenessCheck::check`], which
 //! may do I/O.
 //!
-//! # Implementing a store
-//!
-//! [`check`](LivenessCheck::check) is the one method a store must have: the answer for a
-//! token's session, doing I/O if needed. That alone works: every request then asks it.
-//! A store that keeps answers in memory adds [`check_cached`](LivenessCheck::check_cached),
-//! which keeps those requests free of awaiting. A store that knows when sessions end
-//! (it makes them end, or is told) adds [`watch`](LivenessCheck::watch): it keeps one
-//! [`LivenessCell`] per session it tracks, hands it out for tokens of the session's own
-//! user, [`set`](LivenessCell::set)s or [`invalidate`](LivenessCell::invalidate)s it when
-//! the session ends, and invalidates it before it stops tracking the session.
-//! [`InMemoryLiveness`] is a short example.
+//! [`LivenessCheck`] says how another store implements it.
 
 mod cell;
 mod memory;
@@ -76,8 +66,21 @@ pub struct LivenessError(pub String);
 
 /// A place that knows whether sessions are live.
 ///
-/// Implement this for another backend (see [the module](self) for what each method
-/// buys); the layer, the Poem middleware and the extractors work with any implementation.
+/// Implement this for another backend; the layer, the Poem middleware and the
+/// extractors work with any implementation.
+///
+/// # Implementing a store
+///
+/// [`check`](Self::check) is the one method a store must have: the answer for a token's
+/// session, doing I/O if needed. That alone works: every request then awaits it. A store
+/// that keeps answers in memory adds [`check_cached`](Self::check_cached), which spares
+/// those requests the future. A store that knows when sessions end (it ends them, or is
+/// told) adds [`watch`](Self::watch): it keeps one [`LivenessCell`] per session it
+/// tracks, hands it out for tokens of the session's own user, [`set`](LivenessCell::set)s
+/// or [`invalidate`](LivenessCell::invalidate)s it the moment the session ends, gives a
+/// live state an `until` no later than the session's deadline, and invalidates the cell
+/// before it stops tracking the session. Then a request of a cached token reads the cell
+/// and asks nothing. [`InMemoryLiveness`] is a short example.
 pub trait LivenessCheck: Send + Sync + 'static {
     /// The answer from memory, without I/O, when the store has one. The default never
     /// has one.
