@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::context::AuthContext;
 use crate::error::AuthError;
 use crate::extract::{RequestHead, TokenSource};
-use crate::liveness::{DynLivenessCheck, Liveness, LivenessCheck};
-use crate::token_cache::{DEFAULT_TOKEN_CACHE_CAPACITY, VerifiedTokenCache};
+use crate::liveness::{DynLivenessCheck, Liveness, LivenessCell, LivenessCheck, Tick};
+use crate::token_cache::{DEFAULT_TOKEN_CACHE_CAPACITY, VerifiedToken, VerifiedTokenCache};
 use crate::verify::TokenVerifier;
 
 /// What to do when the liveness store cannot answer.
@@ -21,6 +21,14 @@ pub enum UnavailablePolicy {
     FailClosed,
     /// Let a validly signed token through. Trades revocation for availability.
     FailOpen,
+}
+
+/// What the verified-token cache held for a token before its store was asked.
+enum Held {
+    /// Not there: the token was verified just now.
+    NotCached,
+    /// There, with this cell or none.
+    Cached(Option<LivenessCell>),
 }
 
 /// Verifies the access token of a request and checks that its session is live.
@@ -81,7 +89,7 @@ impl Authenticator {
     /// Authenticates a request by its headers, or by a [`RequestHead`] (headers and URI,
     /// which a cookie source needs to check an `Origin` over HTTP/2).
     ///
-    /// From memory when the token was verified before and the store knows the session
+    /// From memory when the token was verified before and its session's state is known
     /// ([`authenticate_cached`](Self::authenticate_cached)), else in full: verifying the
     /// token and asking the store.
     pub async fn authenticate<'r>(
@@ -100,41 +108,46 @@ impl Authenticator {
         request: RequestHead<'_>,
     ) -> Result<AuthContext, AuthError> {
         let token = self.source.extract(request)?;
-        let context = if let Some(context) = self.tokens.get(token.as_bytes()) {
-            context
-        } else {
-            let context = AuthContext::new(Arc::new(self.verifier.verify(token).await?));
-            self.tokens.insert(token.as_bytes(), context.clone());
-            context
+        let (context, held) = match self.tokens.get(token.as_bytes(), Tick::now()) {
+            Some(verified) => (verified.context, Held::Cached(verified.liveness)),
+            None => (
+                AuthContext::new(Arc::new(self.verifier.verify(token).await?)),
+                Held::NotCached,
+            ),
         };
         let liveness = match self.liveness.check_cached(&context) {
-            Some(liveness) => liveness,
-            None => match self.liveness.check(&context).await {
-                Ok(liveness) => liveness,
-                Err(e) if self.unavailable == UnavailablePolicy::FailOpen => {
-                    tracing::warn!(error = %e, "liveness unavailable; failing open");
-                    Liveness::Live
-                }
-                Err(e) => return Err(AuthError::Unavailable(e)),
-            },
+            Some(liveness) => Ok(liveness),
+            None => self.liveness.check(&context).await,
+        };
+        // Remembered whatever the store said: the signature need not be checked again.
+        self.remember_cell(token.as_bytes(), &context, held);
+        let liveness = match liveness {
+            Ok(liveness) => liveness,
+            Err(e) if self.unavailable == UnavailablePolicy::FailOpen => {
+                tracing::warn!(error = %e, "liveness unavailable; failing open");
+                Liveness::Live
+            }
+            Err(e) => return Err(AuthError::Unavailable(e)),
         };
         Self::admit(context, liveness)
     }
 
     /// The answer when it is known without awaiting anything: the token was verified
-    /// before and the store has the session in memory. `None` means "call
-    /// [`authenticate`](Self::authenticate)", which tries this first. Lets an adapter skip
-    /// boxing a future on the hot path.
+    /// before, and its session's cell (or else the store, from memory) knows the
+    /// session. `None` means "call [`authenticate`](Self::authenticate)", which tries
+    /// this first. Lets an adapter skip boxing a future on the hot path.
     pub fn authenticate_cached<'r>(
         &self,
         request: impl Into<RequestHead<'r>>,
     ) -> Option<Result<AuthContext, AuthError>> {
         let request = request.into();
+        let now = Tick::now();
         // A verified token is well-formed, so a hit needs no byte-by-byte validation.
         let candidate = self.source.bearer_candidate(request.headers());
-        if let Some(context) = candidate.and_then(|token| self.tokens.get(token)) {
-            let liveness = self.liveness.check_cached(&context)?;
-            return Some(Self::admit(context, liveness));
+        if let Some(token) = candidate
+            && let Some(verified) = self.tokens.get(token, now)
+        {
+            return self.answer_from_memory(token, verified, now);
         }
         let token = match self.source.extract(request) {
             Ok(token) => token,
@@ -144,9 +157,38 @@ impl Authenticator {
             // Looked up just above: not verified yet.
             return None;
         }
-        let context = self.tokens.get(token.as_bytes())?;
-        let liveness = self.liveness.check_cached(&context)?;
-        Some(Self::admit(context, liveness))
+        let verified = self.tokens.get(token.as_bytes(), now)?;
+        self.answer_from_memory(token.as_bytes(), verified, now)
+    }
+
+    /// The hot path: one load of the session's cell. Without a cell, or when it says
+    /// nothing, the store's memory; then the token takes the cell the store has now.
+    fn answer_from_memory(
+        &self,
+        token: &[u8],
+        verified: VerifiedToken,
+        now: Tick,
+    ) -> Option<Result<AuthContext, AuthError>> {
+        if let Some(liveness) = verified.liveness.as_ref().and_then(|cell| cell.read(now)) {
+            return Some(Self::admit(verified.context, liveness));
+        }
+        let liveness = self.liveness.check_cached(&verified.context)?;
+        self.remember_cell(token, &verified.context, Held::Cached(verified.liveness));
+        Some(Self::admit(verified.context, liveness))
+    }
+
+    /// Keeps `token` (verified) with the cell the store hands out now for its session,
+    /// unless the cache holds just that already.
+    fn remember_cell(&self, token: &[u8], context: &AuthContext, held: Held) {
+        let cell = self.liveness.watch(context);
+        let unchanged = match (held, &cell) {
+            (Held::NotCached, _) => false,
+            (Held::Cached(Some(held)), Some(cell)) => held.is(cell),
+            (Held::Cached(held), cell) => held.is_none() && cell.is_none(),
+        };
+        if !unchanged {
+            self.tokens.insert(token, context.clone(), cell);
+        }
     }
 
     fn admit(context: AuthContext, liveness: Liveness) -> Result<AuthContext, AuthError> {
@@ -267,6 +309,133 @@ mod tests {
             ));
             assert!(auth.authenticate_cached(&headers).is_none());
         }
+    }
+
+    /// The cell the verified-token cache holds for `token`.
+    fn held_cell(auth: &Authenticator, token: &str) -> Option<LivenessCell> {
+        auth.tokens
+            .get(token.as_bytes(), Tick::now())
+            .expect("the token is cached")
+            .liveness
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_holds_its_sessions_cell_and_a_revocation_flips_it() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store.clone());
+        let token = token("u1", "s1");
+        let headers = bearer(&token);
+        let context = auth.authenticate(&headers).await.unwrap();
+        let held = held_cell(&auth, &token).expect("the store handed out a cell");
+        assert!(
+            held.is(&LivenessCheck::watch(&store, &context).unwrap()),
+            "the session's own cell"
+        );
+        assert_eq!(held.read(Tick::now()), Some(Liveness::Live));
+
+        assert!(store.revoke("s1"));
+        assert_eq!(
+            held.read(Tick::now()),
+            Some(Liveness::Revoked),
+            "flipped in place"
+        );
+        assert!(matches!(
+            auth.authenticate_cached(&headers),
+            Some(Err(AuthError::SessionNotLive(Liveness::Revoked)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_token_whose_session_was_revoked_before_it_was_cached_is_refused() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        assert!(store.revoke("s1"));
+        let auth = Authenticator::new(verifier(), store);
+        let token = token("u1", "s1");
+        let headers = bearer(&token);
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
+        let held = held_cell(&auth, &token).expect("cached with its cell");
+        assert_eq!(held.read(Tick::now()), Some(Liveness::Revoked));
+        assert!(matches!(
+            auth.authenticate_cached(&headers),
+            Some(Err(AuthError::SessionNotLive(Liveness::Revoked)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_invalidated_cell_is_never_trusted_and_the_token_takes_the_new_one() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), store.clone());
+        let token = token("u1", "s1");
+        let headers = bearer(&token);
+        auth.authenticate(&headers).await.unwrap();
+        let old = held_cell(&auth, &token).unwrap();
+
+        // Recorded anew: the old cell is invalidated, and the store answers instead.
+        store.insert("s1", "u1", None);
+        assert_eq!(old.read(Tick::now()), None);
+        assert!(matches!(auth.authenticate_cached(&headers), Some(Ok(_))));
+        let new = held_cell(&auth, &token).unwrap();
+        assert!(!new.is(&old), "the token now holds the new cell");
+
+        assert!(store.revoke("s1"));
+        assert!(matches!(
+            auth.authenticate_cached(&headers),
+            Some(Err(AuthError::SessionNotLive(Liveness::Revoked)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_reaching_its_deadline_is_refused_by_the_cell() {
+        let store = InMemoryLiveness::new();
+        let ends = SystemTime::now() + Duration::from_millis(200);
+        store.insert("s1", "u1", Some(ends));
+        let auth = Authenticator::new(verifier(), store);
+        let headers = bearer(&token("u1", "s1"));
+        auth.authenticate(&headers).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match auth.authenticate_cached(&headers) {
+                Some(Ok(_)) => assert!(SystemTime::now() < ends + Duration::from_secs(1)),
+                Some(Err(AuthError::SessionNotLive(Liveness::Expired))) => break,
+                other => panic!("{other:?}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "never refused");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A store with nothing but `check`: every request asks it.
+    struct CheckOnly(InMemoryLiveness);
+
+    impl LivenessCheck for CheckOnly {
+        async fn check(&self, context: &AuthContext) -> Result<Liveness, LivenessError> {
+            LivenessCheck::check(&self.0, context).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_without_cells_or_memory_is_asked_on_every_request() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let auth = Authenticator::new(verifier(), CheckOnly(store.clone()));
+        let token = token("u1", "s1");
+        let headers = bearer(&token);
+        for _ in 0..2 {
+            assert!(auth.authenticate(&headers).await.is_ok());
+            assert!(auth.authenticate_cached(&headers).is_none(), "must await");
+        }
+        assert!(held_cell(&auth, &token).is_none(), "verified once, no cell");
+        assert!(store.revoke("s1"));
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
     }
 
     struct Down;

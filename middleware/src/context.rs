@@ -113,13 +113,18 @@ impl Claims {
 /// An authenticated request: who, which session, and the token's claims.
 ///
 /// The Tower layer and the Poem middleware put it in the request extensions; the axum
-/// and Poem extractors take it out.
+/// and Poem extractors take it out. Cheap to clone: one reference count, since every
+/// request of a cached token gets a clone.
 #[derive(Debug, Clone)]
-pub struct AuthContext {
+pub struct AuthContext(Arc<Verified>);
+
+/// What an [`AuthContext`] shares between its clones.
+#[derive(Debug)]
+struct Verified {
     user_id: UserId,
     session_id: SessionId,
     /// `sid` and `sub` as UUIDs, parsed once when the token is verified: the PostgreSQL
-    /// store looks the pair up on every request. `None` when either is not a UUID.
+    /// store looks the pair up. `None` when either is not a UUID.
     #[cfg(feature = "postgres")]
     uuids: Option<(uuid::Uuid, uuid::Uuid)>,
     claims: Arc<Claims>,
@@ -127,7 +132,7 @@ pub struct AuthContext {
 
 impl AuthContext {
     pub(crate) fn new(claims: Arc<Claims>) -> Self {
-        Self {
+        Self(Arc::new(Verified {
             user_id: UserId::from(claims.sub.as_str()),
             session_id: SessionId::from(claims.sid.as_str()),
             #[cfg(feature = "postgres")]
@@ -135,13 +140,13 @@ impl AuthContext {
                 .ok()
                 .zip(uuid::Uuid::parse_str(&claims.sub).ok()),
             claims,
-        }
+        }))
     }
 
     /// The session and the user as UUIDs, if both are.
     #[cfg(feature = "postgres")]
     pub(crate) fn session_and_user_uuids(&self) -> Option<(uuid::Uuid, uuid::Uuid)> {
-        self.uuids
+        self.0.uuids
     }
 
     /// The session (`sid`) as a UUID, parsed once when the token was verified; `None`
@@ -149,33 +154,33 @@ impl AuthContext {
     /// [`PostgresLiveness::forget`](crate::PostgresLiveness::forget) takes it.
     #[cfg(feature = "postgres")]
     pub fn session_uuid(&self) -> Option<uuid::Uuid> {
-        self.uuids.map(|(session, _)| session)
+        self.0.uuids.map(|(session, _)| session)
     }
 
     /// The user (`sub`) as a UUID, parsed once when the token was verified; `None` when
     /// either it or the session id is not one.
     #[cfg(feature = "postgres")]
     pub fn user_uuid(&self) -> Option<uuid::Uuid> {
-        self.uuids.map(|(_, user)| user)
+        self.0.uuids.map(|(_, user)| user)
     }
 
     /// The user (`sub`).
     pub fn user_id(&self) -> &UserId {
-        &self.user_id
+        &self.0.user_id
     }
 
     /// The session (`sid`).
     pub fn session_id(&self) -> &SessionId {
-        &self.session_id
+        &self.0.session_id
     }
 
     /// Every verified claim.
     pub fn claims(&self) -> &Claims {
-        &self.claims
+        &self.0.claims
     }
 
     /// When the access token expires.
     pub fn expires_at(&self) -> SystemTime {
-        self.claims.expires_at()
+        self.0.claims.expires_at()
     }
 }

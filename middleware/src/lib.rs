@@ -9,7 +9,10 @@
 //!
 //! - The core, [`Authenticator`], knows no web framework: [`TokenVerifier`] (keys by
 //!   `kid`, each with one algorithm; claims `iss`, `aud`, `sub`, `sid`, `exp`, `nbf`),
-//!   a cache of verified tokens, and a [`LivenessCheck`] store.
+//!   a cache of verified tokens, and a [`LivenessCheck`] store. Each cached token holds
+//!   its session's [`LivenessCell`], which the store keeps current, so a request with a
+//!   token verified before costs one lookup and one atomic load. [`LivenessCheck`] says
+//!   how another store implements that.
 //! - Adapters are thin: the Tower layer [`SessionGuardLayer`] (axum, hyper, tonic), the
 //!   axum extractor (feature `axum`) and the Poem middleware and extractor ([`poem`],
 //!   feature `poem`).
@@ -115,7 +118,7 @@ pub use liveness::postgres::{
     DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, LivenessStats, NotReady, PostgresLiveness,
     PostgresLivenessBuilder,
 };
-pub use liveness::{InMemoryLiveness, Liveness, LivenessCheck, LivenessError};
+pub use liveness::{InMemoryLiveness, Liveness, LivenessCell, LivenessCheck, LivenessError};
 pub use token_cache::DEFAULT_TOKEN_CACHE_CAPACITY;
 pub use verify::{
     DEFAULT_LEEWAY, KeySource, MAX_TOKEN_BYTES, TokenError, TokenVerifier, TokenVerifierBuilder,

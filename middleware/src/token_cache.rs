@@ -4,37 +4,43 @@
 //! Bounded in size, and an entry never outlives its token's `exp`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use quick_cache::sync::Cache;
 
 use crate::context::AuthContext;
 #[cfg(test)]
 use crate::context::Claims;
+use crate::liveness::{LivenessCell, Tick};
 
 /// The default number of tokens kept.
 pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 100_000;
 
-/// A bounded cache from token bytes to the context its verified claims make. Keyed by
-/// bytes, not `str`: a lookup straight from the header value skips a UTF-8 pass (11.6%
-/// of the layer's instructions per cached request, measured with callgrind), and only
-/// tokens that passed verification, well-formed ASCII, are ever inserted.
+/// What is remembered of one verified token.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifiedToken {
+    pub(crate) context: AuthContext,
+    /// The token's `exp` on the monotonic clock the cell's deadline is on, so one clock
+    /// read serves both.
+    expires: Tick,
+    /// Its session's state, kept current by the store, when the store keeps one.
+    pub(crate) liveness: Option<LivenessCell>,
+}
+
+/// A bounded cache from token bytes to the context its verified claims make and the
+/// session's [`LivenessCell`]. Keyed by bytes, not `str`: a lookup straight from the
+/// header value skips a UTF-8 pass (11.6% of the layer's instructions per cached
+/// request, measured with callgrind), and only tokens that passed verification,
+/// well-formed ASCII, are ever inserted.
 ///
 /// `quick_cache` (CLOCK-Pro, sharded, foldhash) rather than a cache with per-entry
 /// timers: a lookup is one hash of the token and one probe, and an entry costs little
 /// more than the token itself. Expiry is checked on every read against the token's own
-/// `exp`, and an expired entry is removed then.
+/// `exp`, and an expired entry is removed then. A cell held here keeps nothing else
+/// alive: the store invalidates the cells of sessions it stops tracking.
 #[derive(Clone)]
 pub(crate) struct VerifiedTokenCache {
-    cache: Arc<Cache<Arc<[u8]>, AuthContext>>,
-}
-
-/// Time left before `exp`; zero when it has passed.
-fn remaining(context: &AuthContext) -> Duration {
-    context
-        .expires_at()
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    cache: Arc<Cache<Arc<[u8]>, VerifiedToken>>,
 }
 
 impl VerifiedTokenCache {
@@ -45,20 +51,35 @@ impl VerifiedTokenCache {
         }
     }
 
-    /// The context of `token` if it was verified before and has not expired since.
-    pub(crate) fn get(&self, token: &[u8]) -> Option<AuthContext> {
-        let context = self.cache.get(token)?;
-        if remaining(&context).is_zero() {
+    /// What is known of `token` if it was verified before and has not expired by `now`.
+    pub(crate) fn get(&self, token: &[u8], now: Tick) -> Option<VerifiedToken> {
+        let verified = self.cache.get(token)?;
+        if verified.expires <= now {
             self.cache.remove(token);
             return None;
         }
-        Some(context)
+        Some(verified)
     }
 
-    pub(crate) fn insert(&self, token: &[u8], context: AuthContext) {
-        if !remaining(&context).is_zero() {
-            self.cache.insert(Arc::from(token), context);
+    /// Remembers `token` with its session's cell, if it has not expired yet.
+    pub(crate) fn insert(
+        &self,
+        token: &[u8],
+        context: AuthContext,
+        liveness: Option<LivenessCell>,
+    ) {
+        let Ok(remaining) = context.expires_at().duration_since(SystemTime::now()) else {
+            return;
+        };
+        if remaining.is_zero() {
+            return;
         }
+        let verified = VerifiedToken {
+            context,
+            expires: Tick::after(remaining),
+            liveness,
+        };
+        self.cache.insert(Arc::from(token), verified);
     }
 
     #[cfg(test)]
@@ -71,7 +92,8 @@ impl VerifiedTokenCache {
 mod tests {
     use super::*;
     use crate::context::Audience;
-    use std::time::UNIX_EPOCH;
+    use crate::liveness::Liveness;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn claims(expires_in: i64) -> AuthContext {
         let now = SystemTime::now()
@@ -93,22 +115,25 @@ mod tests {
     #[test]
     fn returns_what_was_inserted_until_exp() {
         let cache = VerifiedTokenCache::new(10);
-        cache.insert(b"live", claims(60));
-        assert_eq!(cache.get(b"live").unwrap().user_id().as_str(), "u");
-        assert!(cache.get(b"other").is_none());
+        let cell = LivenessCell::new(Liveness::Live, None);
+        cache.insert(b"live", claims(60), Some(cell.clone()));
+        let verified = cache.get(b"live", Tick::now()).unwrap();
+        assert_eq!(verified.context.user_id().as_str(), "u");
+        assert!(verified.liveness.unwrap().is(&cell));
+        assert!(cache.get(b"other", Tick::now()).is_none());
     }
 
     #[test]
     fn never_serves_an_expired_token() {
         let cache = VerifiedTokenCache::new(10);
-        cache.insert(b"expired", claims(-1));
-        assert!(cache.get(b"expired").is_none());
+        cache.insert(b"expired", claims(-1), None);
+        assert!(cache.get(b"expired", Tick::now()).is_none());
         // An entry that expires while cached is not served either.
-        cache.insert(b"soon", claims(1));
+        cache.insert(b"soon", claims(1), None);
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        while let Some(context) = cache.get(b"soon") {
+        while let Some(verified) = cache.get(b"soon", Tick::now()) {
             assert!(
-                context.expires_at() > SystemTime::now(),
+                verified.context.expires_at() > SystemTime::now(),
                 "served after its exp"
             );
             assert!(std::time::Instant::now() < deadline, "never expired");
@@ -121,7 +146,7 @@ mod tests {
     fn is_bounded() {
         let cache = VerifiedTokenCache::new(100);
         for i in 0..1_000 {
-            cache.insert(format!("token-{i}").as_bytes(), claims(60));
+            cache.insert(format!("token-{i}").as_bytes(), claims(60), None);
         }
         assert!(cache.len() <= 100, "{}", cache.len());
     }

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{Liveness, LivenessCheck, LivenessError};
+use super::{Liveness, LivenessCell, LivenessCheck, LivenessError};
 use crate::context::{AuthContext, SessionId, UserId};
 
 #[derive(Debug, Clone)]
@@ -13,6 +13,9 @@ struct Entry {
     user_id: UserId,
     expires_at: Option<SystemTime>,
     revoked: bool,
+    /// What the tokens of the session read: set on revocation and on expiry, invalidated
+    /// when the entry is replaced.
+    cell: LivenessCell,
 }
 
 /// Sessions held in a map. Cheap to clone: clones share the map.
@@ -27,14 +30,22 @@ impl InMemoryLiveness {
         Self::default()
     }
 
-    /// Records a live session of `user_id`, ending at `expires_at` if given.
+    /// Records a live session of `user_id`, ending at `expires_at` if given. Replaces
+    /// what was recorded under the id before.
     pub fn insert(
         &self,
         session_id: impl Into<SessionId>,
         user_id: impl Into<UserId>,
         expires_at: Option<SystemTime>,
     ) {
-        self.sessions
+        // The cell's deadline is monotonic time; `check_cached` compares the wall clock.
+        let until = expires_at.map(|at| {
+            Instant::now()
+                + at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+        });
+        let replaced = self
+            .sessions
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(
@@ -43,8 +54,13 @@ impl InMemoryLiveness {
                     user_id: user_id.into(),
                     expires_at,
                     revoked: false,
+                    cell: LivenessCell::new(Liveness::Live, until),
                 },
             );
+        if let Some(replaced) = replaced {
+            // Tokens holding the old cell ask again, and get the new one.
+            replaced.cell.invalidate();
+        }
     }
 
     /// Revokes a session; its tokens are refused from the next request on.
@@ -54,7 +70,10 @@ impl InMemoryLiveness {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(session_id)
-            .map(|entry| entry.revoked = true)
+            .map(|entry| {
+                entry.revoked = true;
+                entry.cell.set(Liveness::Revoked, None);
+            })
             .is_some()
     }
 
@@ -67,6 +86,7 @@ impl InMemoryLiveness {
             Some(entry) if entry.user_id != *context.user_id() => Liveness::Unknown,
             Some(entry) if entry.revoked => Liveness::Revoked,
             Some(entry) if entry.expires_at.is_some_and(|at| at <= SystemTime::now()) => {
+                entry.cell.set(Liveness::Expired, None);
                 Liveness::Expired
             }
             Some(_) => Liveness::Live,
@@ -82,5 +102,16 @@ impl LivenessCheck for InMemoryLiveness {
 
     async fn check(&self, context: &AuthContext) -> Result<Liveness, LivenessError> {
         Ok(self.answer(context))
+    }
+
+    fn watch(&self, context: &AuthContext) -> Option<LivenessCell> {
+        let sessions = self
+            .sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sessions
+            .get(context.session_id().as_str())
+            .filter(|entry| entry.user_id == *context.user_id())
+            .map(|entry| entry.cell.clone())
     }
 }

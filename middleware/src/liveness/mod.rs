@@ -4,9 +4,17 @@
 //! [`PostgresLiveness`](crate::PostgresLiveness) (cache + `LISTEN` for revocations, behind
 //! the `postgres` feature) and [`InMemoryLiveness`] (tests and single-process apps).
 //!
-//! A store answers from memory in [`LivenessCheck::check_cached`] when it can, which keeps
-//! the hot path free of I/O and allocation; [`LivenessCheck::check`] may do I/O.
+//! A request whose token was verified before costs one lookup: the verified-token cache
+//! holds, beside the token's claims, the [`LivenessCell`] its store handed out for the
+//! session ([`LivenessCheck::watch`]), and the store keeps that cell current as sessions
+//! end. Only when a token has no cell, or its cell says nothing (invalidated, past its
+//! deadline), does the layer ask the store: from memory in
+//! [`LivenessCheck::check_cached`] when it can, else in [`LivenessCheck::check`], which
+//! may do I/O.
+//!
+//! [`LivenessCheck`] says how another store implements it.
 
+mod cell;
 mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -14,6 +22,8 @@ pub(crate) mod postgres;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use cell::LivenessCell;
+pub(crate) use cell::Tick;
 pub use memory::InMemoryLiveness;
 
 use crate::context::AuthContext;
@@ -58,6 +68,19 @@ pub struct LivenessError(pub String);
 ///
 /// Implement this for another backend; the layer, the Poem middleware and the
 /// extractors work with any implementation.
+///
+/// # Implementing a store
+///
+/// [`check`](Self::check) is the one method a store must have: the answer for a token's
+/// session, doing I/O if needed. That alone works: every request then awaits it. A store
+/// that keeps answers in memory adds [`check_cached`](Self::check_cached), which spares
+/// those requests the future. A store that knows when sessions end (it ends them, or is
+/// told) adds [`watch`](Self::watch): it keeps one [`LivenessCell`] per session it
+/// tracks, hands it out for tokens of the session's own user, [`set`](LivenessCell::set)s
+/// or [`invalidate`](LivenessCell::invalidate)s it the moment the session ends, gives a
+/// live state an `until` no later than the session's deadline, and invalidates the cell
+/// before it stops tracking the session. Then a request of a cached token reads the cell
+/// and asks nothing. [`InMemoryLiveness`] is a short example.
 pub trait LivenessCheck: Send + Sync + 'static {
     /// The answer from memory, without I/O, when the store has one. The default never
     /// has one.
@@ -71,6 +94,17 @@ pub trait LivenessCheck: Send + Sync + 'static {
         &self,
         context: &AuthContext,
     ) -> impl Future<Output = Result<Liveness, LivenessError>> + Send;
+
+    /// The cell this store keeps current for the session of `context`, if it tracks the
+    /// session and the session belongs to the token's user; asked right after
+    /// [`check`](Self::check) or [`check_cached`](Self::check_cached) answered, and kept
+    /// with the verified token, whose later requests read it instead of asking. What the
+    /// cell says is the store's business from then on (see [`LivenessCell`]). The
+    /// default: no cell, so every request asks.
+    fn watch(&self, context: &AuthContext) -> Option<LivenessCell> {
+        let _ = context;
+        None
+    }
 }
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -78,6 +112,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Object-safe [`LivenessCheck`], so the core holds any store behind one pointer type.
 pub(crate) trait DynLivenessCheck: Send + Sync + 'static {
     fn check_cached(&self, context: &AuthContext) -> Option<Liveness>;
+    fn watch(&self, context: &AuthContext) -> Option<LivenessCell>;
     fn check<'a>(
         &'a self,
         context: &'a AuthContext,
@@ -87,6 +122,10 @@ pub(crate) trait DynLivenessCheck: Send + Sync + 'static {
 impl<T: LivenessCheck> DynLivenessCheck for T {
     fn check_cached(&self, context: &AuthContext) -> Option<Liveness> {
         LivenessCheck::check_cached(self, context)
+    }
+
+    fn watch(&self, context: &AuthContext) -> Option<LivenessCell> {
+        LivenessCheck::watch(self, context)
     }
 
     fn check<'a>(

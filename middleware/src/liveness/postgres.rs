@@ -1,21 +1,27 @@
 //! Liveness from PostgreSQL, cached, with revocations pushed over `LISTEN`.
 //!
-//! - A live answer is cached for a bounded time (`live_ttl`, default 15 s) and never past
-//!   the session's own deadline; a revoked, expired or unknown answer is cached until the
-//!   token that asked would have expired anyway.
+//! - The cache holds one [`LivenessCell`] per session, which the store hands to every
+//!   verified token of the session ([`LivenessCheck::watch`]): a request of a cached token
+//!   reads the cell and nothing else.
+//! - A live answer holds for a bounded time (`live_ttl`, default 15 s) and never past
+//!   the session's own deadline; a revoked, expired or unknown answer holds for as long as
+//!   tokens ask (each token entry ends at its own `exp`).
 //! - One dedicated connection (not from the pool: pooled connections drop notifications)
-//!   listens on the revocation channel. A notification evicts that session at once, so
-//!   the next request asks the database; `*` evicts everything.
-//! - When that connection drops, the cache is cleared and nothing live is cached until it
-//!   is back; it reconnects with backoff. Revocations missed meanwhile are therefore seen
-//!   on the next request.
+//!   listens on the revocation channel. A notification evicts that session and
+//!   invalidates its cell at once, so the next request of any of its tokens asks the
+//!   database; `*` does that to every session.
+//! - When that connection drops, the cache is cleared (every cell invalidated) and
+//!   nothing live is cached until it is back; it reconnects with backoff. Revocations
+//!   missed meanwhile are therefore seen on the next request.
+//! - The cache is bounded; a session it evicts has its cell invalidated first, so a token
+//!   that still holds the cell asks again rather than trusting what no one updates.
 //! - An entry is what the database says of a session, whoever asked: its user and its
 //!   state, under its id (the key notifications name). A token of another user that
 //!   carries the id is answered "unknown" from the entry, and what it asked is never
 //!   cached as the session's answer.
 //! - A query racing a notification (or a [`PostgresLiveness::forget`], or the listener
-//!   dropping) never leaves its possibly stale live answer cached: it checks before
-//!   caching and again after, and takes the entry back out if anything came between.
+//!   dropping) never leaves its possibly stale live answer in a cell: it checks before
+//!   caching and again after, and invalidates the cell if anything came between.
 //!
 //! The listener needs a direct or session-mode connection: a transaction-pooling proxy
 //! does not deliver notifications.
@@ -25,14 +31,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use quick_cache::sync::Cache;
+use quick_cache::sync::{Cache, GuardResult};
+use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::{Liveness, LivenessCheck, LivenessError};
+use super::{Liveness, LivenessCell, LivenessCheck, LivenessError, Tick};
 use crate::context::AuthContext;
 use crate::postgres::{DatabaseConfig, Listener};
 
@@ -80,11 +87,38 @@ impl Session {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Cached {
-    session: Session,
-    until: Instant,
+/// A session the store tracks: whose it is, and the cell its tokens read.
+#[derive(Debug, Clone)]
+struct Tracked {
+    /// Its user; `None` when there is no such session.
+    owner: Option<Uuid>,
+    cell: LivenessCell,
 }
+
+impl Tracked {
+    /// Stops tracking: the cell says nothing from now on, and its hits are counted here.
+    fn retire(&self, hits: &AtomicU64) {
+        self.cell.invalidate();
+        hits.fetch_add(self.cell.take_hits(), Ordering::Relaxed);
+    }
+}
+
+/// Retires what the cache evicts to stay in bounds: a cell no one would update any more
+/// must not go on saying "live" to the tokens that hold it.
+#[derive(Debug, Clone)]
+struct RetireOnEviction {
+    hits: Arc<AtomicU64>,
+}
+
+impl Lifecycle<Uuid, Tracked> for RetireOnEviction {
+    type RequestState = ();
+
+    fn on_evict(&self, (): &mut (), _session: Uuid, tracked: Tracked) {
+        tracked.retire(&self.hits);
+    }
+}
+
+type SessionCache = Cache<Uuid, Tracked, UnitWeighter, DefaultHashBuilder, RetireOnEviction>;
 
 /// Counters for metrics: cache hits and misses, and the listener's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,14 +260,24 @@ impl PostgresLivenessBuilder {
                 .pool(self.pool_size, self.query_timeout)
                 .map_err(|e| LivenessError(format!("building the pool: {e}")))?,
         };
+        let capacity = self.capacity.max(1);
+        let hits = Arc::new(AtomicU64::new(0));
         let inner = Arc::new(Inner {
             pool,
-            cache: Cache::new(usize::try_from(self.capacity).unwrap_or(usize::MAX).max(1)),
+            cache: Cache::with(
+                usize::try_from(capacity).unwrap_or(usize::MAX),
+                capacity,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                RetireOnEviction {
+                    hits: Arc::clone(&hits),
+                },
+            ),
+            hits,
             epoch: AtomicU64::new(0),
             listener_connected: AtomicBool::new(false),
             listener_connects: AtomicU64::new(0),
             notifications: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             live_ttl: self.live_ttl,
             query_timeout: self.query_timeout,
@@ -272,17 +316,18 @@ pub struct PostgresLiveness {
 
 struct Inner {
     pool: Pool,
-    /// Keyed by the session's UUID: 16 bytes inline, no allocation per entry. Each entry
-    /// carries its own deadline, checked on read, and the session's user, compared with
-    /// the token's on read.
-    cache: Cache<Uuid, Cached>,
+    /// Keyed by the session's UUID. Each entry is the session's user, compared with the
+    /// token's, and its cell, whose state carries its own deadline.
+    cache: SessionCache,
+    /// Answers given by cells, collected from them when they leave the cache and when
+    /// [`PostgresLiveness::stats`] is asked: the hit count.
+    hits: Arc<AtomicU64>,
     /// Bumped by every notification, `forget` and listener connect or drop (before it
     /// evicts); a query that sees it change leaves no live answer cached.
     epoch: AtomicU64,
     listener_connected: AtomicBool,
     listener_connects: AtomicU64,
     notifications: AtomicU64,
-    hits: AtomicU64,
     misses: AtomicU64,
     live_ttl: Duration,
     query_timeout: Duration,
@@ -341,11 +386,15 @@ impl PostgresLiveness {
     /// session's UUID, as the `sessions` table and [`AuthContext::session_uuid`] hold it.
     pub fn forget(&self, session: Uuid) {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
-        self.inner.cache.remove(&session);
+        self.inner.stop_tracking(session);
     }
 
-    /// Cache and listener counters.
+    /// Cache and listener counters. Walks the cache to collect the cells' hits.
     pub fn stats(&self) -> LivenessStats {
+        for (_, tracked) in self.inner.cache.iter() {
+            let hits = tracked.cell.take_hits();
+            self.inner.hits.fetch_add(hits, Ordering::Relaxed);
+        }
         LivenessStats {
             hits: self.inner.hits.load(Ordering::Relaxed),
             misses: self.inner.misses.load(Ordering::Relaxed),
@@ -496,13 +545,13 @@ impl LivenessCheck for PostgresLiveness {
             // Not ids this schema could hold: no such session, and nothing to ask.
             return Some(Liveness::Unknown);
         };
-        let cached = self.inner.cache.get(&session)?;
-        if cached.until <= Instant::now() {
-            self.inner.cache.remove(&session);
-            return None;
-        }
-        self.inner.hits.fetch_add(1, Ordering::Relaxed);
-        Some(cached.session.answer(user))
+        let tracked = self.inner.cache.get(&session)?;
+        let liveness = tracked.cell.read(Tick::now())?;
+        Some(if tracked.owner == Some(user) {
+            liveness
+        } else {
+            Liveness::Unknown
+        })
     }
 
     async fn check(&self, context: &AuthContext) -> Result<Liveness, LivenessError> {
@@ -517,38 +566,83 @@ impl LivenessCheck for PostgresLiveness {
         let session = self.query(session_id).await?;
         let answer = session.answer(user);
         let live = session.state.is_live();
-        let now = Instant::now();
+        // A session that ended stays ended, and one that does not exist is not created
+        // under a known id: those hold until the store changes them. A live one holds for
+        // the live TTL at most, and never past the session's deadline.
         let until = if live {
             if !self.quiet_since(epoch) {
                 // A revocation may have slipped past this query, or none would be
                 // pushed to us now: answer, but do not remember.
                 return Ok(answer);
             }
-            now + self.inner.live_ttl.min(session.remaining)
+            let ttl = self.inner.live_ttl.min(session.remaining);
+            if ttl.is_zero() {
+                return Ok(answer);
+            }
+            Some(Instant::now() + ttl)
         } else {
-            // A session that ended stays ended, and one that does not exist is not
-            // created under a known id: remember it as long as the token lives.
-            now + context
-                .expires_at()
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
+            None
         };
-        if until <= now {
-            return Ok(answer);
-        }
         #[cfg(test)]
         self.paused_before_caching().await;
-        self.inner
-            .cache
-            .insert(session_id, Cached { session, until });
-        if live && !self.quiet_since(epoch) {
-            // Something that evicts came between the check above and the insert, and its
-            // eviction may have run before the insert: take the entry back out. (The
-            // eviction bumps the epoch before it takes the cache's lock, the insert takes
-            // that lock before this load: one of the two sees the other.)
-            self.inner.cache.remove(&session_id);
+        let tracked = match self.inner.cache.get_value_or_guard(&session_id, None) {
+            GuardResult::Value(tracked) if tracked.owner == session.owner => {
+                tracked.cell.set(session.state, until);
+                Some(tracked)
+            }
+            GuardResult::Value(_) => {
+                // Tracked as someone else's (or as absent) before: not this answer's to
+                // overwrite; the next request asks afresh.
+                self.inner.stop_tracking(session_id);
+                None
+            }
+            GuardResult::Guard(guard) => {
+                let tracked = Tracked {
+                    owner: session.owner,
+                    cell: LivenessCell::new(session.state, until),
+                };
+                match guard.insert(tracked.clone()) {
+                    Ok(()) => Some(tracked),
+                    // Removed meanwhile, by something that evicts: nothing to keep.
+                    Err(_) => None,
+                }
+            }
+            GuardResult::Timeout => None,
+        };
+        if let Some(tracked) = tracked
+            && live
+            && !self.quiet_since(epoch)
+        {
+            // Something that evicts came between the check above and the write, and its
+            // eviction may have run before the write: take the cell back. (The eviction
+            // bumps the epoch before it invalidates, the write comes before this load:
+            // one of the two sees the other.)
+            tracked.retire(&self.inner.hits);
+            self.inner.stop_tracking(session_id);
         }
         Ok(answer)
+    }
+
+    fn watch(&self, context: &AuthContext) -> Option<LivenessCell> {
+        let (session, user) = context.session_and_user_uuids()?;
+        let tracked = self.inner.cache.get(&session)?;
+        (tracked.owner == Some(user)).then_some(tracked.cell)
+    }
+}
+
+impl Inner {
+    /// Evicts `session` and invalidates its cell.
+    fn stop_tracking(&self, session: Uuid) {
+        if let Some((_, tracked)) = self.cache.remove(&session) {
+            tracked.retire(&self.hits);
+        }
+    }
+
+    /// Evicts every session and invalidates every cell.
+    fn stop_tracking_all(&self) {
+        for (_, tracked) in self.cache.drain() {
+            tracked.retire(&self.hits);
+        }
     }
 }
 
@@ -603,9 +697,9 @@ async fn listen_once(
                 let Some(inner) = store.upgrade() else { return Ok(()) };
                 inner.epoch.fetch_add(1, Ordering::SeqCst);
                 if notification.payload() == EVERY_SESSION {
-                    inner.cache.clear();
+                    inner.stop_tracking_all();
                 } else if let Ok(id) = Uuid::parse_str(notification.payload()) {
-                    inner.cache.remove(&id);
+                    inner.stop_tracking(id);
                 }
                 inner.notifications.fetch_add(1, Ordering::Release);
                 tracing::debug!(session_id = notification.payload(), "session revoked: evicted");
@@ -632,7 +726,7 @@ async fn listen_once(
 fn forget_everything(inner: &Inner) {
     inner.listener_connected.store(false, Ordering::SeqCst);
     inner.epoch.fetch_add(1, Ordering::SeqCst);
-    inner.cache.clear();
+    inner.stop_tracking_all();
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -773,7 +867,7 @@ pub(crate) mod tests {
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
 
-        auth.authenticate(&headers).await.unwrap();
+        let context = auth.authenticate(&headers).await.unwrap();
         auth.authenticate(&headers).await.unwrap();
         let stats = store.stats();
         assert_eq!(
@@ -781,9 +875,16 @@ pub(crate) mod tests {
             (1, 1),
             "the second answer came from memory"
         );
+        let held = store.watch(&context).expect("the session's cell");
+        assert_eq!(held.read(Tick::now()), Some(Liveness::Live));
 
         revoke(&client, session).await;
         eventually("the notification", || store.stats().notifications == 1).await;
+        assert_eq!(
+            held.read(Tick::now()),
+            None,
+            "the notification invalidated the cell the token holds"
+        );
         assert!(matches!(
             auth.authenticate(&headers).await,
             Err(AuthError::SessionNotLive(Liveness::Revoked))
@@ -815,6 +916,38 @@ pub(crate) mod tests {
             "still cached as live"
         );
         store.forget(session);
+        assert!(matches!(
+            auth.authenticate(&headers).await,
+            Err(AuthError::SessionNotLive(Liveness::Revoked))
+        ));
+    }
+
+    /// A session the bounded cache evicts is not revoked by anyone any more: its cell,
+    /// still held by a cached token, must stop saying "live".
+    #[tokio::test]
+    async fn a_session_evicted_from_the_cache_is_not_trusted_through_its_cell() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        let user = user(&client).await;
+        let session = session(&client, user, "14 days").await;
+        // No notifications reach this store: only the eviction can tell the cell.
+        let store = started(
+            PostgresLiveness::builder(db.config().clone().into())
+                .with_channel("nobody_notifies_here"),
+        )
+        .await;
+        let auth = Authenticator::new(verifier(), store.clone());
+        let headers = bearer(user, session);
+        let context = auth.authenticate(&headers).await.unwrap();
+        let held = store.watch(&context).expect("the session's cell");
+        assert_eq!(held.read(Tick::now()), Some(Liveness::Live));
+
+        // Shrinking the cache evicts the way filling it does: through its lifecycle.
+        store.inner.cache.set_capacity(0);
+        assert!(!store.inner.cache.contains_key(&session), "evicted");
+        assert_eq!(held.read(Tick::now()), None, "evicted, so invalidated");
+
+        revoke(&client, session).await;
         assert!(matches!(
             auth.authenticate(&headers).await,
             Err(AuthError::SessionNotLive(Liveness::Revoked))
