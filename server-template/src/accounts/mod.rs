@@ -7,12 +7,17 @@
 //! - [`Tokens`] (`tokens.rs`): the token pair a login or a refresh hands out.
 //! - [`Revocations`] (`revocations.rs`): what follows a committed revocation: this
 //!   instance forgets the sessions, the metrics count them.
+//! - [`Recovery`] (`recovery.rs`): what mailed links do: verify an address, reset a
+//!   password.
+//! - [`AccountMail`] (`mail.rs`): the mails the others queue in their transactions.
 //!
 //! Rate limits are not applied here but by the routes, through
 //! [`RateLimits`](crate::rate_limit::RateLimits), before they call in. Routes translate
 //! HTTP to these calls and their errors back.
 
 mod credentials;
+mod mail;
+mod recovery;
 mod refresh;
 mod revocations;
 mod sessions;
@@ -24,6 +29,8 @@ use deadpool_postgres::Pool;
 use session_guard::PostgresLiveness;
 
 pub use credentials::{Credentials, Email, LoginOutcome, NewPassword, device_name};
+pub use mail::{AccountMail, LinkLifetimes};
+pub use recovery::{Recovery, VerificationResent};
 pub use refresh::{Refresh, RefreshClient};
 pub use revocations::Revocations;
 pub use sessions::{RevokeScope, Sessions};
@@ -49,6 +56,10 @@ pub struct AccountPolicy {
     pub known_ip_window: Duration,
     /// Wrong current passwords after which the session giving them is revoked (0: never).
     pub password_change_max_failures: u32,
+    /// Whether login needs a verified address.
+    pub require_verified_email: bool,
+    /// Whether a login from a new device and network mails the owner.
+    pub new_signin_alerts: bool,
 }
 
 /// Everything behind the account routes.
@@ -60,6 +71,8 @@ pub struct Accounts {
     pub sessions: Sessions,
     /// Rotate refresh tokens.
     pub refresh: Refresh,
+    /// Verify addresses, reset passwords.
+    pub recovery: Recovery,
 }
 
 impl Accounts {
@@ -70,15 +83,23 @@ impl Accounts {
         liveness: PostgresLiveness,
         passwords: PasswordHasher,
         tokens: Tokens,
+        mail: AccountMail,
         policy: AccountPolicy,
     ) -> Self {
         let revocations = Revocations::new(liveness);
         Self {
+            recovery: Recovery::new(
+                pool.clone(),
+                passwords.clone(),
+                mail.clone(),
+                revocations.clone(),
+            ),
             credentials: Credentials::new(
                 pool.clone(),
                 passwords,
                 tokens.clone(),
                 revocations.clone(),
+                mail,
                 policy,
             ),
             sessions: Sessions::new(pool.clone(), revocations.clone()),

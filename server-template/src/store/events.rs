@@ -30,6 +30,12 @@ pub enum EventKind {
     PasswordChanged,
     /// A password change gave the wrong current password.
     PasswordChangeFailed,
+    /// Someone asked for a password-reset mail.
+    PasswordResetRequested,
+    /// The password was reset through a mailed link.
+    PasswordReset,
+    /// The owner confirmed the account's address.
+    EmailVerified,
 }
 
 impl EventKind {
@@ -40,6 +46,9 @@ impl EventKind {
             Self::SessionsRevoked => "sessions_revoked",
             Self::PasswordChanged => "password_changed",
             Self::PasswordChangeFailed => "password_change_failed",
+            Self::PasswordResetRequested => "password_reset_requested",
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerified => "email_verified",
         }
     }
 }
@@ -64,6 +73,19 @@ pub enum Event {
     },
     /// A password change gave the wrong current password.
     PasswordChangeFailed,
+    /// A password-reset mail was asked for; `known` says whether an account has the
+    /// address (and so whether a mail was queued).
+    PasswordResetRequested {
+        /// Whether the address is an account's.
+        known: bool,
+    },
+    /// The password was reset through a mailed link, and every session revoked.
+    PasswordReset {
+        /// How many sessions were revoked.
+        revoked_sessions: u64,
+    },
+    /// The owner confirmed the account's address.
+    EmailVerified,
 }
 
 impl Event {
@@ -74,17 +96,24 @@ impl Event {
             Self::SessionsRevoked { .. } => EventKind::SessionsRevoked,
             Self::PasswordChanged { .. } => EventKind::PasswordChanged,
             Self::PasswordChangeFailed => EventKind::PasswordChangeFailed,
+            Self::PasswordResetRequested { .. } => EventKind::PasswordResetRequested,
+            Self::PasswordReset { .. } => EventKind::PasswordReset,
+            Self::EmailVerified => EventKind::EmailVerified,
         }
     }
 
     /// The `detail` column.
     fn detail(self) -> serde_json::Value {
         match self {
-            Self::LoginFailed | Self::PasswordChangeFailed => serde_json::json!({}),
+            Self::LoginFailed | Self::PasswordChangeFailed | Self::EmailVerified => {
+                serde_json::json!({})
+            }
+            Self::PasswordResetRequested { known } => serde_json::json!({ "known": known }),
             Self::SessionsRevoked { reason, count } => {
                 serde_json::json!({ "reason": reason.as_str(), "count": count })
             }
-            Self::PasswordChanged { revoked_sessions } => {
+            Self::PasswordChanged { revoked_sessions }
+            | Self::PasswordReset { revoked_sessions } => {
                 serde_json::json!({ "revoked_sessions": revoked_sessions })
             }
         }

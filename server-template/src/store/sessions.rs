@@ -32,8 +32,27 @@ const LOCK_LIVE: &str = "SELECT revoked_at IS NULL AND least(idle_expires_at, ab
 const USED_FROM: &str = "SELECT EXISTS (SELECT 1 FROM sessions \
      WHERE user_id = $1 AND ip = $2 AND last_used_at > now() - $3::text::interval \
        AND revoked_reason IS DISTINCT FROM $4)";
+/// Whether the user has any session at all (ended ones that are kept included), and
+/// whether one of them came from the device label `$2` on the network of `$3` (the IPv4
+/// /24, the IPv6 /64).
+const SIGNED_IN_BEFORE: &str = "SELECT count(*) > 0, coalesce(bool_or( \
+       device_label IS NOT DISTINCT FROM $2 AND ip IS NOT NULL \
+       AND set_masklen(ip, CASE family(ip) WHEN 4 THEN 24 ELSE 64 END) >>= $3::inet), false) \
+     FROM sessions WHERE user_id = $1";
 const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
      WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 RETURNING id";
+/// Whether `user` signed in before at all, and whether from `label` on the network of `ip`.
+pub async fn signed_in_before(
+    client: &impl GenericClient,
+    user: Uuid,
+    label: Option<&str>,
+    ip: IpAddr,
+) -> Result<(bool, bool), ServiceError> {
+    let statement = client.prepare_cached(SIGNED_IN_BEFORE).await?;
+    let row = client.query_one(&statement, &[&user, &label, &ip]).await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Deletes up to `$2` sessions that ended more than `$1` ago.
 const PURGE_BATCH: &str = "DELETE FROM sessions WHERE id IN ( \
        SELECT id FROM sessions \
@@ -58,6 +77,8 @@ pub enum RevokeReason {
     /// A rotated refresh token came back after the grace window (set by the rotation
     /// function in SQL).
     RefreshReuse,
+    /// The password was reset through a mailed link: every session ends.
+    PasswordReset,
 }
 
 impl RevokeReason {
@@ -71,6 +92,7 @@ impl RevokeReason {
             Self::PasswordChange => "password_change",
             Self::PasswordChangeFailures => "password_change_failures",
             Self::RefreshReuse => "refresh_reuse",
+            Self::PasswordReset => "password_reset",
         }
     }
 }
