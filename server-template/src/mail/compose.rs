@@ -61,7 +61,7 @@ pub fn email_verification(link: &str, ttl: Duration) -> Composed {
             "Hello,\n\nplease confirm that this address is yours by opening this link and \
              pressing the button on the page:\n\n{link}\n\nThe link works once, for {}. If you \
              did not create an account, ignore this mail.\n",
-            humantime::format_duration(ttl)
+            lifetime(ttl)
         ),
     }
 }
@@ -76,7 +76,7 @@ pub fn password_reset(link: &str, ttl: Duration) -> Composed {
              To choose a new password, open this link:\n\n{link}\n\nThe link works once, for \
              {}. Setting a new password signs out every device. If you did not ask for this, \
              ignore this mail: your password stays as it is.\n",
-            humantime::format_duration(ttl)
+            lifetime(ttl)
         ),
     }
 }
@@ -106,6 +106,17 @@ pub fn sign_in_alert(
     }
 }
 
+/// `ttl` in words: "30 minutes", "1 day", in the largest unit that divides it.
+fn lifetime(ttl: Duration) -> String {
+    let seconds = ttl.as_secs();
+    let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| seconds >= *size && seconds % size == 0)
+        .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} {unit}{plural}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +128,11 @@ mod tests {
         assert_eq!(link, "https://auth.example.com/account/reset?token=abc_-");
         let mail = password_reset(&link, Duration::from_secs(1800));
         assert!(mail.body.contains(&format!("\n{link}\n")), "{}", mail.body);
-        assert!(mail.body.contains("30m"), "{}", mail.body);
+        assert!(mail.body.contains("for 30 minutes"), "{}", mail.body);
+        assert_eq!(lifetime(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(lifetime(Duration::from_secs(7_200)), "2 hours");
+        assert_eq!(lifetime(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(lifetime(Duration::from_secs(1)), "1 second");
     }
 
     #[test]
