@@ -1,4 +1,4 @@
-//! A real SMTP server for the tests: `aiosmtpd` (pinned, from PyPI) as a child process on
+//! A real SMTP server for the tests: `aiosmtpd` (pinned, from the Python Package Index) as a child process on
 //! a loopback port, writing each message it accepts into a folder, where tests wait for
 //! the mail to an address and read its links.
 //!
@@ -229,15 +229,14 @@ fn quoted_printable(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'=' {
-            if let Some(byte) = joined
-                .get(i + 1..i + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
+        let escaped = (bytes[i] == b'=')
+            .then(|| joined.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(byte) = escaped {
+            out.push(byte);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

@@ -111,7 +111,7 @@ fn lifetime(ttl: Duration) -> String {
     let seconds = ttl.as_secs();
     let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
         .into_iter()
-        .find(|(size, _)| seconds >= *size && seconds % size == 0)
+        .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size))
         .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
     let plural = if n == 1 { "" } else { "s" };
     format!("{n} {unit}{plural}")
