@@ -8,7 +8,7 @@ use super::ApiTags;
 use super::authenticated::Authenticated;
 use super::error::ApiError;
 use super::responses::NoContent;
-use super::text::{Password, Text};
+use super::text::{Email, Password, Text};
 use crate::AppState;
 use crate::accounts::{self, NewPassword, VerificationResent};
 use crate::client_ip::ClientIp;
@@ -35,7 +35,7 @@ struct VerifyEmailRequest {
 #[derive(Object)]
 struct PasswordResetRequest {
     /// The account's email.
-    email: String,
+    email: Text<Email>,
 }
 
 /// The token from a reset link, and the new password.
@@ -134,7 +134,7 @@ impl RecoveryApi {
         body: Json<PasswordResetRequest>,
     ) -> Result<ResetRequested, ApiError> {
         // Checked before any limit sees it, as at registration.
-        let email = accounts::Email::parse(&body.0.email)?;
+        let email = accounts::Email::parse(&body.0.email.into_inner())?;
         let limits = &self.state.limits;
         limits
             .account_recovery(ip)
