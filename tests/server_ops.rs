@@ -287,13 +287,16 @@ async fn the_openapi_document_declares_bearer_and_cookie_auth_and_every_error_bo
         "{}",
         schemas["RefreshRequest"]
     );
-    // The account page is HTML, outside the API's document.
-    assert!(spec["paths"].get("/account").is_none());
+    // The account page and the pages of mailed links are HTML, outside the API's document.
+    for page in ["/account", "/account/verify", "/account/reset"] {
+        assert!(spec["paths"].get(page).is_none(), "{page}");
+    }
 
     let protected = [
         ("/auth/logout", "post"),
         ("/auth/logout-all", "post"),
         ("/auth/password", "post"),
+        ("/auth/verify-email/resend", "post"),
         ("/me", "get"),
         ("/sessions", "get"),
         ("/sessions/{id}", "delete"),

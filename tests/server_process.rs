@@ -174,7 +174,11 @@ async fn migrate_subcommand_applies_the_schema_and_exits() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(history, [1, 2, 3, 4], "each migration applied exactly once");
+    assert_eq!(
+        history,
+        [1, 2, 3, 4, 5],
+        "each migration applied exactly once"
+    );
     client
         .query_one("SELECT count(*) FROM sessions", &[])
         .await
@@ -249,6 +253,8 @@ async fn production_with_explicit_keys_starts_and_generates_nothing() {
             ("JWT_SIGNING_KEYS", signing.to_str().unwrap()),
             ("REFRESH_TOKEN_KEY_FILE", refresh.to_str().unwrap()),
             ("DEV_KEYS_DIR", untouched.path().to_str().unwrap()),
+            // Production needs a mail server; nothing is sent in this test, so none listens.
+            ("SMTP_URL", "smtp://127.0.0.1:1?tls=none"),
         ],
     )
     .await;

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use crate::client_ip::{ClientIpHeader, TrustedProxies};
 use crate::cookies::{CookieRole, SessionCookies};
+use crate::mail::worker::WorkerSettings;
+use crate::mail::{Delivery, SmtpUrl};
 use crate::origin::PublicOrigin;
 use settings::{DAY, Kind, Setting, Unit};
 
@@ -166,10 +168,39 @@ pub struct Config {
     pub security_event_retention: Duration,
     /// How often the purge job runs ([`settings::PURGE_INTERVAL_SECONDS`]).
     pub purge_interval: Duration,
+    /// Password-reset requests per address, and verification mails per user, per minute;
+    /// 0: off ([`settings::RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS`]).
+    pub account_mail_per_address_per_minute: u32,
+    /// Requests to the reset and verification routes per client IP per minute; 0: off
+    /// ([`settings::RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP`]).
+    pub account_recovery_per_ip_per_minute: u32,
+    /// How account mail is sent, and by whom.
+    pub mail: MailSettings,
+    /// How long a verification link works ([`settings::EMAIL_VERIFICATION_TTL_SECONDS`]).
+    pub email_verification_ttl: Duration,
+    /// How long a reset link works ([`settings::PASSWORD_RESET_TTL_SECONDS`]).
+    pub password_reset_ttl: Duration,
+    /// Whether login needs a verified address ([`settings::REQUIRE_VERIFIED_EMAIL`]).
+    pub require_verified_email: bool,
+    /// Whether a login from a new device and network mails the owner
+    /// ([`settings::NEW_SIGNIN_ALERTS`]).
+    pub new_signin_alerts: bool,
     /// A tracing filter ([`settings::RUST_LOG`]).
     pub log_filter: String,
     /// How log lines are written ([`settings::LOG_FORMAT`]).
     pub log_format: LogFormat,
+}
+
+/// How account mail is sent.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// SMTP, or files in development ([`settings::SMTP_URL`], [`settings::MAIL_DEV_DIR`]).
+    pub delivery: Delivery,
+    /// The sender ([`settings::MAIL_FROM`]).
+    pub from: lettre::message::Mailbox,
+    /// How the worker paces itself ([`settings::MAIL_POLL_INTERVAL_SECONDS`],
+    /// [`settings::MAIL_RETRY_BASE_SECONDS`], [`settings::MAIL_BATCH_SIZE`]).
+    pub worker: WorkerSettings,
 }
 
 impl Config {
@@ -184,19 +215,24 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         use settings::{
             ACCESS_TOKEN_TTL_SECONDS, BIND_ADDR, DATABASE_POOL_SIZE, DATABASE_TIMEOUT_SECONDS,
-            DEV_KEYS_DIR, JWT_AUDIENCE, JWT_ISSUER, LOGIN_KNOWN_IP_DAYS, MAX_BODY_BYTES,
-            MAX_SESSIONS_PER_USER, PASSWORD_CHANGE_MAX_FAILURES, PURGE_INTERVAL_SECONDS,
+            DEV_KEYS_DIR, EMAIL_VERIFICATION_TTL_SECONDS, JWT_AUDIENCE, JWT_ISSUER,
+            LOGIN_KNOWN_IP_DAYS, MAX_BODY_BYTES, MAX_SESSIONS_PER_USER, NEW_SIGNIN_ALERTS,
+            PASSWORD_CHANGE_MAX_FAILURES, PASSWORD_RESET_TTL_SECONDS, PURGE_INTERVAL_SECONDS,
+            RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS, RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP,
             RATE_LIMIT_LOGIN_PER_ACCOUNT, RATE_LIMIT_LOGIN_PER_IP, RATE_LIMIT_MAX_KEYS,
             RATE_LIMIT_PASSWORD_CHANGE_PER_USER, RATE_LIMIT_REFRESH_PER_IP,
             REFRESH_ABSOLUTE_LIFETIME_SECONDS, REFRESH_GRACE_SECONDS, REFRESH_IDLE_TIMEOUT_SECONDS,
-            REFRESH_MAX_RETRIES, REQUEST_TIMEOUT_SECONDS, SECURITY_EVENT_RETENTION_DAYS,
-            SESSION_RETENTION_DAYS, SHUTDOWN_GRACE_SECONDS,
+            REFRESH_MAX_RETRIES, REQUEST_TIMEOUT_SECONDS, REQUIRE_VERIFIED_EMAIL,
+            SECURITY_EVENT_RETENTION_DAYS, SESSION_RETENTION_DAYS, SHUTDOWN_GRACE_SECONDS,
         };
         let env = Lookup(&lookup);
         let environment = environment(&env)?;
         let signing_keys = signing_keys(&env, environment)?;
         let public_origin = public_origin(&env)?;
         let cookies = session_cookies(&env, &public_origin)?;
+        let refresh_key_file = refresh_key_file(&env, environment)?;
+        let dev_keys_dir = PathBuf::from(env.text(&DEV_KEYS_DIR)?);
+        let mail = mail_settings(&env, environment, &dev_keys_dir)?;
         Ok(Self {
             environment,
             database: database_config(&env)?,
@@ -211,8 +247,8 @@ impl Config {
             public_origin,
             cookies,
             signing_keys,
-            refresh_key_file: refresh_key_file(&env, environment)?,
-            dev_keys_dir: PathBuf::from(env.text(&DEV_KEYS_DIR)?),
+            refresh_key_file,
+            dev_keys_dir,
             issuer: env.text(&JWT_ISSUER)?,
             audience: env.text(&JWT_AUDIENCE)?,
             access_token_ttl: env.duration(&ACCESS_TOKEN_TTL_SECONDS)?,
@@ -232,6 +268,14 @@ impl Config {
             session_retention: env.duration(&SESSION_RETENTION_DAYS)?,
             security_event_retention: env.duration(&SECURITY_EVENT_RETENTION_DAYS)?,
             purge_interval: env.duration(&PURGE_INTERVAL_SECONDS)?,
+            account_mail_per_address_per_minute: env
+                .number(&RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS)?,
+            account_recovery_per_ip_per_minute: env.number(&RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP)?,
+            mail,
+            email_verification_ttl: env.duration(&EMAIL_VERIFICATION_TTL_SECONDS)?,
+            password_reset_ttl: env.duration(&PASSWORD_RESET_TTL_SECONDS)?,
+            require_verified_email: flag(&env, &REQUIRE_VERIFIED_EMAIL)?,
+            new_signin_alerts: flag(&env, &NEW_SIGNIN_ALERTS)?,
             log_filter: log_filter(&env)?,
             log_format: log_format(&env)?,
         })
@@ -328,6 +372,57 @@ fn refresh_key_file(
         ));
     }
     Ok(file)
+}
+
+fn mail_settings(
+    env: &Lookup<'_>,
+    environment: Environment,
+    dev_keys_dir: &std::path::Path,
+) -> Result<MailSettings, ConfigError> {
+    let smtp = &settings::SMTP_URL;
+    let delivery = match env.given(smtp)? {
+        Some(url) => Delivery::Smtp(Box::new(
+            SmtpUrl::parse(&url).map_err(|e| ConfigError::new(smtp.name, e))?,
+        )),
+        None if environment == Environment::Production => {
+            return Err(ConfigError::new(
+                smtp.name,
+                "APP_ENV=production needs a mail server: verification and password-reset \
+                 mails are always sent (`smtps://user:pass@host:465`, or `smtp://host:587` \
+                 for STARTTLS)",
+            ));
+        }
+        None => Delivery::Files(
+            env.given(&settings::MAIL_DEV_DIR)?
+                .map_or_else(|| dev_keys_dir.join("mail"), PathBuf::from),
+        ),
+    };
+    let from_setting = &settings::MAIL_FROM;
+    let from_text = env.text(from_setting)?;
+    let from = from_text.parse().map_err(|e| {
+        ConfigError::new(
+            from_setting.name,
+            format!("`{from_text}` is not an address: {e}"),
+        )
+    })?;
+    Ok(MailSettings {
+        delivery,
+        from,
+        worker: WorkerSettings {
+            poll_interval: env.duration(&settings::MAIL_POLL_INTERVAL_SECONDS)?,
+            retry_base: env.duration(&settings::MAIL_RETRY_BASE_SECONDS)?,
+            batch_size: env.number(&settings::MAIL_BATCH_SIZE)?,
+        },
+    })
+}
+
+/// A `false`/`true` choice.
+fn flag(env: &Lookup<'_>, setting: &Setting) -> Result<bool, ConfigError> {
+    match env.text(setting)?.as_str() {
+        "false" => Ok(false),
+        "true" => Ok(true),
+        other => Err(not_a_choice(setting, other)),
+    }
 }
 
 fn public_origin(env: &Lookup<'_>) -> Result<PublicOrigin, ConfigError> {
@@ -606,6 +701,12 @@ mod tests {
             ("ACCESS_COOKIE_NAME", "__Host-a;b"),
             ("REFRESH_COOKIE_NAME", "__Host-sg_refresh"),
             ("REFRESH_COOKIE_NAME", "__Host-sg_access"),
+            ("SMTP_URL", "smtp://mail.example.com?tls=none"),
+            ("SMTP_URL", "imap://mail.example.com"),
+            ("MAIL_FROM", "not an address"),
+            ("REQUIRE_VERIFIED_EMAIL", "yes"),
+            ("NEW_SIGNIN_ALERTS", "1"),
+            ("PASSWORD_RESET_TTL_SECONDS", "0"),
         ] {
             let err = config(&[(var, value)]).expect_err(value);
             assert_eq!(err.var, var, "{value}");
@@ -626,12 +727,20 @@ mod tests {
         let err =
             config(&[("APP_ENV", "production"), ("JWT_SIGNING_KEYS", "/k/a.pem")]).unwrap_err();
         assert_eq!(err.var, "REFRESH_TOKEN_KEY_FILE");
-        let ok = config(&[
+        let err = config(&[
             ("APP_ENV", "production"),
             ("JWT_SIGNING_KEYS", "/k/a.pem, /k/b.pem"),
             ("REFRESH_TOKEN_KEY_FILE", "/k/refresh.key"),
         ])
-        .expect("keys given");
+        .unwrap_err();
+        assert_eq!(err.var, "SMTP_URL");
+        let ok = config(&[
+            ("APP_ENV", "production"),
+            ("JWT_SIGNING_KEYS", "/k/a.pem, /k/b.pem"),
+            ("REFRESH_TOKEN_KEY_FILE", "/k/refresh.key"),
+            ("SMTP_URL", "smtps://mailer:secret@mail.example.com"),
+        ])
+        .expect("keys and mail server given");
         assert_eq!(
             ok.signing_keys,
             [PathBuf::from("/k/a.pem"), PathBuf::from("/k/b.pem")]
@@ -721,6 +830,7 @@ mod tests {
                         vars.extend([
                             ("JWT_SIGNING_KEYS", "/k/a.pem"),
                             ("REFRESH_TOKEN_KEY_FILE", "/k/r.key"),
+                            ("SMTP_URL", "smtp://mail.example.com"),
                         ]);
                     }
                     if setting.name == "COOKIE_SECURE" && *choice == "off" {
@@ -768,6 +878,29 @@ mod tests {
         ])
         .unwrap();
         assert!(!plain.cookies.secure());
+    }
+
+    #[test]
+    fn development_without_a_mail_server_writes_files_next_to_its_keys() {
+        let defaults = config(&[("DEV_KEYS_DIR", "/tmp/k")]).unwrap();
+        assert!(
+            matches!(&defaults.mail.delivery, Delivery::Files(dir) if dir == std::path::Path::new("/tmp/k/mail"))
+        );
+        assert!(!defaults.require_verified_email);
+        assert!(!defaults.new_signin_alerts);
+        assert_eq!(defaults.password_reset_ttl, Duration::from_secs(1800));
+        assert_eq!(defaults.email_verification_ttl, Duration::from_secs(DAY));
+        let given = config(&[
+            ("MAIL_DEV_DIR", "/tmp/m"),
+            ("REQUIRE_VERIFIED_EMAIL", "true"),
+        ])
+        .unwrap();
+        assert!(
+            matches!(&given.mail.delivery, Delivery::Files(dir) if dir == std::path::Path::new("/tmp/m"))
+        );
+        assert!(given.require_verified_email);
+        let smtp = config(&[("SMTP_URL", "smtp://127.0.0.1:2525?tls=none")]).unwrap();
+        assert!(matches!(smtp.mail.delivery, Delivery::Smtp(_)));
     }
 
     #[test]

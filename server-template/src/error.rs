@@ -29,6 +29,15 @@ pub enum ServiceError {
     /// Unknown, expired, revoked or reused refresh token: deliberately one error.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidRefreshToken,
+    /// A verification token that is unknown, used, replaced or expired: one error.
+    #[error("the verification link is invalid, used or expired; ask for a new one")]
+    InvalidVerificationToken,
+    /// A reset token that is unknown, used, replaced or expired: one error.
+    #[error("the reset link is invalid, used or expired; ask for a new one")]
+    InvalidResetToken,
+    /// The right password, but login needs a verified address (`REQUIRE_VERIFIED_EMAIL`).
+    #[error("confirm your email address first: open the link in the mail we sent")]
+    EmailNotVerified,
     /// No such session of this user.
     #[error("no such session")]
     SessionNotFound,

@@ -6,6 +6,7 @@
 //! same core other services use.
 
 pub mod access_token;
+pub mod account_token;
 pub mod accounts;
 pub mod app_schema;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod device;
 pub mod email;
 pub mod error;
 pub mod keys;
+pub mod mail;
 pub mod origin;
 pub mod passwords;
 pub mod purge;
@@ -34,7 +36,7 @@ use poem::EndpointExt as _;
 use session_guard::{Authenticator, PostgresLiveness, TokenSource, TokenVerifier};
 
 use crate::access_token::AccessTokenIssuer;
-use crate::accounts::{AccountPolicy, Accounts, Tokens};
+use crate::accounts::{AccountMail, AccountPolicy, Accounts, LinkLifetimes, Tokens};
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::passwords::PasswordHasher;
@@ -59,6 +61,14 @@ pub enum StartupError {
     /// The liveness store cannot work on this database.
     #[error(transparent)]
     LivenessNotReady(#[from] session_guard::NotReady),
+    /// The development mail folder cannot be created.
+    #[error("the mail folder {path}: {source}")]
+    MailFolder {
+        /// The folder (`MAIL_DEV_DIR`).
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Binding or serving failed.
     #[error("HTTP server on {addr}: {source}")]
     Serve {
@@ -88,6 +98,8 @@ pub struct AppState {
     pub liveness: PostgresLiveness,
     /// The Prometheus registry.
     pub metrics: PrometheusHandle,
+    /// Sends the outbox's mail.
+    pub mail_worker: mail::worker::MailWorker,
 }
 
 /// Loads keys, prepares the database, and serves HTTP until SIGTERM or ctrl-c.
@@ -104,6 +116,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         },
         state.config.purge_interval,
     );
+    let mail_worker = state
+        .mail_worker
+        .clone()
+        .spawn(state.config.database.clone());
     let served = async {
         let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -119,6 +135,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     .await;
     purge.abort();
+    mail_worker.abort();
     served.map_err(|source| StartupError::Serve { addr, source })?;
     tracing::info!("stopped");
     Ok(())
@@ -153,6 +170,15 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
     let authenticator = Authenticator::new(verifier, liveness.clone()).with_token_source(
         TokenSource::BearerOrCookie(config.cookies.access_name().into()),
     );
+    let mail_worker = mail_worker(&config, pool.clone())?;
+    let account_mail = AccountMail::new(
+        config.public_origin.clone(),
+        Arc::clone(&refresh_key),
+        LinkLifetimes {
+            verification: config.email_verification_ttl,
+            reset: config.password_reset_ttl,
+        },
+    );
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let accounts = Accounts::new(
         pool.clone(),
@@ -167,6 +193,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
             ),
             refresh_key,
         ),
+        account_mail,
         AccountPolicy {
             idle_timeout: config.refresh_idle_timeout,
             absolute_lifetime: config.refresh_absolute_lifetime,
@@ -175,6 +202,8 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
             known_ip_window: config.login_known_ip,
             password_change_max_failures: config.password_change_max_failures,
             max_sessions_per_user: config.max_sessions_per_user,
+            require_verified_email: config.require_verified_email,
+            new_signin_alerts: config.new_signin_alerts,
         },
     );
     let limits = rate_limits(&config);
@@ -193,7 +222,34 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         authenticator,
         liveness,
         metrics,
+        mail_worker,
     })
+}
+
+/// The worker that sends the outbox's mail the way `config` says.
+fn mail_worker(config: &Config, pool: Pool) -> Result<mail::worker::MailWorker, StartupError> {
+    let mailer = mail::Mailer::new(&config.mail.delivery).map_err(|source| {
+        let path = match &config.mail.delivery {
+            mail::Delivery::Files(path) => path.clone(),
+            mail::Delivery::Smtp(_) => std::path::PathBuf::new(),
+        };
+        StartupError::MailFolder { path, source }
+    })?;
+    match &config.mail.delivery {
+        mail::Delivery::Smtp(url) => {
+            tracing::info!(server = %url, "account mail goes to the SMTP server");
+        }
+        mail::Delivery::Files(path) => tracing::warn!(
+            folder = %path.display(),
+            "development: no SMTP_URL, so account mail is written to files"
+        ),
+    }
+    Ok(mail::worker::MailWorker::new(
+        pool,
+        mailer,
+        config.mail.from.clone(),
+        config.mail.worker,
+    ))
 }
 
 /// Every limit, each keeping at most `RATE_LIMIT_MAX_KEYS` keys.
@@ -212,6 +268,8 @@ fn rate_limits(config: &Config) -> RateLimits {
         ),
         // As many at once as the session may fail in all before it is revoked.
         password_change_failures_per_session: limit(config.password_change_max_failures, config),
+        account_mail_per_address: limit(config.account_mail_per_address_per_minute, config),
+        account_recovery_per_ip: limit(config.account_recovery_per_ip_per_minute, config),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The purge job: deletes sessions that ended, and security events that happened, longer
-//! ago than their retention periods, in batches, on one replica at a time.
+//! ago than their retention periods, expired account tokens, and mail that could not be
+//! sent for [`UNSENT_MAIL_MAX_AGE`], in batches, on one replica at a time.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::error::ServiceError;
 use crate::rate_limit::RateLimits;
-use crate::store::{events, sessions};
+use crate::store::{account_tokens, events, outbox, sessions};
 
 /// How long ended sessions and security events are kept.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +26,16 @@ pub struct Purged {
     pub sessions: u64,
     /// Security events.
     pub security_events: u64,
+    /// Expired verification and reset tokens.
+    pub account_tokens: u64,
+    /// Mails still unsent after [`UNSENT_MAIL_MAX_AGE`].
+    pub unsent_mails: u64,
 }
+
+/// How long an unsent mail may wait in the outbox: a week, past which a verification
+/// link may still work (`EMAIL_VERIFICATION_TTL_SECONDS` goes up to 30 days) but the user
+/// is better served by asking for a new one, and an alert is stale.
+pub const UNSENT_MAIL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Rows deleted per statement: small enough to keep each transaction short.
 const BATCH: i64 = 1_000;
@@ -54,6 +64,8 @@ pub fn spawn(
                     tracing::info!(
                         sessions = purged.sessions,
                         security_events = purged.security_events,
+                        account_tokens = purged.account_tokens,
+                        unsent_mails = purged.unsent_mails,
                         "purged ended sessions and old security events"
                     );
                 }
@@ -84,6 +96,20 @@ pub async fn purge_once(pool: &Pool, retention: Retention) -> Result<Option<Purg
         loop {
             let batch = events::purge_batch(&client, retention.security_events, BATCH).await?;
             purged.security_events += batch;
+            if batch < BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        loop {
+            let batch = account_tokens::purge_batch(&client, BATCH).await?;
+            purged.account_tokens += batch;
+            if batch < BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        loop {
+            let batch = outbox::purge_batch(&client, UNSENT_MAIL_MAX_AGE, BATCH).await?;
+            purged.unsent_mails += batch;
             if batch < BATCH.unsigned_abs() {
                 return Ok::<_, ServiceError>(());
             }

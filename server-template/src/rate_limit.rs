@@ -212,6 +212,10 @@ pub struct RateLimits {
     pub password_change_failures_per_user: KeyedLimit<Uuid>,
     /// Failed password changes per session (the session is revoked after as many).
     pub password_change_failures_per_session: KeyedLimit<Uuid>,
+    /// Reset requests per address (known or not), and verification mails per user.
+    pub account_mail_per_address: KeyedLimit<LimitKey>,
+    /// Requests to the reset and verification routes per client IP (IPv6: per /64).
+    pub account_recovery_per_ip: KeyedLimit<ClientNetwork>,
 }
 
 impl RateLimits {
@@ -279,6 +283,20 @@ impl RateLimits {
         })
     }
 
+    /// A request to a reset or verification route from `ip`.
+    pub fn account_recovery(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        ip.map_or(Ok(()), |ip| {
+            self.account_recovery_per_ip.check(&ClientNetwork::from(ip))
+        })
+    }
+
+    /// A mail to the normalised `email` (a reset request, a verification mail): counted
+    /// for every address, whether an account has it or not, so the answer is the same.
+    pub fn account_mail(&self, email: &str) -> Result<(), Duration> {
+        self.account_mail_per_address
+            .check(&LimitKey::account(email))
+    }
+
     /// Forgets idle keys in every limiter.
     pub fn forget_idle(&self) {
         self.login_failures_per_account.forget_idle();
@@ -287,6 +305,8 @@ impl RateLimits {
         self.refresh_per_ip.forget_idle();
         self.password_change_failures_per_user.forget_idle();
         self.password_change_failures_per_session.forget_idle();
+        self.account_mail_per_address.forget_idle();
+        self.account_recovery_per_ip.forget_idle();
     }
 }
 

@@ -187,6 +187,7 @@ pub struct RefreshKey {
     hash: hmac::Key,
     successor: hmac::Key,
     client: hmac::Key,
+    account_token: hmac::Key,
 }
 
 impl fmt::Debug for RefreshKey {
@@ -232,6 +233,7 @@ impl RefreshKey {
             hash: derive(b"session-guard refresh-token hash v1"),
             successor: derive(b"session-guard refresh-token successor v1"),
             client: derive(b"session-guard refresh-token client v1"),
+            account_token: derive(b"session-guard account-token hash v1"),
         }
     }
 
@@ -272,6 +274,13 @@ impl RefreshKey {
     /// What the database stores for `secret`.
     pub fn hash(&self, secret: &RefreshSecret) -> Vec<u8> {
         hmac::sign(&self.hash, &secret.0).as_ref().to_vec()
+    }
+
+    /// What the database stores for a mailed one-time token (see
+    /// [`crate::account_token`]): a hash keyed by its own key derived from this one, so
+    /// it can never be mistaken for a refresh token's.
+    pub fn account_token_hash(&self, secret: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.account_token, secret).as_ref().to_vec()
     }
 
     /// The secret of the next generation: the same every time.

@@ -11,6 +11,7 @@ pub mod api;
 pub mod attempt;
 pub mod proc_status;
 mod server;
+pub mod smtp;
 
 pub use server::{
     BuildProfile, ServerError, ServerProcess, binary_command, build_server, free_port,

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
+use super::mail::AccountMail;
 use super::{AccountPolicy, Refusal, Revocations, TokenPair, Tokens};
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
@@ -43,6 +44,11 @@ impl NewPassword {
     pub fn parse(password: String) -> Result<Self, ServiceError> {
         passwords::check_policy(&password)?;
         Ok(Self(password))
+    }
+
+    /// The password, to hash.
+    pub(super) fn into_inner(self) -> String {
+        self.0
     }
 }
 
@@ -95,6 +101,7 @@ pub struct Credentials {
     passwords: PasswordHasher,
     tokens: Tokens,
     revocations: Revocations,
+    mail: AccountMail,
     policy: AccountPolicy,
 }
 
@@ -105,6 +112,7 @@ impl Credentials {
         passwords: PasswordHasher,
         tokens: Tokens,
         revocations: Revocations,
+        mail: AccountMail,
         policy: AccountPolicy,
     ) -> Self {
         Self {
@@ -112,21 +120,28 @@ impl Credentials {
             passwords,
             tokens,
             revocations,
+            mail,
             policy,
         }
     }
 
-    /// Creates an account.
+    /// Creates an account and, in the same transaction, queues the mail that verifies its
+    /// address.
     pub async fn register(
         &self,
         email: &Email,
         password: NewPassword,
     ) -> Result<Uuid, ServiceError> {
         let hash = self.passwords.hash(password.0).await;
-        let client = self.pool.get().await?;
-        let user = users::insert(&client, email.as_str(), &hash)
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let user = users::insert(&transaction, email.as_str(), &hash)
             .await?
             .ok_or(ServiceError::EmailTaken)?;
+        self.mail
+            .queue_verification(&transaction, user, email.as_str())
+            .await?;
+        transaction.commit().await?;
         tracing::info!(user_id = %user, "account registered");
         Ok(user)
     }
@@ -143,7 +158,10 @@ impl Credentials {
         ip: Option<IpAddr>,
     ) -> Result<bool, ServiceError> {
         let client = self.pool.get().await?;
-        let Some((user, _)) = users::by_email(&client, email.as_str()).await? else {
+        let Some(user) = users::by_email(&client, email.as_str())
+            .await?
+            .map(|account| account.id)
+        else {
             return Ok(false);
         };
         if signed_in_as == Some(user) {
@@ -161,7 +179,11 @@ impl Credentials {
     ///
     /// An unknown email and a wrong password are one refusal, that
     /// [counts](Refusal::counts) against the failure limits, and cost about the same
-    /// time.
+    /// time. With `REQUIRE_VERIFIED_EMAIL`, the right password of an unverified account
+    /// is refused with [`ServiceError::EmailNotVerified`], which does not count: only
+    /// the owner learns it. With `NEW_SIGNIN_ALERTS`, a login from a device label and
+    /// network no kept session of the account came from queues a mail to the owner (not
+    /// the account's first).
     pub async fn login(
         &self,
         email: &Email,
@@ -170,7 +192,12 @@ impl Credentials {
     ) -> Result<TokenPair, Refusal> {
         // No connection is held while hashing: a burst of logins must not drain the pool.
         let account = users::by_email(&self.pool.get().await?, email.as_str()).await?;
-        let (user, stored) = account.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
+        let email_verified = account
+            .as_ref()
+            .is_some_and(|account| account.email_verified);
+        let (user, stored) = account.map_or((None, None), |account| {
+            (Some(account.id), Some(account.password_hash))
+        });
         let verified = self.passwords.verify(password, stored.clone()).await;
         let mut client = self.pool.get().await?;
         let (Some(user), Verified::Match { rehash }) = (user, verified) else {
@@ -186,6 +213,10 @@ impl Credentials {
                 recorded.err().unwrap_or(ServiceError::InvalidCredentials),
             ));
         };
+        if self.policy.require_verified_email && !email_verified {
+            tracing::info!(user_id = %user, "login refused: the address is not verified");
+            return Err(ServiceError::EmailNotVerified.into());
+        }
         let secret = RefreshSecret::generate();
         let transaction = client.transaction().await?;
         // The hash was verified outside any transaction. Had a password change committed
@@ -197,6 +228,10 @@ impl Credentials {
         }
         if let Some(new_hash) = rehash {
             users::set_password(&transaction, user, &new_hash).await?;
+        }
+        if self.policy.new_signin_alerts {
+            self.alert_if_new(&transaction, user, email, &device)
+                .await?;
         }
         let (session, idle_expires_at) = sessions::create(
             &transaction,
@@ -251,6 +286,29 @@ impl Credentials {
             tracing::info!(user_id = %user, session_id = %session, count, "session cap: least recently used sessions revoked");
         }
         Ok(revoked)
+    }
+
+    /// Queues a sign-in alert when `device` (its label and network) is new to `user`,
+    /// which has signed in before.
+    async fn alert_if_new(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        user: Uuid,
+        email: &Email,
+        device: &Device,
+    ) -> Result<(), ServiceError> {
+        let Some(ip) = device.ip else {
+            return Ok(());
+        };
+        let label = device.label.as_deref();
+        let (signed_in_before, known) = sessions::signed_in_before(client, user, label, ip).await?;
+        if signed_in_before && !known {
+            tracing::info!(user_id = %user, ip = %ip, "sign-in from a new device and network; alerting the owner");
+            self.mail
+                .queue_sign_in_alert(client, email.as_str(), label, ip)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Changes the password of `user` and revokes every other session of the user.
@@ -350,12 +408,11 @@ impl Credentials {
         Ok(())
     }
 
-    /// The user's email.
-    pub async fn email(&self, user: Uuid) -> Result<String, ServiceError> {
+    /// The user's email, and whether its owner verified it.
+    pub async fn profile(&self, user: Uuid) -> Result<(String, bool), ServiceError> {
         let client = self.pool.get().await?;
-        users::by_id(&client, user)
+        users::profile(&client, user)
             .await?
-            .map(|(email, _)| email)
             .ok_or(ServiceError::SessionNotFound)
     }
 }

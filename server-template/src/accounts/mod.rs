@@ -9,13 +9,18 @@
 //!   instance forgets the sessions, the metrics count them.
 //! - [`Operator`] (`operator.rs`): the operator's command line: list a user's sessions,
 //!   revoke one, all of a user's, or every user's.
+//! - [`Recovery`] (`recovery.rs`): what mailed links do: verify an address, reset a
+//!   password.
+//! - [`AccountMail`] (`mail.rs`): the mails the others queue in their transactions.
 //!
 //! Rate limits are not applied here but by the routes, through
 //! [`RateLimits`](crate::rate_limit::RateLimits), before they call in. Routes translate
 //! HTTP to these calls and their errors back.
 
 mod credentials;
+mod mail;
 mod operator;
+mod recovery;
 mod refresh;
 mod revocations;
 mod sessions;
@@ -27,7 +32,9 @@ use deadpool_postgres::Pool;
 use session_guard::PostgresLiveness;
 
 pub use credentials::{Credentials, Email, LoginOutcome, NewPassword, device_name};
+pub use mail::{AccountMail, LinkLifetimes};
 pub use operator::{Operator, OperatorError, RevokeTarget};
+pub use recovery::{Recovery, VerificationResent};
 pub use refresh::{Refresh, RefreshClient};
 pub use revocations::Revocations;
 pub use sessions::{RevokeScope, Sessions};
@@ -56,6 +63,10 @@ pub struct AccountPolicy {
     /// Most live sessions per user; a login beyond it revokes the least recently used
     /// (0: no cap).
     pub max_sessions_per_user: u32,
+    /// Whether login needs a verified address.
+    pub require_verified_email: bool,
+    /// Whether a login from a new device and network mails the owner.
+    pub new_signin_alerts: bool,
 }
 
 /// Everything behind the account routes.
@@ -67,6 +78,8 @@ pub struct Accounts {
     pub sessions: Sessions,
     /// Rotate refresh tokens.
     pub refresh: Refresh,
+    /// Verify addresses, reset passwords.
+    pub recovery: Recovery,
 }
 
 impl Accounts {
@@ -77,15 +90,23 @@ impl Accounts {
         liveness: PostgresLiveness,
         passwords: PasswordHasher,
         tokens: Tokens,
+        mail: AccountMail,
         policy: AccountPolicy,
     ) -> Self {
         let revocations = Revocations::new(liveness);
         Self {
+            recovery: Recovery::new(
+                pool.clone(),
+                passwords.clone(),
+                mail.clone(),
+                revocations.clone(),
+            ),
             credentials: Credentials::new(
                 pool.clone(),
                 passwords,
                 tokens.clone(),
                 revocations.clone(),
+                mail,
                 policy,
             ),
             sessions: Sessions::new(pool.clone(), revocations.clone()),

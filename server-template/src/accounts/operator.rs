@@ -160,6 +160,6 @@ async fn user_of(
 ) -> Result<Uuid, OperatorError> {
     users::by_email(client, email.as_str())
         .await?
-        .map(|(id, _)| id)
+        .map(|account| account.id)
         .ok_or_else(|| OperatorError::UnknownEmail(email.as_str().to_owned()))
 }

@@ -30,13 +30,15 @@ pub enum Group {
     RateLimits,
     /// How long ended sessions and security events are kept.
     Retention,
+    /// Verification, password reset and sign-in alerts, and how their mail is sent.
+    Mail,
     /// What is logged and how.
     Logging,
 }
 
 impl Group {
     /// Every group, in the reference's order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Environment,
         Self::Database,
         Self::Http,
@@ -45,6 +47,7 @@ impl Group {
         Self::Sessions,
         Self::RateLimits,
         Self::Retention,
+        Self::Mail,
         Self::Logging,
     ];
 
@@ -59,6 +62,7 @@ impl Group {
             Self::Sessions => "Sessions and refresh",
             Self::RateLimits => "Rate limits",
             Self::Retention => "Retention and purge",
+            Self::Mail => "Account mail",
             Self::Logging => "Logging",
         }
     }
@@ -160,7 +164,7 @@ pub const APP_ENV: Setting = Setting {
         choices: &["development", "production"],
     },
     meaning: "Production never generates keys or creates the database, and refuses to start \
-              without `JWT_SIGNING_KEYS` and `REFRESH_TOKEN_KEY_FILE`.",
+              without `JWT_SIGNING_KEYS`, `REFRESH_TOKEN_KEY_FILE` and `SMTP_URL`.",
 };
 
 /// The socket folder tried first when `DATABASE_URL` is unset.
@@ -536,6 +540,25 @@ pub const RATE_LIMIT_MAX_KEYS: Setting = Setting {
               used go first.",
 };
 
+/// `RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS`.
+pub const RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS: Setting = Setting {
+    name: "RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS",
+    group: Group::RateLimits,
+    kind: count(5, 0, 1_000_000),
+    meaning: "Password-reset requests per email address per minute, whether or not an account \
+              has it (so the answer tells nobody which), and verification mails a signed-in \
+              user asks for; `0` turns it off.",
+};
+
+/// `RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP`.
+pub const RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP: Setting = Setting {
+    name: "RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP",
+    group: Group::RateLimits,
+    kind: count(30, 0, 1_000_000),
+    meaning: "Requests per client IP (IPv6: per /64) per minute to the password-reset and \
+              email-verification routes; `0` turns it off.",
+};
+
 /// `SESSION_RETENTION_DAYS`.
 pub const SESSION_RETENTION_DAYS: Setting = Setting {
     name: "SESSION_RETENTION_DAYS",
@@ -558,6 +581,110 @@ pub const PURGE_INTERVAL_SECONDS: Setting = Setting {
     group: Group::Retention,
     kind: seconds(3600, 1, 7 * DAY),
     meaning: "How often the purge job runs.",
+};
+
+/// `SMTP_URL`.
+pub const SMTP_URL: Setting = Setting {
+    name: "SMTP_URL",
+    group: Group::Mail,
+    kind: Kind::Optional {
+        when_unset: "none: development writes mails to `MAIL_DEV_DIR`; production refuses to \
+                     start",
+    },
+    meaning: "The mail server: `smtps://user:pass@host:465` (TLS from the start) or \
+              `smtp://user:pass@host:587` (STARTTLS, required: a server that does not offer it \
+              is not used). `smtp://host:port?tls=none` talks plain SMTP, only to `localhost` \
+              or a loopback address. Credentials are optional and percent-encoded.",
+};
+
+/// `MAIL_FROM`.
+pub const MAIL_FROM: Setting = Setting {
+    name: "MAIL_FROM",
+    group: Group::Mail,
+    kind: Kind::Text {
+        default: "Session Server <session-server@localhost>",
+    },
+    meaning: "The sender of account mail: an address, or `Name <address>`.",
+};
+
+/// `MAIL_DEV_DIR`.
+pub const MAIL_DEV_DIR: Setting = Setting {
+    name: "MAIL_DEV_DIR",
+    group: Group::Mail,
+    kind: Kind::Optional {
+        when_unset: "`mail` in `DEV_KEYS_DIR`",
+    },
+    meaning: "In development without `SMTP_URL`, each mail is written here as an `.eml` file \
+              and its path logged.",
+};
+
+/// `MAIL_POLL_INTERVAL_SECONDS`.
+pub const MAIL_POLL_INTERVAL_SECONDS: Setting = Setting {
+    name: "MAIL_POLL_INTERVAL_SECONDS",
+    group: Group::Mail,
+    kind: seconds(30, 1, 3600),
+    meaning: "How often the mail worker looks for mail that is due; it also wakes at once \
+              when mail is queued (a `NOTIFY` on `session_guard_mail`).",
+};
+
+/// `MAIL_RETRY_BASE_SECONDS`.
+pub const MAIL_RETRY_BASE_SECONDS: Setting = Setting {
+    name: "MAIL_RETRY_BASE_SECONDS",
+    group: Group::Mail,
+    kind: seconds(30, 1, 3600),
+    meaning: "How long after a failed attempt a mail is tried again; the wait doubles with \
+              each failure, up to an hour. A mail the server refuses for good (a 5xx \
+              answer) is dropped and logged.",
+};
+
+/// `MAIL_BATCH_SIZE`.
+pub const MAIL_BATCH_SIZE: Setting = Setting {
+    name: "MAIL_BATCH_SIZE",
+    group: Group::Mail,
+    kind: count(20, 1, 1_000),
+    meaning: "Most mails one worker claims at once (`FOR UPDATE SKIP LOCKED`, so replicas \
+              share the work).",
+};
+
+/// `EMAIL_VERIFICATION_TTL_SECONDS`.
+pub const EMAIL_VERIFICATION_TTL_SECONDS: Setting = Setting {
+    name: "EMAIL_VERIFICATION_TTL_SECONDS",
+    group: Group::Mail,
+    kind: seconds(DAY, 1, 30 * DAY),
+    meaning: "How long the link of a verification mail works.",
+};
+
+/// `PASSWORD_RESET_TTL_SECONDS`.
+pub const PASSWORD_RESET_TTL_SECONDS: Setting = Setting {
+    name: "PASSWORD_RESET_TTL_SECONDS",
+    group: Group::Mail,
+    kind: seconds(1800, 1, DAY),
+    meaning: "How long the link of a password-reset mail works.",
+};
+
+/// `REQUIRE_VERIFIED_EMAIL`.
+pub const REQUIRE_VERIFIED_EMAIL: Setting = Setting {
+    name: "REQUIRE_VERIFIED_EMAIL",
+    group: Group::Mail,
+    kind: Kind::Choice {
+        default: "false",
+        choices: &["false", "true"],
+    },
+    meaning: "`true`: a login with the right password of an account whose address is not \
+              verified gets 403 `email_not_verified` (a wrong password still gets 401).",
+};
+
+/// `NEW_SIGNIN_ALERTS`.
+pub const NEW_SIGNIN_ALERTS: Setting = Setting {
+    name: "NEW_SIGNIN_ALERTS",
+    group: Group::Mail,
+    kind: Kind::Choice {
+        default: "false",
+        choices: &["false", "true"],
+    },
+    meaning: "`true`: a login from a device (its label, such as \"Firefox 131 on Linux\") and \
+              network (the IPv4 /24, the IPv6 /64) that no kept session of the account came \
+              from mails the owner. An account's first login does not.",
 };
 
 /// `RUST_LOG`.
@@ -618,9 +745,21 @@ pub const ALL: &[&Setting] = &[
     &PASSWORD_CHANGE_MAX_FAILURES,
     &RATE_LIMIT_REFRESH_PER_IP,
     &RATE_LIMIT_MAX_KEYS,
+    &RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS,
+    &RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP,
     &SESSION_RETENTION_DAYS,
     &SECURITY_EVENT_RETENTION_DAYS,
     &PURGE_INTERVAL_SECONDS,
+    &SMTP_URL,
+    &MAIL_FROM,
+    &MAIL_DEV_DIR,
+    &MAIL_POLL_INTERVAL_SECONDS,
+    &MAIL_RETRY_BASE_SECONDS,
+    &MAIL_BATCH_SIZE,
+    &EMAIL_VERIFICATION_TTL_SECONDS,
+    &PASSWORD_RESET_TTL_SECONDS,
+    &REQUIRE_VERIFIED_EMAIL,
+    &NEW_SIGNIN_ALERTS,
     &RUST_LOG,
     &LOG_FORMAT,
 ];

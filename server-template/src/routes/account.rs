@@ -1,5 +1,7 @@
 //! `GET /account`: the "your devices" page, its script and its style sheet, compiled into
-//! the binary from `assets/`. The page talks to the JSON routes with the cookie transport;
+//! the binary from `assets/`; and the pages the links of account mail open,
+//! `/account/verify` and `/account/reset`, with their script (a GET of either uses
+//! nothing up: the token is posted only when the user presses the page's button). The page talks to the JSON routes with the cookie transport;
 //! it loads nothing from anywhere else and runs no inline script, which its
 //! `Content-Security-Policy` enforces.
 
@@ -20,9 +22,9 @@ pub(super) struct Asset {
 }
 
 /// Every file, by path.
-pub(super) const FILES: [(&str, Asset); 3] = [
+pub(super) const FILES: [(&str, Asset); 6] = [
     (
-        "/account",
+        crate::mail::compose::ACCOUNT_PAGE,
         Asset {
             content_type: "text/html; charset=utf-8",
             body: include_str!("../../assets/account.html"),
@@ -42,6 +44,27 @@ pub(super) const FILES: [(&str, Asset); 3] = [
             body: include_str!("../../assets/account.css"),
         },
     ),
+    (
+        crate::mail::compose::VERIFY_PAGE,
+        Asset {
+            content_type: "text/html; charset=utf-8",
+            body: include_str!("../../assets/verify.html"),
+        },
+    ),
+    (
+        crate::mail::compose::RESET_PAGE,
+        Asset {
+            content_type: "text/html; charset=utf-8",
+            body: include_str!("../../assets/reset.html"),
+        },
+    ),
+    (
+        "/account/link.js",
+        Asset {
+            content_type: "text/javascript; charset=utf-8",
+            body: include_str!("../../assets/link.js"),
+        },
+    ),
 ];
 
 /// `route` with the page's files added.
@@ -50,6 +73,24 @@ pub(super) fn routes(route: Route) -> Route {
         .at(FILES[0].0, get(page))
         .at(FILES[1].0, get(script))
         .at(FILES[2].0, get(style))
+        .at(FILES[3].0, get(verify_page))
+        .at(FILES[4].0, get(reset_page))
+        .at(FILES[5].0, get(link_script))
+}
+
+#[handler]
+fn verify_page() -> Response {
+    serve(&FILES[3].1)
+}
+
+#[handler]
+fn reset_page() -> Response {
+    serve(&FILES[4].1)
+}
+
+#[handler]
+fn link_script() -> Response {
+    serve(&FILES[5].1)
 }
 
 #[handler]

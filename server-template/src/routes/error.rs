@@ -96,6 +96,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidCredentials => Self::Unauthorized(body("invalid_credentials")),
             ServiceError::WrongCurrentPassword => Self::Forbidden(body("invalid_credentials")),
             ServiceError::InvalidRefreshToken => Self::Unauthorized(body("invalid_refresh_token")),
+            ServiceError::InvalidVerificationToken => {
+                Self::BadRequest(body("invalid_verification_token"))
+            }
+            ServiceError::InvalidResetToken => Self::BadRequest(body("invalid_reset_token")),
+            ServiceError::EmailNotVerified => Self::Forbidden(body("email_not_verified")),
             ServiceError::SessionNotFound => Self::NotFound(body("session_not_found")),
             ServiceError::SessionEnded => Self::Unauthorized(body("invalid_token")),
             ServiceError::RateLimited(wait) => Self::TooManyRequests(

@@ -11,6 +11,7 @@ mod jwks;
 mod metrics;
 mod notes;
 mod optional_json;
+mod recovery;
 pub mod request_span;
 mod responses;
 mod sessions;
@@ -45,6 +46,7 @@ fn api(state: &AppState) -> OpenApiService<impl poem_openapi::OpenApi + use<>, (
     OpenApiService::new(
         (
             auth::AuthApi::new(state.clone()),
+            recovery::RecoveryApi::new(state.clone()),
             sessions::SessionsApi::new(state.clone()),
             health::HealthApi::new(state.clone()),
             jwks::JwksApi::new(state.clone()),

@@ -35,6 +35,8 @@ struct Me {
     user_id: Uuid,
     /// The user's email.
     email: String,
+    /// Whether the owner confirmed the address (through a verification or reset mail).
+    email_verified: bool,
     /// This session's id.
     session_id: Uuid,
 }
@@ -105,10 +107,11 @@ impl SessionsApi {
     #[oai(path = "/me", method = "get")]
     async fn me(&self, auth: Authenticated) -> Result<MeResponse, ApiError> {
         let user_id = auth.user();
-        let email = self.state.accounts.credentials.email(user_id).await?;
+        let (email, email_verified) = self.state.accounts.credentials.profile(user_id).await?;
         Ok(MeResponse::Ok(Json(Me {
             user_id,
             email,
+            email_verified,
             session_id: auth.session(),
         })))
     }

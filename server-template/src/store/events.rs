@@ -32,6 +32,12 @@ pub enum EventKind {
     PasswordChangeFailed,
     /// An operator revoked sessions from the command line.
     OperatorRevokedSessions,
+    /// Someone asked for a password-reset mail.
+    PasswordResetRequested,
+    /// The password was reset through a mailed link.
+    PasswordReset,
+    /// The owner confirmed the account's address.
+    EmailVerified,
 }
 
 impl EventKind {
@@ -43,6 +49,9 @@ impl EventKind {
             Self::PasswordChanged => "password_changed",
             Self::PasswordChangeFailed => "password_change_failed",
             Self::OperatorRevokedSessions => "operator_revoked_sessions",
+            Self::PasswordResetRequested => "password_reset_requested",
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerified => "email_verified",
         }
     }
 }
@@ -97,6 +106,19 @@ pub enum Event {
         /// How many were live and are now revoked.
         count: u64,
     },
+    /// A password-reset mail was asked for; `known` says whether an account has the
+    /// address (and so whether a mail was queued).
+    PasswordResetRequested {
+        /// Whether the address is an account's.
+        known: bool,
+    },
+    /// The password was reset through a mailed link, and every session revoked.
+    PasswordReset {
+        /// How many sessions were revoked.
+        revoked_sessions: u64,
+    },
+    /// The owner confirmed the account's address.
+    EmailVerified,
 }
 
 impl Event {
@@ -108,17 +130,24 @@ impl Event {
             Self::PasswordChanged { .. } => EventKind::PasswordChanged,
             Self::PasswordChangeFailed => EventKind::PasswordChangeFailed,
             Self::OperatorRevokedSessions { .. } => EventKind::OperatorRevokedSessions,
+            Self::PasswordResetRequested { .. } => EventKind::PasswordResetRequested,
+            Self::PasswordReset { .. } => EventKind::PasswordReset,
+            Self::EmailVerified => EventKind::EmailVerified,
         }
     }
 
     /// The `detail` column.
     fn detail(self) -> serde_json::Value {
         match self {
-            Self::LoginFailed | Self::PasswordChangeFailed => serde_json::json!({}),
+            Self::LoginFailed | Self::PasswordChangeFailed | Self::EmailVerified => {
+                serde_json::json!({})
+            }
+            Self::PasswordResetRequested { known } => serde_json::json!({ "known": known }),
             Self::SessionsRevoked { reason, count } => {
                 serde_json::json!({ "reason": reason.as_str(), "count": count })
             }
-            Self::PasswordChanged { revoked_sessions } => {
+            Self::PasswordChanged { revoked_sessions }
+            | Self::PasswordReset { revoked_sessions } => {
                 serde_json::json!({ "revoked_sessions": revoked_sessions })
             }
             Self::OperatorRevokedSessions { scope, count } => serde_json::json!({

@@ -54,6 +54,25 @@ const REVOKE_EVERY_LIVE: &str = "UPDATE sessions SET revoked_at = now(), revoked
 const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
      WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 \
        AND least(idle_expires_at, absolute_expires_at) > now() RETURNING id";
+/// Whether the user has any session at all (ended ones that are kept included), and
+/// whether one of them came from the device label `$2` on the network of `$3` (the IPv4
+/// /24, the IPv6 /64).
+const SIGNED_IN_BEFORE: &str = "SELECT count(*) > 0, coalesce(bool_or( \
+       device_label IS NOT DISTINCT FROM $2 AND ip IS NOT NULL \
+       AND set_masklen(ip, CASE family(ip) WHEN 4 THEN 24 ELSE 64 END) >>= $3::inet), false) \
+     FROM sessions WHERE user_id = $1";
+/// Whether `user` signed in before at all, and whether from `label` on the network of `ip`.
+pub async fn signed_in_before(
+    client: &impl GenericClient,
+    user: Uuid,
+    label: Option<&str>,
+    ip: IpAddr,
+) -> Result<(bool, bool), ServiceError> {
+    let statement = client.prepare_cached(SIGNED_IN_BEFORE).await?;
+    let row = client.query_one(&statement, &[&user, &label, &ip]).await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Deletes up to `$2` sessions that ended more than `$1` ago.
 const PURGE_BATCH: &str = "DELETE FROM sessions WHERE id IN ( \
        SELECT id FROM sessions \
@@ -83,6 +102,8 @@ pub enum RevokeReason {
     SessionLimit,
     /// An operator revoked it from the command line (`session-server sessions revoke`).
     Operator,
+    /// The password was reset through a mailed link: every session ends.
+    PasswordReset,
 }
 
 impl RevokeReason {
@@ -98,6 +119,7 @@ impl RevokeReason {
             Self::RefreshReuse => "refresh_reuse",
             Self::SessionLimit => "session_limit",
             Self::Operator => "operator",
+            Self::PasswordReset => "password_reset",
         }
     }
 
@@ -110,7 +132,7 @@ impl RevokeReason {
     }
 
     /// Every reason.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Logout,
         Self::LogoutAll,
         Self::RevokedByUser,
@@ -120,6 +142,7 @@ impl RevokeReason {
         Self::RefreshReuse,
         Self::SessionLimit,
         Self::Operator,
+        Self::PasswordReset,
     ];
 }
 

@@ -7,7 +7,12 @@ use crate::error::ServiceError;
 
 const INSERT: &str = "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
                       ON CONFLICT ((lower(email))) DO NOTHING RETURNING id";
-const BY_EMAIL: &str = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)";
+const BY_EMAIL: &str = "SELECT id, password_hash, email_verified_at IS NOT NULL FROM users \
+                        WHERE lower(email) = lower($1)";
+const PROFILE: &str = "SELECT email, email_verified_at IS NOT NULL FROM users WHERE id = $1";
+/// Marks the address verified, keeping the first time it was.
+const MARK_VERIFIED: &str = "UPDATE users SET email_verified_at = coalesce(email_verified_at, now()) \
+                             WHERE id = $1 RETURNING email";
 const BY_ID: &str = "SELECT email, password_hash FROM users WHERE id = $1";
 /// The hash, with the user's row locked until the transaction ends.
 const LOCK_HASH: &str = "SELECT password_hash FROM users WHERE id = $1 FOR NO KEY UPDATE";
@@ -26,14 +31,49 @@ pub async fn insert(
     Ok(row.map(|row| row.get(0)))
 }
 
-/// The account's id and password hash, by email.
+/// An account as login finds it by email.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The user's id.
+    pub id: Uuid,
+    /// The password hash.
+    pub password_hash: String,
+    /// Whether the owner verified the address.
+    pub email_verified: bool,
+}
+
+/// The account of an email.
 pub async fn by_email(
     client: &impl GenericClient,
     email: &str,
-) -> Result<Option<(Uuid, String)>, ServiceError> {
+) -> Result<Option<Account>, ServiceError> {
     let statement = client.prepare_cached(BY_EMAIL).await?;
     let row = client.query_opt(&statement, &[&email]).await?;
+    Ok(row.map(|row| Account {
+        id: row.get(0),
+        password_hash: row.get(1),
+        email_verified: row.get(2),
+    }))
+}
+
+/// The account's email and whether it is verified, by id.
+pub async fn profile(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<(String, bool)>, ServiceError> {
+    let statement = client.prepare_cached(PROFILE).await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// Marks the account's address verified; its email, or `None` when it is gone.
+pub async fn mark_email_verified(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<String>, ServiceError> {
+    let statement = client.prepare_cached(MARK_VERIFIED).await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// The account's email and password hash, by id.

@@ -19,7 +19,7 @@ const PASSWORD: &str = "correct horse battery";
 struct Server {
     state: AppState,
     db: TestDb,
-    _keys: tempfile::TempDir,
+    keys: tempfile::TempDir,
 }
 
 impl Server {
@@ -42,11 +42,7 @@ impl Server {
         })
         .expect("the test configuration is valid");
         let state = prepare(config).await.expect("the server prepares");
-        Self {
-            state,
-            db,
-            _keys: keys,
-        }
+        Self { state, db, keys }
     }
 
     async fn register(&self, email: &str) -> Uuid {
@@ -99,6 +95,17 @@ impl Server {
         (row.get(0), row.get(1))
     }
 
+    /// One number from `sql`.
+    async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .connect()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect("the count")
+            .get(0)
+    }
+
     /// The `(kind, detail)` of every security event, oldest first.
     async fn events(&self) -> Vec<(String, serde_json::Value)> {
         self.db
@@ -139,7 +146,10 @@ async fn a_registered_account_signs_in_under_its_normalised_email_only_with_its_
             .await,
         Err(ServiceError::EmailTaken)
     ));
-    assert_eq!(credentials.email(user).await.unwrap(), "ada@example.com");
+    assert_eq!(
+        credentials.profile(user).await.unwrap(),
+        ("ada@example.com".to_owned(), false)
+    );
 
     for (email, password) in [
         ("ada@example.com", "wrong password"),
@@ -387,6 +397,127 @@ async fn a_password_change_revokes_the_other_sessions_and_wrong_ones_end_the_ses
             "password_change_failed",
             "password_change_failed",
             "sessions_revoked",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn registration_queues_a_verification_mail_that_the_worker_sends_once() {
+    let server = Server::start(&[]).await;
+    server.register("ada@example.com").await;
+    assert_eq!(server.count("SELECT count(*) FROM mail_outbox").await, 1);
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM account_tokens WHERE purpose = 'verify_email'")
+            .await,
+        1
+    );
+
+    let outcome = server.state.mail_worker.deliver_batch().await.unwrap();
+    assert_eq!((outcome.claimed, outcome.sent), (1, 1), "{outcome:?}");
+    assert_eq!(server.count("SELECT count(*) FROM mail_outbox").await, 0);
+    let files: Vec<_> = std::fs::read_dir(server.keys.path().join("mail"))
+        .expect("the development mail folder")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "eml"))
+        .collect();
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(text.contains("To: ada@example.com"), "{text}");
+    let again = server.state.mail_worker.deliver_batch().await.unwrap();
+    assert_eq!(again.claimed, 0);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_kept_counted_and_due_later_and_a_locked_mail_is_skipped() {
+    // Nothing listens on port 1: every attempt fails to connect.
+    let server = Server::start(&[
+        ("SMTP_URL", "smtp://127.0.0.1:1?tls=none"),
+        ("MAIL_RETRY_BASE_SECONDS", "60"),
+    ])
+    .await;
+    server.register("ada@example.com").await;
+
+    // Another replica's worker holds the mail: this one skips it instead of waiting.
+    let mut other = server.db.connect().await;
+    let holding = other.transaction().await.unwrap();
+    holding
+        .execute("SELECT id FROM mail_outbox FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let skipped = server.state.mail_worker.deliver_batch().await.unwrap();
+    assert_eq!(skipped.claimed, 0);
+    holding.rollback().await.unwrap();
+
+    let failed = server.state.mail_worker.deliver_batch().await.unwrap();
+    assert_eq!((failed.claimed, failed.deferred), (1, 1), "{failed:?}");
+    let row = server
+        .db
+        .connect()
+        .await
+        .query_one(
+            "SELECT attempts, last_error, next_attempt_at > now() + interval '50 seconds' \
+             FROM mail_outbox",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert!(
+        row.get::<_, Option<String>>(1)
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert!(
+        row.get::<_, bool>(2),
+        "the next attempt waits the base delay"
+    );
+    let not_due = server.state.mail_worker.deliver_batch().await.unwrap();
+    assert_eq!(not_due.claimed, 0);
+}
+
+#[tokio::test]
+async fn a_reset_for_an_unknown_address_stores_only_its_event() {
+    let server = Server::start(&[]).await;
+    server.register("ada@example.com").await;
+    let recovery = &server.state.accounts.recovery;
+    recovery
+        .request_reset(&email_of("nobody@example.com"), Some(ip("203.0.113.7")))
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM account_tokens WHERE purpose = 'reset_password'")
+            .await,
+        0
+    );
+    recovery
+        .request_reset(&email_of("ada@example.com"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM account_tokens WHERE purpose = 'reset_password'")
+            .await,
+        1
+    );
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM mail_outbox WHERE kind = 'password_reset'")
+            .await,
+        1
+    );
+    let requests: Vec<serde_json::Value> = server
+        .events()
+        .await
+        .into_iter()
+        .filter(|(kind, _)| kind == "password_reset_requested")
+        .map(|(_, detail)| detail)
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            serde_json::json!({ "known": false }),
+            serde_json::json!({ "known": true })
         ]
     );
 }

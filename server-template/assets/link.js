@@ -1,0 +1,84 @@
+// The pages that links in account mail open: /account/verify and /account/reset. The
+// token comes from the link's query; it is taken out of the address bar at once (so it
+// is not kept in history or shown over a shoulder) and posted only when the user presses
+// the button: opening the link alone, as mail scanners do, uses nothing up.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const page = document.body.dataset.page;
+const token = new URLSearchParams(window.location.search).get("token") || "";
+window.history.replaceState(null, "", window.location.pathname);
+
+function setState(state) {
+  document.body.dataset.state = state;
+  $("link-form").hidden = state !== "ready";
+}
+
+function say(text) {
+  $("status").textContent = text || "";
+}
+
+// The error body of a refused request: its code and its sentence.
+async function problem(response) {
+  try {
+    const body = await response.json();
+    return { code: body.error || "", message: body.message || body.error || `error ${response.status}` };
+  } catch {
+    return { code: "", message: `error ${response.status}` };
+  }
+}
+
+function post(path, body) {
+  return fetch(path, {
+    method: "POST",
+    credentials: "omit",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+const actions = {
+  verify: {
+    request: () => post("/auth/verify-email", { token }),
+    done: "Your address is confirmed. Thank you.",
+  },
+  reset: {
+    request: () =>
+      post("/auth/password-reset/confirm", { token, new_password: $("new-password").value }),
+    done: "Your password is set. Every device was signed out: sign in with the new password.",
+  },
+};
+
+const action = actions[page];
+
+$("link-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("link-button").disabled = true;
+  say("");
+  try {
+    const response = await action.request();
+    if (response.ok) {
+      setState("done");
+      say(action.done);
+      return;
+    }
+    const { code, message } = await problem(response);
+    // A used, replaced or expired link stays so; a weak password can be typed again.
+    if (code === "invalid_verification_token" || code === "invalid_reset_token") {
+      setState("failed");
+    }
+    say(message);
+  } catch (error) {
+    say(`The server did not answer: ${error.message}`);
+  } finally {
+    $("link-button").disabled = false;
+  }
+});
+
+if (token === "") {
+  setState("failed");
+  say("This link has no token. Open the link from the mail again.");
+} else {
+  setState("ready");
+}

@@ -1,0 +1,108 @@
+//! `account_tokens`: the one-time tokens of verification and reset mails (migration V5).
+//! Only their keyed hashes are stored.
+
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::sessions::interval;
+use crate::error::ServiceError;
+
+const DELETE_FOR_USER: &str = "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2";
+const INSERT: &str = "INSERT INTO account_tokens (token_hash, user_id, purpose, expires_at) \
+     VALUES ($1, $2, $3, now() + $4::text::interval)";
+/// Uses the token up: only an unexpired one of the purpose, once.
+const CONSUME: &str = "DELETE FROM account_tokens \
+     WHERE token_hash = $1 AND purpose = $2 AND expires_at > now() RETURNING user_id";
+/// Whose unexpired token of the purpose this is, without using it up.
+const PEEK: &str = "SELECT user_id FROM account_tokens \
+     WHERE token_hash = $1 AND purpose = $2 AND expires_at > now()";
+/// Deletes up to `$1` expired tokens.
+const PURGE_BATCH: &str = "DELETE FROM account_tokens WHERE token_hash IN ( \
+       SELECT token_hash FROM account_tokens WHERE expires_at < now() LIMIT $1)";
+
+/// What a token is for: the `purpose` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// Proves the address belongs to the account's owner.
+    VerifyEmail,
+    /// Sets a new password.
+    ResetPassword,
+}
+
+impl TokenPurpose {
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+        }
+    }
+}
+
+/// Forgets every token of `purpose` of `user`: what a newer request does to older ones.
+/// Run for an unknown account too, with a random id, so both cost the same statement.
+pub async fn delete_for_user(
+    client: &impl GenericClient,
+    user: Uuid,
+    purpose: TokenPurpose,
+) -> Result<(), ServiceError> {
+    let statement = client.prepare_cached(DELETE_FOR_USER).await?;
+    client
+        .execute(&statement, &[&user, &purpose.as_str()])
+        .await?;
+    Ok(())
+}
+
+/// Stores the hash of a new token of `purpose` for `user`, working for `ttl`.
+pub async fn insert(
+    client: &impl GenericClient,
+    token_hash: &[u8],
+    user: Uuid,
+    purpose: TokenPurpose,
+    ttl: Duration,
+) -> Result<(), ServiceError> {
+    let statement = client.prepare_cached(INSERT).await?;
+    client
+        .execute(
+            &statement,
+            &[&token_hash, &user, &purpose.as_str(), &interval(ttl)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Uses up the unexpired token of `purpose` whose hash is `token_hash`: its user, or
+/// `None` when there is none (unknown, used, replaced or expired).
+pub async fn consume(
+    client: &impl GenericClient,
+    token_hash: &[u8],
+    purpose: TokenPurpose,
+) -> Result<Option<Uuid>, ServiceError> {
+    let statement = client.prepare_cached(CONSUME).await?;
+    let row = client
+        .query_opt(&statement, &[&token_hash, &purpose.as_str()])
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// The user of the unexpired token of `purpose` whose hash is `token_hash`, which stays
+/// usable: a check before slow work, which [`consume`] then confirms.
+pub async fn peek(
+    client: &impl GenericClient,
+    token_hash: &[u8],
+    purpose: TokenPurpose,
+) -> Result<Option<Uuid>, ServiceError> {
+    let statement = client.prepare_cached(PEEK).await?;
+    let row = client
+        .query_opt(&statement, &[&token_hash, &purpose.as_str()])
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Deletes one batch of expired tokens.
+pub async fn purge_batch(client: &impl GenericClient, batch: i64) -> Result<u64, ServiceError> {
+    let statement = client.prepare_cached(PURGE_BATCH).await?;
+    Ok(client.execute(&statement, &[&batch]).await?)
+}
