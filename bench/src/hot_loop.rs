@@ -1,6 +1,6 @@
 //! `profile-loop`: the child process the profile runs, natively and under callgrind.
 //!
-//! It puts `SessionGuardLayer` (EdDSA keys, `PostgresLiveness`) in front of a service
+//! It puts `SessionGuardLayer` (EdDSA keys, or HS256 with `--algorithm hs256`; `PostgresLiveness`) in front of a service
 //! that answers at once, authenticates every token once through the async path, so that
 //! every token and session is cached, then calls either the guarded service or the bare
 //! one with prepared requests, cycling through the tokens. The calls happen in
@@ -47,7 +47,7 @@ fn answer(_request: Request<Empty<Bytes>>) -> Ready<Result<Response<Empty<Bytes>
     ready(Ok(Response::new(Empty::new())))
 }
 
-/// `profile-loop --loop guarded|bare --iterations N`: prints
+/// `profile-loop --loop guarded|bare [--algorithm eddsa|hs256] --iterations N`: prints
 /// `profiled <n> requests in <nanoseconds> ns` (the time inside the loop only).
 pub(crate) async fn run(args: &Args) -> Result<()> {
     session_guard::install_crypto_provider();
@@ -64,11 +64,19 @@ pub(crate) async fn run(args: &Args) -> Result<()> {
         .with_live_ttl(Duration::from_secs(600))
         .start()?;
     wait_for_listener(&liveness).await?;
-    let auth = Authenticator::new(tokens::eddsa_verifier()?, liveness);
+    let (verifier, signer) = match args.get("algorithm").unwrap_or("eddsa") {
+        "eddsa" => (tokens::eddsa_verifier()?, Signer::eddsa()?),
+        "hs256" => {
+            let secret = tokens::random_secret()?;
+            (tokens::hs256_verifier(&secret)?, Signer::hs256(&secret))
+        }
+        other => return Err(format!("--algorithm: eddsa or hs256, not {other:?}").into()),
+    };
+    let auth = Authenticator::new(verifier, liveness);
     let bare: Bare = tower::service_fn(answer as Answer);
     let mut guarded: Guarded = SessionGuardLayer::new(auth).layer(bare);
     let mut bare = bare;
-    let bearers = sign_all()?;
+    let bearers = sign_all(&signer)?;
     for bearer in &bearers {
         let response = guarded.ready().await?.call(request(bearer)?).await?;
         if !matches!(response.status(), StatusCode::OK | StatusCode::UNAUTHORIZED) {
@@ -93,8 +101,7 @@ pub(crate) async fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn sign_all() -> Result<Vec<HeaderValue>> {
-    let signer = Signer::eddsa()?;
+fn sign_all(signer: &Signer) -> Result<Vec<HeaderValue>> {
     let issued_at = tokens::unix_now();
     (0..POPULATION.sessions)
         .map(|index| {

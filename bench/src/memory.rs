@@ -1,12 +1,14 @@
-//! Figure 5, memory: the resident set of a process carrying the layer once it caches a
-//! million sessions and a hundred thousand verified tokens, against the same process
-//! before it cached anything.
+//! Figure 5, memory at scale: the resident set of a process carrying the layer once it
+//! caches ten million sessions (and its default 100,000 verified tokens), and how long a
+//! lookup takes at that size against the same at one million.
 //!
 //! The caches are filled through the public API only: the child (`fill-memory`) signs one
 //! HS256 token per seeded session and authenticates it, which verifies the token, caches
-//! it (the token cache keeps at most 100,000) and asks PostgreSQL once about its session,
-//! whose answer is then cached. A second child does the same with the token cache off,
-//! which splits the total between the two caches.
+//! it (the token cache keeps the newest 100,000 or so) and asks PostgreSQL once about its
+//! session, whose answer is then cached. At each checkpoint (one million sessions, then
+//! all ten) the child stops, reads its resident set and times lookups of sessions spread
+//! over everything cached so far. Filling ten million sessions takes minutes, so the
+//! figure runs once whatever `--rounds` says.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,12 +17,15 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
-use session_guard::{AuthError, Authenticator, PostgresLiveness};
+use session_guard::{
+    AuthError, Authenticator, DEFAULT_TOKEN_CACHE_CAPACITY, Liveness, PostgresLiveness,
+};
 use session_testdb::TestDb;
 
 use crate::child::Child;
 use crate::cli::Args;
 use crate::hello::wait_for_listener;
+use crate::load::nearest_rank;
 use crate::report::{Round, Section, Target, Unit};
 use crate::seed::{self, Population};
 use crate::tokens::{self, Signer};
@@ -28,15 +33,15 @@ use crate::{Result, Settings, cpu, http1};
 
 /// The sessions seeded, all of which the child caches.
 const POPULATION: Population = Population {
-    sessions: 1_000_000,
-    users: 10_000,
+    sessions: 10_000_000,
+    users: 100_000,
     revoked_every: 10,
 };
-/// Verified tokens the figure asks the layer to hold (the layer's default capacity).
-const TOKEN_CACHE: u64 = 100_000;
+/// Sessions cached when the child stops to measure; the last is every session.
+const CHECKPOINTS: [u64; 2] = [1_000_000, POPULATION.sessions];
 /// Capacity over what the caches must hold, in percent: `quick_cache`'s shards fill
-/// unevenly, so a cache of exactly 1,000,000 drops a few entries before it is full (1 to
-/// 8 of 1,000 sampled sessions in earlier runs), and the figure is about holding them all.
+/// unevenly, so a cache of exactly its population drops a few entries before it is full,
+/// and the figure is about holding them all.
 const HEADROOM_PERCENT: u64 = 2;
 
 /// `entries` plus [`HEADROOM_PERCENT`].
@@ -44,57 +49,74 @@ const fn with_headroom(entries: u64) -> u64 {
     entries + entries * HEADROOM_PERCENT / 100
 }
 /// Longest the child may spend filling its caches; then it reports what it has.
-const FILL_LIMIT: Duration = Duration::from_secs(300);
+const FILL_LIMIT: Duration = Duration::from_secs(600);
 /// Authentications in flight in the child.
 const TASKS: u64 = 64;
 /// Liveness connections in the child's pool.
 const POOL_SIZE: usize = 16;
-/// Sessions looked up again afterwards, to confirm they are still cached.
-const SAMPLE: u64 = 1_000;
-/// Target: resident memory with the caches full.
-const TARGET_MB: f64 = 300.0;
+/// Sessions looked up at each checkpoint, spread over what is cached.
+const SAMPLE: u64 = 10_000;
+/// Target: resident memory with ten million sessions cached (1 GiB).
+const TARGET_MB: f64 = 1024.0;
 const KIB_PER_MB: f64 = 1024.0;
 
 /// How the figure is measured, for BENCHMARKS.md.
 pub(crate) const METHOD: &str = "\
-A database with 1,000,000 sessions of 10,000 users (one in ten revoked). A child \
-process builds `PostgresLiveness` (cache capacity 1,020,000, live TTL raised to one \
+A database with 10,000,000 sessions of 100,000 users (one in ten revoked). A child \
+process builds `PostgresLiveness` (cache capacity 10,200,000, live TTL raised to one \
 hour so that entries stay while the cache fills, pool of 16) and an `Authenticator` \
-with HS256 keys and a token cache of 102,000 (2% over what they must hold: a cache \
-filled to exactly its capacity drops a few entries, its shards filling unevenly), then \
-reads its `VmRSS`: the \
-baseline, an empty layer process. Then 64 tasks sign one token per session and call \
-`Authenticator::authenticate` with it (through the public API only: that verifies and \
+with HS256 keys and its default token cache (100,000, plus 2%: a cache filled to \
+exactly its capacity drops a few entries, its shards filling unevenly), then reads its \
+`VmRSS`: the baseline, an empty layer process. Then 64 tasks sign one token per session \
+and call `Authenticator::authenticate` with it (the public API only: that verifies and \
 caches the token, asks PostgreSQL once and caches the session's answer, live or \
-revoked), for at most 300 s. `VmRSS` is read again once every session has been \
-answered (MB are MiB). Afterwards 1,000 sessions spread over the range are \
-authenticated again: the liveness queries that causes count the sessions the cache \
-has evicted again (expected: none), and the \
-share already answerable from both caches estimates how many tokens the token cache \
-holds. In each round a second child does \
-the same with the token cache off (capacity 0): its growth is the sessions' share, \
-the difference is the tokens'.";
+revoked). At 1,000,000 sessions and again at 10,000,000 the tasks stop, `VmRSS` is \
+read (MB are MiB), and 10,000 sessions spread over everything cached so far are looked \
+up, each call timed on its own: first with a freshly signed token (the token is \
+verified, then the session is found in the liveness cache: no query is expected, and \
+any is counted), then, after one untimed pass that asks again for each token the token \
+cache let go (it admits new tokens as cold and evicts those first), with the same \
+token through `authenticate_cached` (one probe of the token cache and one load of the \
+session's cell; only answered calls are timed, the others are counted). Bytes per cached session are the growth from the first \
+checkpoint to the second over the 9,000,000 sessions added (the token cache is full \
+at both). The figure runs once: filling takes minutes.";
 
 /// What the child reports, as one JSON line.
 #[derive(Debug, Serialize, Deserialize)]
 struct Filled {
     rss_empty_kib: u64,
-    rss_full_kib: u64,
     rss_peak_kib: u64,
-    sessions_answered: u64,
+    checkpoints: Vec<Checkpoint>,
     live: u64,
     ended: u64,
     errors: u64,
-    fill_millis: u64,
     liveness_queries: u64,
     listener_connects: u64,
-    sampled: u64,
-    sample_liveness_misses: u64,
-    sample_token_hits: u64,
 }
 
-/// Runs figure 5 for `settings.rounds` rounds; each round is a fresh child.
-pub(crate) async fn run(settings: Settings) -> Result<Section> {
+/// The child's state at one checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Sessions answered (each answer cached) so far.
+    sessions: u64,
+    rss_kib: u64,
+    /// Time spent filling up to here, sampling excluded.
+    fill_millis: u64,
+    /// Sorted latencies of the fresh-token lookups, in nanoseconds.
+    fresh_token_nanos: Vec<u64>,
+    /// Sorted latencies of the cached-token lookups the hot path answered, in nanoseconds.
+    cached_token_nanos: Vec<u64>,
+    /// Lookups whose answer was not what the seed says (live or revoked).
+    wrong_answers: u64,
+    /// Cached-token lookups the hot path could not answer: tokens the token cache had
+    /// already let go.
+    cached_misses: u64,
+    /// Liveness queries the sampling caused: sessions the cache had dropped.
+    sample_queries: u64,
+}
+
+/// Runs figure 5 once (see the module documentation for why once).
+pub(crate) async fn run(_settings: Settings) -> Result<Section> {
     let db = TestDb::new().await;
     let client = db.connect().await;
     eprintln!("memory: seeding {} sessions ...", POPULATION.sessions);
@@ -106,136 +128,190 @@ pub(crate) async fn run(settings: Settings) -> Result<Section> {
         POPULATION.sessions,
         seeding.elapsed().as_secs_f64()
     ));
-    for round_index in 0..settings.rounds {
-        eprintln!(
-            "memory: round {}/{}: a child caches {} sessions ...",
-            round_index + 1,
-            settings.rounds,
-            POPULATION.sessions
-        );
-        let full = fill_in_child(&db.url(), TOKEN_CACHE).await?;
-        eprintln!("memory: the same with the token cache off ...");
-        let sessions_only = fill_in_child(&db.url(), 0).await?;
-        section.push(record(&full, &sessions_only));
-    }
+    eprintln!(
+        "memory: a child caches {} sessions, stopping at {CHECKPOINTS:?} ...",
+        POPULATION.sessions
+    );
+    let filled = fill_in_child(&db.url()).await?;
+    section.push(record(&filled));
     Ok(section)
 }
 
-/// Runs `fill-memory` with a token cache of `token_cache` entries; returns its report.
-async fn fill_in_child(database_url: &str, token_cache: u64) -> Result<Filled> {
+/// Runs `fill-memory`; returns its report.
+async fn fill_in_child(database_url: &str) -> Result<Filled> {
     let limit = FILL_LIMIT.as_secs().to_string();
-    let token_cache = token_cache.to_string();
     let mut child = Child::spawn([
         "fill-memory",
         "--database-url",
         database_url,
         "--max-seconds",
         limit.as_str(),
-        "--token-cache",
-        token_cache.as_str(),
     ])?;
     let line = child
-        .line_after("filled", FILL_LIMIT + Duration::from_secs(120))
+        .line_after("filled", FILL_LIMIT + Duration::from_secs(180))
         .await?;
-    child.finish(Duration::from_secs(30)).await?;
+    child.finish(Duration::from_secs(60)).await?;
     Ok(serde_json::from_str(&line)?)
+}
+
+/// Millions, for figure names ("1M").
+fn millions(sessions: u64) -> String {
+    format!("{}M", sessions / 1_000_000)
 }
 
 #[allow(
     clippy::cast_precision_loss,
     reason = "memory sizes and counts stay far below 2^52"
 )]
-fn record(filled: &Filled, sessions_only: &Filled) -> Round {
+fn record(filled: &Filled) -> Round {
     let mut round = Round::default();
     let megabytes = |kib: u64| kib as f64 / KIB_PER_MB;
-    let empty = megabytes(filled.rss_empty_kib);
-    let full = megabytes(filled.rss_full_kib);
     round.value(
         "RSS of an empty layer process, baseline",
-        empty,
+        megabytes(filled.rss_empty_kib),
         Unit::Megabytes,
     );
-    round
-        .value("RSS with the caches full", full, Unit::Megabytes)
-        .target(Target::Below(TARGET_MB));
-    round.value(
-        "RSS full / empty",
-        full / empty.max(f64::EPSILON),
-        Unit::Ratio,
-    );
-    let sessions_growth = sessions_only
-        .rss_full_kib
-        .saturating_sub(sessions_only.rss_empty_kib);
-    let tokens_growth = filled
-        .rss_full_kib
-        .saturating_sub(filled.rss_empty_kib)
-        .saturating_sub(sessions_growth);
-    round.value(
-        "of which the 1M sessions (second child, token cache off)",
-        megabytes(sessions_growth),
-        Unit::Megabytes,
-    );
-    round.value(
-        "of which the tokens (the difference; a cache of 102,000)",
-        megabytes(tokens_growth),
-        Unit::Megabytes,
-    );
-    round.value(
-        "bytes per cached session",
-        (sessions_growth * 1024) as f64 / sessions_only.sessions_answered.max(1) as f64,
-        Unit::Count,
-    );
-    round.value(
-        "bytes per cached token",
-        (tokens_growth * 1024) as f64 / with_headroom(TOKEN_CACHE) as f64,
-        Unit::Count,
-    );
+    for checkpoint in &filled.checkpoints {
+        let at = millions(checkpoint.sessions);
+        let measure = round.value(
+            format!("RSS with {at} sessions and the token cache full"),
+            megabytes(checkpoint.rss_kib),
+            Unit::Megabytes,
+        );
+        if checkpoint.sessions == POPULATION.sessions {
+            measure.target(Target::Below(TARGET_MB));
+        }
+    }
+    if let [first, .., last] = filled.checkpoints.as_slice() {
+        let added = last.sessions.saturating_sub(first.sessions).max(1);
+        round.value(
+            format!(
+                "bytes per cached session ({} to {})",
+                millions(first.sessions),
+                millions(last.sessions)
+            ),
+            (last.rss_kib.saturating_sub(first.rss_kib) * 1024) as f64 / added as f64,
+            Unit::Count,
+        );
+    }
     round.value(
         "peak RSS (VmHWM)",
         megabytes(filled.rss_peak_kib),
         Unit::Megabytes,
     );
-    round.value(
-        "sessions answered (each answer cached)",
-        filled.sessions_answered as f64,
-        Unit::Count,
-    );
-    round.value(
-        "tokens in the token cache (estimate from the sample)",
-        filled.sample_token_hits as f64 * POPULATION.sessions as f64 / filled.sampled.max(1) as f64,
-        Unit::Count,
-    );
-    round.value(
-        "fill time",
-        Duration::from_millis(filled.fill_millis).as_secs_f64(),
-        Unit::Seconds,
-    );
-    let shortfall = |filled: &Filled| {
-        POPULATION.sessions - filled.sessions_answered.min(POPULATION.sessions) + filled.errors
-    };
+    for checkpoint in &filled.checkpoints {
+        let at = millions(checkpoint.sessions);
+        for (what, nanos) in [
+            (
+                "fresh token (verify, then the session cache)",
+                &checkpoint.fresh_token_nanos,
+            ),
+            (
+                "cached token (one probe, one load)",
+                &checkpoint.cached_token_nanos,
+            ),
+        ] {
+            for (label, per_mille) in [("p50", 500), ("p99", 990)] {
+                let sorted: Vec<Duration> =
+                    nanos.iter().map(|&n| Duration::from_nanos(n)).collect();
+                if let Some(latency) = nearest_rank(&sorted, per_mille) {
+                    round.value(
+                        format!("lookup at {at}: {what} {label}"),
+                        latency.as_nanos() as f64,
+                        Unit::Nanos,
+                    );
+                }
+            }
+        }
+    }
+    if let [first, .., last] = filled.checkpoints.as_slice() {
+        let p50 = |nanos: &[u64]| nanos.get(nanos.len() / 2).copied().unwrap_or(0) as f64;
+        for (what, first_p50, last_p50) in [
+            (
+                "fresh token",
+                p50(&first.fresh_token_nanos),
+                p50(&last.fresh_token_nanos),
+            ),
+            (
+                "cached token",
+                p50(&first.cached_token_nanos),
+                p50(&last.cached_token_nanos),
+            ),
+        ] {
+            round.value(
+                format!(
+                    "lookup p50 at {} / at {}: {what}",
+                    millions(last.sessions),
+                    millions(first.sessions)
+                ),
+                last_p50 / first_p50.max(1.0),
+                Unit::Ratio,
+            );
+        }
+    }
+    let mut filled_before = (0, 0);
+    for checkpoint in &filled.checkpoints {
+        let (sessions, millis) = (
+            checkpoint.sessions - filled_before.0,
+            checkpoint.fill_millis - filled_before.1,
+        );
+        round.value(
+            format!(
+                "fill rate up to {} (authentications/s, one query each)",
+                millions(checkpoint.sessions)
+            ),
+            sessions as f64 * 1000.0 / millis.max(1) as f64,
+            Unit::PerSecond,
+        );
+        filled_before = (checkpoint.sessions, checkpoint.fill_millis);
+    }
+    if let Some(last) = filled.checkpoints.last() {
+        round.value(
+            "fill time, sampling excluded",
+            Duration::from_millis(last.fill_millis).as_secs_f64(),
+            Unit::Seconds,
+        );
+    }
+    let answered = filled.live + filled.ended;
     round
         .count(
             "sessions not answered (errors, or the time limit hit)",
-            shortfall(filled) + shortfall(sessions_only),
+            POPULATION.sessions - answered.min(POPULATION.sessions) + filled.errors,
+        )
+        .target(Target::AtMost(0.0));
+    round
+        .count(
+            "sampled lookups with a wrong answer",
+            filled.checkpoints.iter().map(|c| c.wrong_answers).sum(),
         )
         .target(Target::AtMost(0.0));
     // A full cache may evict a few entries before it holds exactly its capacity (its
     // shards fill unevenly): a measurement, not an error.
     round.value(
-        "sampled sessions evicted again (of 2 × 1,000)",
-        (filled.sample_liveness_misses + sessions_only.sample_liveness_misses) as f64,
+        "sampled sessions the cache had dropped (queries while sampling)",
+        filled
+            .checkpoints
+            .iter()
+            .map(|c| c.sample_queries)
+            .sum::<u64>() as f64,
         Unit::Count,
     );
-    for (child, filled) in [("first", filled), ("second", sessions_only)] {
-        if filled.liveness_queries != filled.sessions_answered || filled.listener_connects != 1 {
-            round.note(format!(
-                "{child} child: {} liveness queries for {} sessions, listener connected {} \
-                 time(s)",
-                filled.liveness_queries, filled.sessions_answered, filled.listener_connects
-            ));
-        }
+    round.value(
+        "sampled cached tokens the hot path could not answer",
+        filled
+            .checkpoints
+            .iter()
+            .map(|c| c.cached_misses)
+            .sum::<u64>() as f64,
+        Unit::Count,
+    );
+    if filled.listener_connects != 1 {
+        round.note(format!(
+            "the listener connected {} time(s)",
+            filled.listener_connects
+        ));
     }
-    if filled.ended != POPULATION.sessions / POPULATION.revoked_every {
+    if filled.ended != answered / POPULATION.revoked_every {
         round.note(format!(
             "{} live and {} revoked sessions cached",
             filled.live, filled.ended
@@ -257,24 +333,76 @@ pub(crate) async fn fill(args: &Args) -> Result<()> {
         .with_pool_size(POOL_SIZE)
         .start()?;
     wait_for_listener(&liveness).await?;
-    let token_cache = args.number("token-cache", TOKEN_CACHE)?;
     let auth = Authenticator::new(tokens::hs256_verifier(&secret)?, liveness.clone())
-        .with_token_cache_capacity(with_headroom(token_cache));
+        .with_token_cache_capacity(with_headroom(DEFAULT_TOKEN_CACHE_CAPACITY));
     let signer = Arc::new(Signer::hs256(&secret));
     let issued_at = tokens::unix_now();
     let rss_empty_kib = cpu::status_kib("self", "VmRSS")?;
 
-    let started = Instant::now();
-    let deadline = started + limit;
-    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + limit;
+    let mut filling = Duration::ZERO;
+    let mut outcome = Outcome::default();
+    let mut checkpoints = Vec::with_capacity(CHECKPOINTS.len());
+    let mut from = 0;
+    for (index, &until) in CHECKPOINTS.iter().enumerate() {
+        let started = Instant::now();
+        outcome.merge(&fill_range(&auth, &signer, issued_at, from..until, deadline).await?);
+        filling += started.elapsed();
+        from = until;
+        let rss_kib = cpu::status_kib("self", "VmRSS")?;
+        // Tokens of their own: issued a second later per checkpoint, so none is cached.
+        let sample_issued_at = issued_at + 1 + u64::try_from(index)?;
+        let answered = outcome.live + outcome.ended;
+        checkpoints.push(
+            sample(
+                &auth,
+                &liveness,
+                &signer,
+                sample_issued_at,
+                answered,
+                rss_kib,
+                filling,
+            )
+            .await?,
+        );
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    let stats = liveness.stats();
+    let filled = Filled {
+        rss_empty_kib,
+        rss_peak_kib: cpu::status_kib("self", "VmHWM")?,
+        checkpoints,
+        live: outcome.live,
+        ended: outcome.ended,
+        errors: outcome.errors,
+        liveness_queries: stats.misses,
+        listener_connects: stats.listener_connects,
+    };
+    println!("filled {}", serde_json::to_string(&filled)?);
+    Ok(())
+}
+
+/// Authenticates one fresh token for each session in `range` on [`TASKS`] tasks, until
+/// `deadline`.
+async fn fill_range(
+    auth: &Authenticator,
+    signer: &Arc<Signer>,
+    issued_at: u64,
+    range: std::ops::Range<u64>,
+    deadline: Instant,
+) -> Result<Outcome> {
+    let next = Arc::new(AtomicU64::new(range.start));
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
-        let (auth, signer, next) = (auth.clone(), Arc::clone(&signer), Arc::clone(&next));
+        let (auth, signer, next) = (auth.clone(), Arc::clone(signer), Arc::clone(&next));
+        let end = range.end;
         tasks.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= POPULATION.sessions || Instant::now() > deadline {
+                if index >= end || Instant::now() > deadline {
                     return Ok::<_, crate::Error>(outcome);
                 }
                 let headers = headers(&signer, index, issued_at)?;
@@ -289,44 +417,82 @@ pub(crate) async fn fill(args: &Args) -> Result<()> {
     for task in tasks {
         outcome.merge(&task.await??);
     }
-    let fill_millis = u64::try_from(started.elapsed().as_millis())?;
-    let stats = liveness.stats();
-    let rss_full_kib = cpu::status_kib("self", "VmRSS")?;
-    let rss_peak_kib = cpu::status_kib("self", "VmHWM")?;
+    Ok(outcome)
+}
 
-    // Confirm what is cached, after the resident set has been read.
-    let answered = outcome.live + outcome.ended;
+/// Times [`SAMPLE`] lookups of sessions spread over the first `answered`, each with a
+/// fresh token and then with the same token again.
+async fn sample(
+    auth: &Authenticator,
+    liveness: &PostgresLiveness,
+    signer: &Signer,
+    issued_at: u64,
+    answered: u64,
+    rss_kib: u64,
+    filling: Duration,
+) -> Result<Checkpoint> {
     let step = (answered / SAMPLE).max(1);
-    let (mut sampled, mut token_hits) = (0, 0);
-    let misses_before = liveness.stats().misses;
-    for index in (0..answered)
+    let requests = (0..answered)
         .step_by(usize::try_from(step)?)
         .take(usize::try_from(SAMPLE)?)
-    {
-        let headers = headers(&signer, index, issued_at)?;
-        if auth.authenticate_cached(&headers).is_some() {
-            token_hits += 1;
+        .map(|index| Ok((index, headers(signer, index, issued_at)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let queries_before = liveness.stats().misses;
+    let (mut fresh, mut cached) = (Vec::new(), Vec::new());
+    let (mut wrong_answers, mut cached_misses) = (0, 0);
+    for (index, headers) in &requests {
+        let started = Instant::now();
+        let outcome = auth.authenticate(headers).await;
+        fresh.push(nanos_since(started));
+        if !is_right(&outcome, POPULATION.is_revoked(*index)) {
+            wrong_answers += 1;
         }
-        let _ = auth.authenticate(&headers).await;
-        sampled += 1;
     }
-    let filled = Filled {
-        rss_empty_kib,
-        rss_full_kib,
-        rss_peak_kib,
-        sessions_answered: answered,
-        live: outcome.live,
-        ended: outcome.ended,
-        errors: outcome.errors,
-        fill_millis,
-        liveness_queries: stats.misses,
-        listener_connects: stats.listener_connects,
-        sampled,
-        sample_liveness_misses: liveness.stats().misses - misses_before,
-        sample_token_hits: token_hits,
-    };
-    println!("filled {}", serde_json::to_string(&filled)?);
-    Ok(())
+    // The token cache admits a new token as cold and lets it go first (CLOCK-Pro): ask
+    // once more for each, so the timed pass below finds the ones it keeps.
+    for (_, headers) in &requests {
+        if auth.authenticate_cached(headers).is_none() {
+            let _ = auth.authenticate(headers).await;
+        }
+    }
+    for (index, headers) in &requests {
+        let started = Instant::now();
+        let outcome = auth.authenticate_cached(headers);
+        let nanos = nanos_since(started);
+        match outcome {
+            Some(outcome) if is_right(&outcome, POPULATION.is_revoked(*index)) => {
+                cached.push(nanos);
+            }
+            Some(_) => wrong_answers += 1,
+            None => cached_misses += 1,
+        }
+    }
+    fresh.sort_unstable();
+    cached.sort_unstable();
+    Ok(Checkpoint {
+        sessions: answered,
+        rss_kib,
+        fill_millis: u64::try_from(filling.as_millis())?,
+        fresh_token_nanos: fresh,
+        cached_token_nanos: cached,
+        wrong_answers,
+        cached_misses,
+        sample_queries: liveness.stats().misses - queries_before,
+    })
+}
+
+fn nanos_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether `outcome` is what the seed says of the session: admitted when live, refused
+/// as revoked when revoked.
+fn is_right(outcome: &Result<session_guard::AuthContext, AuthError>, revoked: bool) -> bool {
+    match outcome {
+        Ok(_) => !revoked,
+        Err(AuthError::SessionNotLive(Liveness::Revoked)) => revoked,
+        Err(_) => false,
+    }
 }
 
 /// The request headers for session `index`: a freshly signed token for it. The same

@@ -35,7 +35,8 @@ then calls the service with prepared requests, cycling through the tokens: the h
 of figure 1, 200s and 401s alike, on one thread, without HTTP. The baseline is the same \
 loop calling the bare service. Each round times 1,000,000 calls of each loop natively \
 (only the calls; preparing the requests is left out). Then `valgrind --tool=callgrind` \
-counts 50,000 calls of each loop (`--toggle-collect` on the loop function alone). \
+counts 50,000 calls of each loop (`--toggle-collect` on the loop function alone), and \
+50,000 calls of the guarded loop once more with HS256 tokens. \
 Instructions (Ir) are exact and repeat from run to run, unlike time on a shared \
 machine; `callgrind_annotate` gives each function's self cost (inlined functions count \
 as their caller), the layer's cost is the guarded loop's minus the bare loop's, \
@@ -57,8 +58,10 @@ pub(crate) struct Profile {
 struct Instructions {
     /// Requests counted in each loop.
     requests: u64,
-    /// Instructions per request through the layer.
+    /// Instructions per request through the layer (EdDSA tokens).
     guarded: u64,
+    /// The same with HS256 tokens: on a cached request the algorithm should not matter.
+    guarded_hs256: u64,
     /// Instructions per request of the bare service.
     bare: u64,
     /// The layer's own costs over all requests (guarded minus bare), costliest first.
@@ -102,24 +105,40 @@ pub(crate) async fn run(rounds: usize) -> Result<Profile> {
             eprintln!("profile: callgrind, {COUNTED} requests with and without the layer ...");
             let started = Instant::now();
             let guarded = callgrind
-                .count(GUARDED_SYMBOL, &loop_args(&url, "guarded", COUNTED))
+                .count(
+                    GUARDED_SYMBOL,
+                    &loop_args(&url, "guarded", "eddsa", COUNTED),
+                )
+                .await?;
+            let guarded_hs256 = callgrind
+                .count(
+                    GUARDED_SYMBOL,
+                    &loop_args(&url, "guarded", "hs256", COUNTED),
+                )
                 .await?;
             let bare = callgrind
-                .count(BARE_SYMBOL, &loop_args(&url, "bare", COUNTED))
+                .count(BARE_SYMBOL, &loop_args(&url, "bare", "eddsa", COUNTED))
                 .await?;
-            Ok(instructions(&guarded, &bare, started.elapsed())?)
+            Ok(instructions(
+                &guarded,
+                &guarded_hs256,
+                &bare,
+                started.elapsed(),
+            )?)
         }
     };
     Ok(Profile { timed, counted })
 }
 
-fn loop_args(database_url: &str, variant: &str, iterations: usize) -> Vec<String> {
+fn loop_args(database_url: &str, variant: &str, algorithm: &str, iterations: usize) -> Vec<String> {
     [
         "profile-loop",
         "--database-url",
         database_url,
         "--loop",
         variant,
+        "--algorithm",
+        algorithm,
         "--iterations",
         &iterations.to_string(),
     ]
@@ -133,7 +152,7 @@ fn loop_args(database_url: &str, variant: &str, iterations: usize) -> Vec<String
     reason = "nanosecond totals stay far below 2^52"
 )]
 async fn time_loop(database_url: &str, variant: &str) -> Result<f64> {
-    let mut child = Child::spawn(loop_args(database_url, variant, TIMED))?;
+    let mut child = Child::spawn(loop_args(database_url, variant, "eddsa", TIMED))?;
     let reported = child.line_after("profiled", TIMED_LIMIT).await?;
     child.finish(Duration::from_secs(30)).await?;
     let (requests, nanos) = parse_reported(&reported)?;
@@ -150,16 +169,26 @@ fn parse_reported(reported: &str) -> Result<(u64, u64)> {
 }
 
 /// Per-request instructions of both loops and the layer's costs by function.
-fn instructions(guarded: &Counted, bare: &Counted, wall: Duration) -> Result<Instructions> {
+fn instructions(
+    guarded: &Counted,
+    guarded_hs256: &Counted,
+    bare: &Counted,
+    wall: Duration,
+) -> Result<Instructions> {
     let (guarded_requests, _) = parse_reported(&guarded.reported)?;
+    let (hs256_requests, _) = parse_reported(&guarded_hs256.reported)?;
     let (bare_requests, _) = parse_reported(&bare.reported)?;
-    if guarded_requests != bare_requests || guarded_requests == 0 {
-        return Err("the two counted loops answered different numbers of requests".into());
+    if guarded_requests != bare_requests
+        || guarded_requests != hs256_requests
+        || guarded_requests == 0
+    {
+        return Err("the counted loops answered different numbers of requests".into());
     }
     let layer = callgrind::difference(&guarded.costs, &bare.costs);
     Ok(Instructions {
         requests: guarded_requests,
         guarded: guarded.total / guarded_requests,
+        guarded_hs256: guarded_hs256.total / hs256_requests,
         bare: bare.total / bare_requests,
         themes: callgrind::themes(&layer),
         layer,
@@ -217,6 +246,11 @@ impl Profile {
                         round.value(
                             "the layer's own instructions per request",
                             counted.per_request() as f64,
+                            Unit::Count,
+                        );
+                        round.value(
+                            "the layer's own instructions per request, HS256 tokens",
+                            counted.guarded_hs256.saturating_sub(counted.bare) as f64,
                             Unit::Count,
                         );
                         for (rank, theme) in counted.themes.iter().take(3).enumerate() {
