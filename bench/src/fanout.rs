@@ -346,7 +346,8 @@ struct Throughput {
     refreshes: f64,
 }
 
-/// The PostgreSQL settings the figures assume, as the server reports them.
+/// The PostgreSQL settings the figures assume, as the server shows them (with their
+/// units); a setting this version does not have is left out.
 async fn server_settings(client: &tokio_postgres::Client) -> Result<Vec<(String, String)>> {
     let mut settings = Vec::new();
     for name in [
@@ -359,14 +360,25 @@ async fn server_settings(client: &tokio_postgres::Client) -> Result<Vec<(String,
         "max_notify_queue_pages",
     ] {
         let value: Option<String> = client
-            .query_opt("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
+            .query_one("SELECT current_setting($1, true)", &[&name])
             .await?
-            .map(|row| row.get(0));
+            .get(0);
         if let Some(value) = value {
             settings.push((name.to_owned(), value));
         }
     }
     Ok(settings)
+}
+
+/// The median over the rounds of `measure` at `size` listeners (NaN when none ran).
+fn median_at(observed: &[Observed], size: usize, measure: fn(&Observed) -> f64) -> f64 {
+    median(
+        observed
+            .iter()
+            .filter(|seen| seen.size == size)
+            .map(measure)
+            .collect(),
+    )
 }
 
 /// The median of `values` (NaN when empty).
@@ -394,13 +406,12 @@ fn scaling_out(
     let Some(largest) = observed.iter().map(|seen| seen.size).max() else {
         return String::new();
     };
-    let at_largest: Vec<&Observed> = observed
+    let smallest = observed
         .iter()
-        .filter(|seen| seen.size == largest)
-        .collect();
-    let of_largest = |measure: fn(&Observed) -> f64| {
-        median(at_largest.iter().map(|seen| measure(seen)).collect())
-    };
+        .map(|seen| seen.size)
+        .min()
+        .unwrap_or(largest);
+    let of_largest = |measure: fn(&Observed) -> f64| median_at(observed, largest, measure);
     let per_notification = of_largest(|seen| seen.micros_per_notification);
     let p99_ms = of_largest(|seen| seen.p99.as_secs_f64() * 1000.0);
     let with = of_largest(|seen| seen.with_trigger.revocations);
@@ -410,6 +421,16 @@ fn scaling_out(
         seen.with_trigger.revocations / seen.without_trigger.revocations.max(f64::EPSILON)
     });
     let notify_bound = ratio < NOTIFY_BOUND;
+    let with_smallest = median_at(observed, smallest, |seen| seen.with_trigger.revocations);
+    let falls = if with_smallest > with {
+        format!(
+            " It falls as listeners are added ({with_smallest:.0}/s at {smallest} \
+             listeners): every notifying commit signals each listening backend, and their \
+             deliveries share this machine's cores."
+        )
+    } else {
+        String::new()
+    };
     let max_connections: u64 = settings
         .iter()
         .find(|(name, _)| name == "max_connections")
@@ -425,7 +446,7 @@ fn scaling_out(
          (one notification delivered to its backend), and delivery p99 was \
          {p99_ms:.1} ms. With {REFRESHERS} connections refreshing alongside \
          ({refreshes:.0} refreshes/s), revocations commit at {with:.0}/s with the \
-         trigger's `NOTIFY` against {without:.0}/s without it ({ratio:.2} of it): {}\n",
+         trigger's `NOTIFY` against {without:.0}/s without it ({ratio:.2} of it): {}{falls}\n",
         if notify_bound {
             "the commit-time notify lock serialises the revoking transactions' commits, \
              so this rate does not grow with more instances or cores."
