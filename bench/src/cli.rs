@@ -18,7 +18,7 @@ commands:
   layer          1. the layer's cost to an axum hello service (HS256, EdDSA, a naive layer)
   peers          7. jwt-authorizer, tower-sessions and better-auth beside the layer
   fan-out        8. notification delivery to 3, 50 and 200 listeners, revocations/s
-                 with and without the trigger
+                 with and without the trigger while refreshes run (private cluster)
   refresh-login  2., 4. and 6. refresh against pgbench, login against the Argon2 bound,
                  bytes of refresh state after 1, 100 and 10,000 refreshes
   propagation    3. time from a revocation until three layer processes refuse the token

@@ -1,6 +1,11 @@
 //! Figure 8, revocation fan-out: how the one-`LISTEN`-connection-per-instance design
 //! scales with the number of instances, and what the trigger's `NOTIFY` costs the
-//! revoking transactions.
+//! revoking transactions while refreshes run.
+//!
+//! The figure runs on a PostgreSQL cluster of its own ([`PrivateCluster`]), configured
+//! like a real server as far as durability goes and with connections for 200 listeners;
+//! only when none can be started does it fall back to the shared server, shrinking the
+//! sizes to what that server's `max_connections` leaves.
 //!
 //! Instances are simulated by listener connections (`LISTEN session_revoked`, what
 //! `PostgresLiveness` opens), spread over a few child processes
@@ -8,24 +13,26 @@
 //! listeners: sessions are revoked one at a time by plain SQL, and each child reports
 //! when each of its connections got the notification; PostgreSQL's CPU over those
 //! revocations is shared out per revocation. Then, with the same listeners connected,
-//! concurrent revoking transactions run for a bounded time with the trigger enabled,
-//! and again with it disabled.
+//! concurrent revoking transactions and refresh transactions run side by side for a
+//! bounded time with the trigger enabled, and again with it disabled.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
-use session_testdb::TestDb;
+use session_testdb::{ClusterUnavailable, PrivateCluster, TestDb};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::child::Child;
 use crate::cli::Args;
-use crate::load::{nearest_rank, per_second};
+use crate::load::{Bounds, nearest_rank, per_second};
 use crate::report::{Round, Section, Unit};
 use crate::seed::{self, Population};
 use crate::{Result, Settings, cpu};
 
 /// Listener counts measured.
 const SIZES: [usize; 3] = [3, 50, 200];
+/// The largest of [`SIZES`].
+const LARGEST: usize = SIZES[SIZES.len() - 1];
 /// Connections left free for everyone else on the server when the largest size does not
 /// fit under `max_connections`.
 const SPARE_CONNECTIONS: usize = 30;
@@ -39,6 +46,8 @@ const DELIVERY_LIMIT: Duration = Duration::from_secs(5);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Concurrent revoking transactions in the throughput phase.
 const WRITERS: u64 = 16;
+/// Concurrent refresh transactions beside them, on sessions of their own.
+const REFRESHERS: u64 = 8;
 /// The channel `PostgresLiveness` listens on (the migrations' trigger notifies it).
 const CHANNEL: &str = session_guard::DEFAULT_CHANNEL;
 /// Connections one layer instance holds by default: its liveness pool and its listener.
@@ -46,7 +55,7 @@ const CONNECTIONS_PER_INSTANCE: u64 = 4 + 1;
 /// The trigger that notifies on revocation (migrations/sql).
 const TRIGGER: &str = "sessions_notify_revoked_on_update";
 /// Sessions seeded: the one-at-a-time revocations take fresh ones, the throughput
-/// phase moves deadlines of its own.
+/// phase's writers and refreshers move deadlines and refresh state of their own.
 const POPULATION: Population = Population {
     sessions: 20_000,
     users: 100,
@@ -56,40 +65,212 @@ const POPULATION: Population = Population {
 /// `+ WRITERS`, ... (no two writers ever wait on one row).
 const THROUGHPUT_FIRST: u64 = 10_000;
 const THROUGHPUT_ROWS_PER_WRITER: u64 = 500;
+/// Refresher `r` refreshes session `REFRESH_FIRST + r`, after every writer's rows.
+const REFRESH_FIRST: u64 = THROUGHPUT_FIRST + WRITERS * THROUGHPUT_ROWS_PER_WRITER;
+const _: () = assert!(
+    REFRESH_FIRST + REFRESHERS <= POPULATION.sessions,
+    "the refreshers' sessions are seeded"
+);
+/// The private cluster's `max_connections`: the largest size, the writers and the
+/// refreshers, and [`SPARE_CONNECTIONS`] twice over (once kept free by
+/// [`connection_room`], once for the superuser reservation, the background processes
+/// `pg_stat_activity` lists and the harness's own connections).
+const CLUSTER_MAX_CONNECTIONS: u64 =
+    LARGEST as u64 + WRITERS + REFRESHERS + 2 * SPARE_CONNECTIONS as u64;
+/// The private cluster's settings besides `max_connections`, written after
+/// `session-testdb`'s defaults (which turn durability off for speed): a real server's
+/// durability, and PostgreSQL's default shared buffers.
+const CLUSTER_SETTINGS: [(&str, &str); 4] = [
+    ("fsync", "on"),
+    ("synchronous_commit", "on"),
+    ("full_page_writes", "on"),
+    ("shared_buffers", "128MB"),
+];
+/// The database the figure creates in its private cluster.
+const CLUSTER_DATABASE: &str = "session_bench_fanout";
+
+/// A writer's revoking transaction: moves a session's idle deadline earlier, which the
+/// trigger notifies.
+const REVOKE: &str = "UPDATE sessions SET idle_expires_at = idle_expires_at - interval '1 second' \
+                      WHERE id = $1";
+/// Gives a refresher's session (`$1`) refresh state at generation 0 with hash `$2`
+/// (touches no deadline: the trigger stays silent).
+const REFRESH_START: &str = "UPDATE sessions SET refresh_generation = 0, refresh_hash = $2, \
+                             refresh_retries = 0 WHERE id = $1";
+/// The refresh transaction of the server and of the refresh figure (one call of
+/// `session_guard_refresh`, migration V3, with the server's default grace, idle timeout
+/// and retry bound): it rotates the session's hash and generation and moves
+/// `idle_expires_at` later, which the trigger does not notify. A row only when it
+/// rotated.
+const REFRESH: &str = "SELECT generation \
+                         FROM session_guard_refresh($1, $2, $3, $4, $5, '10 seconds', '14 days', \
+                                                    16, '127.0.0.1') \
+                        WHERE outcome = 'rotated'";
+/// The client fingerprint the refreshers present (any 32 bytes).
+const REFRESHER_CLIENT: &[u8; 32] = b"session-bench fan-out refreshers";
 
 /// How the figure is measured, for BENCHMARKS.md.
-pub(crate) const METHOD: &str = "\
-Instances are simulated by listener connections: 3, 50 and then 200 connections, each \
-`LISTEN session_revoked` as `PostgresLiveness` does, spread over 4 child processes of \
-the harness (fewer when the server's `max_connections` has no room for them: a \
-note says so). 40 sessions are revoked one at a time by an `UPDATE sessions SET \
-revoked_at = now()` (the trigger sends the `NOTIFY`); a sample is the time from just \
-before the statement was sent until a listener got the notification (wall clocks of \
-the same machine), one per listener and revocation; a listener that has not got it \
-after 5 s is counted. PostgreSQL CPU per revocation is the time on CPU of every backend \
-of the run's database over those 40 revocations (`/proc/<pid>/schedstat`, to the \
-nanosecond: each backend's share is far below a clock tick), divided by 40 (the listeners' \
-backends are where the fan-out is paid). Then, with the same listeners connected, 16 \
-connections run single-row revoking transactions (an `UPDATE` that moves \
-`idle_expires_at` earlier, which the trigger notifies) for half a load phase with the \
-trigger enabled, and half a phase with it disabled (`ALTER TABLE ... DISABLE \
-TRIGGER`); the ratio is the price of the `NOTIFY`, whose commit-time queue lock \
-serialises the committing transactions. No refreshes run alongside.";
+fn method() -> String {
+    let [small, middle, large] = SIZES;
+    let limit = DELIVERY_LIMIT.as_secs();
+    let durability: Vec<String> = CLUSTER_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("`{name} = {value}`"))
+        .collect();
+    format!(
+        "The figure runs on a PostgreSQL cluster of its own, which the harness starts \
+         (`session_testdb::PrivateCluster`: `initdb` into a temporary folder on this \
+         machine's disk, the project's migrations applied) with a real server's \
+         durability and PostgreSQL's default buffers ({}) and `max_connections = \
+         {CLUSTER_MAX_CONNECTIONS}`, room for {large} listeners, the writers and \
+         refreshers below and spare. Only when no cluster can be started does it run on \
+         the shared server, with the sizes shrunk to what its `max_connections` leaves \
+         (keeping {SPARE_CONNECTIONS} free): a note says so, and why. Instances are \
+         simulated by listener connections: {small}, {middle} and then {large} \
+         connections, each `LISTEN {CHANNEL}` as `PostgresLiveness` does, spread over \
+         {PROCESSES} child processes of the harness. {REVOCATIONS} sessions are revoked \
+         one at a time by an `UPDATE sessions SET revoked_at = now()` (the trigger sends \
+         the `NOTIFY`); a sample is the time from just before the statement was sent \
+         until a listener got the notification (wall clocks of the same machine), one per \
+         listener and revocation; a listener that has not got it after {limit} s is \
+         counted. PostgreSQL CPU per revocation is the time on CPU of every backend of \
+         the run's database over those {REVOCATIONS} revocations \
+         (`/proc/<pid>/schedstat`, to the nanosecond: each backend's share is far below a \
+         clock tick), divided by {REVOCATIONS} (the listeners' backends are where the \
+         fan-out is paid). Then, with the same listeners connected, {WRITERS} connections \
+         run single-row revoking transactions (a prepared `UPDATE` that moves \
+         `idle_expires_at` earlier, which the trigger notifies) while {REFRESHERS} more \
+         run refresh transactions, each on a session of its own that no writer touches \
+         (the prepared `session_guard_refresh` call of the server and of figure 2, a real \
+         rotation every time: it rotates the session's refresh hash and generation and \
+         moves `idle_expires_at` later, which does not notify). Both run for half a load \
+         phase with the trigger enabled, and half a phase with it disabled (`ALTER TABLE \
+         ... DISABLE TRIGGER`), every connection bounded in time and in transactions; \
+         revocations/s and refreshes/s are each half's committed transactions over its \
+         wall time. The ratio of the revocation rates is the price of the `NOTIFY`, whose \
+         commit-time queue lock serialises the notifying transactions' commits.",
+        durability.join(", ")
+    )
+}
+
+/// Where the figure runs.
+enum Server {
+    /// A cluster the harness started for the figure, with [`CLUSTER_SETTINGS`].
+    Private {
+        /// Its database, migrated.
+        config: tokio_postgres::Config,
+        /// Stopped and deleted when dropped.
+        cluster: PrivateCluster,
+    },
+    /// The shared server, because no private cluster could be started.
+    Shared {
+        /// A database of the figure's own on it.
+        db: TestDb,
+        /// Why there is no private cluster.
+        why: ClusterUnavailable,
+    },
+}
+
+impl Server {
+    /// A private cluster with [`CLUSTER_SETTINGS`], else the shared server.
+    async fn start() -> Self {
+        let max_connections = CLUSTER_MAX_CONNECTIONS.to_string();
+        let mut settings = CLUSTER_SETTINGS.to_vec();
+        settings.push(("max_connections", &max_connections));
+        match PrivateCluster::start_with(&settings).await {
+            Ok(cluster) => Self::Private {
+                config: cluster.create_database(CLUSTER_DATABASE).await,
+                cluster,
+            },
+            Err(why) => {
+                eprintln!("fan-out: {why}; running on the shared server");
+                Self::Shared {
+                    db: TestDb::new().await,
+                    why,
+                }
+            }
+        }
+    }
+
+    /// Which kind of server this is.
+    fn placement(&self) -> Placement {
+        match self {
+            Self::Private { .. } => Placement::Private,
+            Self::Shared { .. } => Placement::Shared,
+        }
+    }
+
+    /// The figure's database as a libpq key-value string, for the listener children.
+    fn url(&self) -> String {
+        match self {
+            Self::Private { config, .. } => TestDb::url_of(config),
+            Self::Shared { db, .. } => db.url(),
+        }
+    }
+
+    /// A new connection to the figure's database.
+    async fn connect(&self) -> tokio_postgres::Client {
+        match self {
+            Self::Private { config, cluster } => cluster.connect(config).await,
+            Self::Shared { db, .. } => db.connect().await,
+        }
+    }
+}
+
+/// Which server the figure ran on, for the scaling-out text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// A private cluster the harness started.
+    Private,
+    /// The shared server (no private cluster could be started).
+    Shared,
+}
+
+/// What the throughput phase does to the revocation trigger.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Enabled,
+    Disabled,
+}
+
+impl Trigger {
+    /// Enables or disables the trigger (`ALTER TABLE`: no writer may be running).
+    async fn set(self, client: &tokio_postgres::Client) -> Result<()> {
+        let verb = match self {
+            Self::Enabled => "ENABLE",
+            Self::Disabled => "DISABLE",
+        };
+        client
+            .batch_execute(&format!("ALTER TABLE sessions {verb} TRIGGER {TRIGGER}"))
+            .await?;
+        Ok(())
+    }
+}
 
 /// Runs figure 8 for `settings.rounds` rounds.
 pub(crate) async fn run(settings: Settings) -> Result<Section> {
-    let db = TestDb::new().await;
-    let client = db.connect().await;
+    let server = Server::start().await;
+    let client = server.connect().await;
     POPULATION.seed(&client).await?;
-    let mut section = Section::new("8. Revocation fan-out", METHOD);
+    let mut section = Section::new("8. Revocation fan-out", method());
     let room = connection_room(&client).await?;
     let mut sizes: Vec<usize> = SIZES.iter().map(|&size| size.min(room)).collect();
     sizes.dedup();
-    if sizes != SIZES {
-        section.notes.push(format!(
-            "PostgreSQL's max_connections leaves room for {room} listeners (keeping \
+    let shrunk = (sizes != SIZES).then(|| {
+        format!(
+            "its max_connections leaves room for {room} listeners (keeping \
              {SPARE_CONNECTIONS} free), so the sizes ran were {sizes:?} instead of {SIZES:?}"
-        ));
+        )
+    });
+    match (&server, shrunk) {
+        (Server::Shared { why, .. }, shrunk) => section.notes.push(format!(
+            "The figure ran on the shared server, not on a private cluster ({why}){}",
+            shrunk.map_or_else(String::new, |shrunk| format!(": {shrunk}"))
+        )),
+        (Server::Private { .. }, Some(shrunk)) => section
+            .notes
+            .push(format!("On the private cluster, {shrunk}")),
+        (Server::Private { .. }, None) => {}
     }
     let mut next_session = 1;
     let mut observed: Vec<Observed> = Vec::new();
@@ -106,7 +287,7 @@ pub(crate) async fn run(settings: Settings) -> Result<Section> {
                 let mut child = Child::spawn([
                     "listen".to_owned(),
                     "--database-url".to_owned(),
-                    db.url(),
+                    server.url(),
                     "--connections".to_owned(),
                     share.to_string(),
                     "--report-below".to_owned(),
@@ -120,31 +301,13 @@ pub(crate) async fn run(settings: Settings) -> Result<Section> {
             record_delivery(&mut round, size, &samples, missing, database_cpu);
             let delivered = cpu::micros_each(database_cpu, samples.len());
             let p99 = nearest_rank(&samples, 990).unwrap_or_default();
-            let phase = settings.duration / 2;
-            let with = revoke_concurrently(&db, phase).await?;
-            client
-                .batch_execute(&format!("ALTER TABLE sessions DISABLE TRIGGER {TRIGGER}"))
-                .await?;
-            let without = revoke_concurrently(&db, phase).await;
-            client
-                .batch_execute(&format!("ALTER TABLE sessions ENABLE TRIGGER {TRIGGER}"))
-                .await?;
+            let bounds = (settings.duration / 2, settings.max_requests_per_worker);
+            let with = throughput(&server, bounds).await?;
+            Trigger::Disabled.set(&client).await?;
+            let without = throughput(&server, bounds).await;
+            Trigger::Enabled.set(&client).await?;
             let without = without?;
-            round.value(
-                format!("{size} listeners: revocations/s with the trigger"),
-                with,
-                Unit::PerSecond,
-            );
-            round.value(
-                format!("{size} listeners: revocations/s without it"),
-                without,
-                Unit::PerSecond,
-            );
-            round.value(
-                format!("{size} listeners: with / without the trigger"),
-                with / without,
-                Unit::Ratio,
-            );
+            record_throughput(&mut round, size, with, without);
             drop(listeners);
             observed.push(Observed {
                 size,
@@ -156,7 +319,11 @@ pub(crate) async fn run(settings: Settings) -> Result<Section> {
         }
         section.push(round);
     }
-    section.conclusion = scaling_out(&observed, &server_settings(&client).await?);
+    section.conclusion = scaling_out(
+        &observed,
+        &server_settings(&client).await?,
+        server.placement(),
+    );
     Ok(section)
 }
 
@@ -166,11 +333,21 @@ struct Observed {
     size: usize,
     micros_per_notification: f64,
     p99: Duration,
-    with_trigger: f64,
-    without_trigger: f64,
+    with_trigger: Throughput,
+    without_trigger: Throughput,
 }
 
-/// The PostgreSQL settings the figures assume, as the server reports them.
+/// One half of the throughput phase: transactions committed per second.
+#[derive(Debug, Clone, Copy)]
+struct Throughput {
+    /// By the [`WRITERS`] revoking connections.
+    revocations: f64,
+    /// By the [`REFRESHERS`] beside them.
+    refreshes: f64,
+}
+
+/// The PostgreSQL settings the figures assume, as the server shows them (with their
+/// units); a setting this version does not have is left out.
 async fn server_settings(client: &tokio_postgres::Client) -> Result<Vec<(String, String)>> {
     let mut settings = Vec::new();
     for name in [
@@ -179,17 +356,29 @@ async fn server_settings(client: &tokio_postgres::Client) -> Result<Vec<(String,
         "shared_buffers",
         "synchronous_commit",
         "fsync",
+        "full_page_writes",
         "max_notify_queue_pages",
     ] {
         let value: Option<String> = client
-            .query_opt("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
+            .query_one("SELECT current_setting($1, true)", &[&name])
             .await?
-            .map(|row| row.get(0));
+            .get(0);
         if let Some(value) = value {
             settings.push((name.to_owned(), value));
         }
     }
     Ok(settings)
+}
+
+/// The median over the rounds of `measure` at `size` listeners (NaN when none ran).
+fn median_at(observed: &[Observed], size: usize, measure: fn(&Observed) -> f64) -> f64 {
+    median(
+        observed
+            .iter()
+            .filter(|seen| seen.size == size)
+            .map(measure)
+            .collect(),
+    )
 }
 
 /// The median of `values` (NaN when empty).
@@ -198,40 +387,56 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// What the figure predicts for more instances and more revocations, in Markdown.
+/// Below this ratio of revocations/s with the trigger to without it, the notify lock is
+/// what bounds the revocation rate.
+const NOTIFY_BOUND: f64 = 0.8;
+
+/// What the figure predicts for more instances and more revocations, in Markdown, with
+/// the settings of the server it ran on (`placement`).
 #[allow(
     clippy::cast_precision_loss,
     reason = "instance counts stay far below 2^52"
 )]
-fn scaling_out(observed: &[Observed], settings: &[(String, String)]) -> String {
+fn scaling_out(
+    observed: &[Observed],
+    settings: &[(String, String)],
+    placement: Placement,
+) -> String {
     use std::fmt::Write as _;
     let Some(largest) = observed.iter().map(|seen| seen.size).max() else {
         return String::new();
     };
-    let at_largest: Vec<&Observed> = observed
+    let smallest = observed
         .iter()
-        .filter(|seen| seen.size == largest)
-        .collect();
-    let per_notification = median(
-        at_largest
-            .iter()
-            .map(|seen| seen.micros_per_notification)
-            .collect(),
-    );
-    let p99_ms = median(
-        at_largest
-            .iter()
-            .map(|seen| seen.p99.as_secs_f64() * 1000.0)
-            .collect(),
-    );
-    let with = median(at_largest.iter().map(|seen| seen.with_trigger).collect());
-    let without = median(at_largest.iter().map(|seen| seen.without_trigger).collect());
+        .map(|seen| seen.size)
+        .min()
+        .unwrap_or(largest);
+    let of_largest = |measure: fn(&Observed) -> f64| median_at(observed, largest, measure);
+    let per_notification = of_largest(|seen| seen.micros_per_notification);
+    let p99_ms = of_largest(|seen| seen.p99.as_secs_f64() * 1000.0);
+    let with = of_largest(|seen| seen.with_trigger.revocations);
+    let without = of_largest(|seen| seen.without_trigger.revocations);
+    let refreshes = of_largest(|seen| seen.with_trigger.refreshes);
+    let ratio = of_largest(|seen| {
+        seen.with_trigger.revocations / seen.without_trigger.revocations.max(f64::EPSILON)
+    });
+    let notify_bound = ratio < NOTIFY_BOUND;
+    let with_smallest = median_at(observed, smallest, |seen| seen.with_trigger.revocations);
+    let falls = if with_smallest > with {
+        format!(
+            " It falls as listeners are added ({with_smallest:.0}/s at {smallest} \
+             listeners): every notifying commit signals each listening backend, and their \
+             deliveries share this machine's cores."
+        )
+    } else {
+        String::new()
+    };
     let max_connections: u64 = settings
         .iter()
         .find(|(name, _)| name == "max_connections")
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(100);
-    // Instances whose fan-out of the trigger-bound revocation rate takes one whole core.
+    // Instances whose fan-out of the measured revocation rate takes one whole core.
     let instances_per_core = 1e6 / (with * per_notification).max(f64::EPSILON);
     let mut out = String::new();
     let _ = writeln!(
@@ -239,20 +444,28 @@ fn scaling_out(observed: &[Observed], settings: &[(String, String)]) -> String {
         "From figure 8 (medians of its rounds, {largest} listeners). Every listening \
          instance costs PostgreSQL about {per_notification:.0} µs of CPU per revocation \
          (one notification delivered to its backend), and delivery p99 was \
-         {p99_ms:.1} ms. Revocations commit at {with:.0}/s with the trigger's `NOTIFY` \
-         against {without:.0}/s without it: the commit-time notify lock serialises \
-         revoking transactions, so this rate does not grow with more instances or cores.\n"
+         {p99_ms:.1} ms. With {REFRESHERS} connections refreshing alongside \
+         ({refreshes:.0} refreshes/s), revocations commit at {with:.0}/s with the \
+         trigger's `NOTIFY` against {without:.0}/s without it ({ratio:.2} of it): {}{falls}\n",
+        if notify_bound {
+            "the commit-time notify lock serialises the revoking transactions' commits, \
+             so this rate does not grow with more instances or cores."
+        } else {
+            "on this setup the `NOTIFY` costs little of the commit rate, but the \
+             commit-time notify lock still serialises every notifying commit, so the rate \
+             will not grow with more cores."
+        }
     );
     let _ = writeln!(
         out,
         "- **When a fan-out tier is needed.** Connections run out first: an instance \
          holds {CONNECTIONS_PER_INSTANCE} connections by default (a pool of 4 and its \
-         listener), so this server's `max_connections` of {max_connections} carries \
-         about {} instances; beyond that the liveness pools must go through a pooler, \
-         while the `LISTEN` connections cannot (transaction pooling does not keep \
-         `LISTEN`), which is where one relay per host or a small fan-out tier (a few \
-         listeners republishing to instances) takes over. CPU runs out next: at the \
-         trigger-bound {with:.0} revocations/s, fan-out takes one PostgreSQL core at \
+         listener), so a `max_connections` of {max_connections}, as on the server \
+         measured, carries about {} instances; beyond that the liveness pools must go \
+         through a pooler, while the `LISTEN` connections cannot (transaction pooling \
+         does not keep `LISTEN`), which is where one relay per host or a small fan-out \
+         tier (a few listeners republishing to instances) takes over. CPU runs out next: \
+         at the measured {with:.0} revocations/s, fan-out takes one PostgreSQL core at \
          about {instances_per_core:.0} listening instances.",
         max_connections / CONNECTIONS_PER_INSTANCE
     );
@@ -271,12 +484,39 @@ fn scaling_out(observed: &[Observed], settings: &[(String, String)]) -> String {
     }
     let _ = writeln!(
         out,
-        "- **10× and 100× the revocation rate.** The rate is capped near {with:.0}/s by \
-         the notify lock on this setup, whatever the instances: a tenfold rate needs \
-         batching revocations into fewer transactions (one `NOTIFY` per commit) or a \
-         faster commit path; measuring it on the target hardware comes first.\n"
+        "- **10× and 100× the revocation rate.** {} whatever the instances: a tenfold \
+         rate needs batching revocations into fewer transactions (one `NOTIFY` per \
+         commit) or a faster commit path; measuring it on the target hardware comes \
+         first.\n",
+        if notify_bound {
+            format!("The rate is capped near {with:.0}/s by the notify lock on this setup,")
+        } else {
+            format!(
+                "The commit path caps the rate near {with:.0}/s on this setup (near \
+                 {without:.0}/s without the `NOTIFY`),"
+            )
+        }
     );
-    out.push_str("PostgreSQL as measured (the figures assume this setup: one primary, on the same machine as the services, over loopback):\n\n| setting | value |\n|---|---|\n");
+    out.push_str(&settings_table(settings, placement));
+    out
+}
+
+/// The server's settings as a Markdown table, with a line saying which server it was.
+fn settings_table(settings: &[(String, String)], placement: Placement) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "PostgreSQL as measured ({}; the figures assume this setup: one primary, on the \
+         same machine as the services, over loopback):\n\n| setting | value |\n|---|---|\n",
+        match placement {
+            Placement::Private => {
+                "a private cluster the harness started for this figure, on this machine's \
+                 disk, with a real server's durability"
+            }
+            Placement::Shared => {
+                "the shared server: no private cluster could be started for this figure"
+            }
+        }
+    );
     for (name, value) in settings {
         let _ = writeln!(out, "| `{name}` | {value} |");
     }
@@ -284,7 +524,7 @@ fn scaling_out(observed: &[Observed], settings: &[(String, String)]) -> String {
 }
 
 /// How many more connections the server takes, less [`SPARE_CONNECTIONS`] and the
-/// throughput phase's writers.
+/// throughput phase's writers and refreshers.
 async fn connection_room(client: &tokio_postgres::Client) -> Result<usize> {
     let row = client
         .query_one(
@@ -295,7 +535,7 @@ async fn connection_room(client: &tokio_postgres::Client) -> Result<usize> {
         )
         .await?;
     let free = usize::try_from(row.get::<_, i64>(0).max(0))?;
-    Ok(free.saturating_sub(SPARE_CONNECTIONS + usize::try_from(WRITERS)?))
+    Ok(free.saturating_sub(SPARE_CONNECTIONS + usize::try_from(WRITERS + REFRESHERS)?))
 }
 
 /// `total` split into `parts` near-equal shares, none empty.
@@ -368,38 +608,138 @@ fn parse_notified(line: &str) -> Result<(&str, SystemTime)> {
     Ok((payload, UNIX_EPOCH + Duration::from_nanos(nanos)))
 }
 
-/// Revoking transactions on [`WRITERS`] connections for `phase`: transactions per
-/// second.
-async fn revoke_concurrently(db: &TestDb, phase: Duration) -> Result<f64> {
+/// One half of the throughput phase: [`WRITERS`] connections revoking and
+/// [`REFRESHERS`] refreshing, side by side, each until `bounds` (a duration and a most
+/// transactions per connection) runs out. Connections are opened and prepared first; the
+/// rates are over the wall time from the first start to the last finish.
+async fn throughput(server: &Server, bounds: (Duration, usize)) -> Result<Throughput> {
     let mut writers = Vec::new();
     for writer in 0..WRITERS {
-        let client = db.connect().await;
-        writers.push(tokio::spawn(async move {
-            let deadline = Instant::now() + phase;
-            let mut done = 0_usize;
-            while Instant::now() < deadline {
-                let index = THROUGHPUT_FIRST
-                    + writer
-                    + WRITERS * (u64::try_from(done).unwrap_or(0) % THROUGHPUT_ROWS_PER_WRITER);
-                let id: uuid::Uuid = seed::session_id(index).parse()?;
-                client
-                    .execute(
-                        "UPDATE sessions SET idle_expires_at = idle_expires_at - interval '1 second' \
-                         WHERE id = $1",
-                        &[&id],
-                    )
-                    .await?;
-                done += 1;
-            }
-            Ok::<_, crate::Error>(done)
-        }));
+        let client = server.connect().await;
+        let statement = client.prepare(REVOKE).await?;
+        let rows = (0..THROUGHPUT_ROWS_PER_WRITER)
+            .map(|row| seed::session_id(THROUGHPUT_FIRST + writer + WRITERS * row).parse())
+            .collect::<Result<Vec<uuid::Uuid>, _>>()?;
+        writers.push((client, statement, rows));
     }
+    let mut refreshers = Vec::new();
+    for refresher in 0..REFRESHERS {
+        let index = REFRESH_FIRST + refresher;
+        let id: uuid::Uuid = seed::session_id(index).parse()?;
+        let client = server.connect().await;
+        client
+            .execute(REFRESH_START, &[&id, &secret_hash(index, 0)])
+            .await?;
+        let statement = client.prepare(REFRESH).await?;
+        refreshers.push((client, statement, index, id));
+    }
+    let (phase, max_transactions) = bounds;
+    let bounds = Bounds::new(phase, max_transactions);
     let started = Instant::now();
-    let mut total = 0;
+    let writers: Vec<_> = writers
+        .into_iter()
+        .map(|(client, statement, rows)| tokio::spawn(revoke_rows(client, statement, rows, bounds)))
+        .collect();
+    let refreshers: Vec<_> = refreshers
+        .into_iter()
+        .map(|(client, statement, index, id)| {
+            tokio::spawn(refresh_session(client, statement, (index, id), bounds))
+        })
+        .collect();
+    let mut revocations = 0;
     for writer in writers {
-        total += writer.await??;
+        revocations += writer.await??;
     }
-    Ok(per_second(total, started.elapsed().max(phase)))
+    let mut rotations = 0;
+    for refresher in refreshers {
+        rotations += refresher.await??;
+    }
+    let elapsed = started.elapsed();
+    Ok(Throughput {
+        revocations: per_second(revocations, elapsed),
+        refreshes: per_second(rotations, elapsed),
+    })
+}
+
+/// A writer: moves the deadlines of `rows` earlier in turn, one transaction each, until
+/// `bounds` runs out; how many it committed.
+async fn revoke_rows(
+    client: tokio_postgres::Client,
+    revoke: tokio_postgres::Statement,
+    rows: Vec<uuid::Uuid>,
+    bounds: Bounds,
+) -> Result<usize> {
+    let mut done = 0_usize;
+    while bounds.allow(done) {
+        client.execute(&revoke, &[&rows[done % rows.len()]]).await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// A refresher: rotates session `index` (id `id`), starting at generation 0, until
+/// `bounds` runs out; how many rotations it committed. Anything but a rotation is an
+/// error.
+async fn refresh_session(
+    client: tokio_postgres::Client,
+    refresh: tokio_postgres::Statement,
+    (index, id): (u64, uuid::Uuid),
+    bounds: Bounds,
+) -> Result<usize> {
+    let fingerprint: &[u8] = REFRESHER_CLIENT;
+    let mut generation = 0_i32;
+    let mut done = 0_usize;
+    while bounds.allow(done) {
+        let (current, next) = (
+            secret_hash(index, generation),
+            secret_hash(index, generation + 1),
+        );
+        let rotated = client
+            .query_opt(&refresh, &[&id, &generation, &current, &next, &fingerprint])
+            .await?
+            .ok_or_else(|| format!("refreshing session {index} at {generation} did not rotate"))?;
+        generation = rotated.get(0);
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// The stand-in for the server's keyed hash of session `index`'s secret at `generation`:
+/// 32 bytes, distinct for every session and generation.
+fn secret_hash(index: u64, generation: i32) -> Vec<u8> {
+    let mut hash = vec![0; 32];
+    hash[..8].copy_from_slice(&index.to_be_bytes());
+    hash[8..12].copy_from_slice(&generation.to_be_bytes());
+    hash
+}
+
+/// Records both halves of the throughput phase for `size` listeners.
+fn record_throughput(round: &mut Round, size: usize, with: Throughput, without: Throughput) {
+    round.value(
+        format!("{size} listeners: revocations/s with the trigger, refreshes running"),
+        with.revocations,
+        Unit::PerSecond,
+    );
+    round.value(
+        format!("{size} listeners: revocations/s without it, refreshes running"),
+        without.revocations,
+        Unit::PerSecond,
+    );
+    round.value(
+        format!("{size} listeners: revocations with / without the trigger"),
+        with.revocations / without.revocations.max(f64::EPSILON),
+        Unit::Ratio,
+    );
+    round.value(
+        format!("{size} listeners: refreshes/s beside them, with the trigger"),
+        with.refreshes,
+        Unit::PerSecond,
+    );
+    round.value(
+        format!("{size} listeners: refreshes/s beside them, without it"),
+        without.refreshes,
+        Unit::PerSecond,
+    );
 }
 
 fn record_delivery(
@@ -507,19 +847,68 @@ mod tests {
             size,
             micros_per_notification: micros,
             p99: Duration::from_millis(10),
-            with_trigger: with,
-            without_trigger: 1_000.0,
+            with_trigger: Throughput {
+                revocations: with,
+                refreshes: 700.0,
+            },
+            without_trigger: Throughput {
+                revocations: 1_000.0,
+                refreshes: 900.0,
+            },
         };
+        let settings = [("max_connections".to_owned(), "100".to_owned())];
         let text = scaling_out(
             &[seen(3, 500.0, 300.0), seen(50, 100.0, 200.0)],
-            &[("max_connections".to_owned(), "100".to_owned())],
+            &settings,
+            Placement::Private,
         );
         assert!(text.contains("50 listeners"), "{text}");
         assert!(text.contains("about 100 µs"), "{text}");
         // 1e6 / (200 * 100): the instances whose fan-out takes one core.
         assert!(text.contains("about 50 listening instances"), "{text}");
         assert!(text.contains("about 20 instances"), "{text}");
-        assert!(scaling_out(&[], &[]).is_empty());
+        assert!(text.contains("(700 refreshes/s)"), "{text}");
+        assert!(text.contains("(0.20 of it)"), "{text}");
+        assert!(
+            text.contains("capped near 200/s by the notify lock"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a private cluster the harness started"),
+            "{text}"
+        );
+        assert!(scaling_out(&[], &[], Placement::Shared).is_empty());
+    }
+
+    #[test]
+    fn scaling_out_says_when_the_notify_costs_little() {
+        let seen = Observed {
+            size: 200,
+            micros_per_notification: 10.0,
+            p99: Duration::from_millis(10),
+            with_trigger: Throughput {
+                revocations: 950.0,
+                refreshes: 500.0,
+            },
+            without_trigger: Throughput {
+                revocations: 1_000.0,
+                refreshes: 500.0,
+            },
+        };
+        let text = scaling_out(&[seen], &[], Placement::Shared);
+        assert!(text.contains("costs little"), "{text}");
+        assert!(!text.contains("by the notify lock on this setup"), "{text}");
+        assert!(
+            text.contains("no private cluster could be started"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn secret_hashes_differ_by_session_and_generation() {
+        assert_eq!(secret_hash(1, 0).len(), 32);
+        assert_ne!(secret_hash(1, 0), secret_hash(1, 1));
+        assert_ne!(secret_hash(1, 0), secret_hash(2, 0));
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   `postgres` OS user through `runuser`, and the folder belongs to that user.
 //! - Clusters left behind by test processes that were killed (no `Drop`) are stopped and
 //!   deleted by the next [`PrivateCluster::start`].
+//! - The defaults favour speed over durability (`fsync` and `full_page_writes` off, small
+//!   shared buffers, 200 connections). [`PrivateCluster::start_with`] adds settings of
+//!   the caller's after them, which override them: a benchmark can ask for a real
+//!   server's durability, or more connections.
 //!
 //! ```no_run
 //! # async fn test() {
@@ -155,7 +159,9 @@ impl Control {
         self.root.join("server.log")
     }
 
-    fn init(&self) -> Result<(), String> {
+    /// `initdb`, then the defaults and `extra` (`name`, `value`) appended to
+    /// `postgresql.conf`, in that order: the last line naming a setting wins.
+    fn init(&self, extra: &[(String, String)]) -> Result<(), String> {
         if self.tools.as_postgres {
             let status = Command::new("chown")
                 .arg(format!("{SUPERUSER}:"))
@@ -187,7 +193,7 @@ impl Control {
             ],
         )?;
         // Small and fast: nothing here needs to survive a power cut.
-        let settings = format!(
+        let mut settings = format!(
             "\n# session-testdb private cluster\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\n\
@@ -197,6 +203,12 @@ impl Control {
              max_connections = 200\n",
             self.root.display()
         );
+        if !extra.is_empty() {
+            settings.push_str("# the caller's settings (PrivateCluster::start_with)\n");
+        }
+        for (name, value) in extra {
+            settings.push_str(&conf_line(name, value));
+        }
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)
             .map_err(|e| format!("reading {}: {e}", conf.display()))?;
@@ -261,12 +273,56 @@ impl PrivateCluster {
     /// binaries or cannot run them; tests may then fall back to
     /// [`PostgresProxy`](crate::PostgresProxy).
     pub async fn start() -> Result<Self, ClusterUnavailable> {
-        tokio::task::spawn_blocking(Self::start_blocking)
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`start`](Self::start), with `settings` (`name`, `value`) written into
+    /// `postgresql.conf` after the defaults, which they override; later pairs override
+    /// earlier ones. A value is written quoted, as `ALTER SYSTEM` writes it, so
+    /// `("max_connections", "300")` and `("shared_buffers", "128MB")` both work.
+    ///
+    /// ```no_run
+    /// # async fn test() {
+    /// use session_testdb::PrivateCluster;
+    ///
+    /// let durable = PrivateCluster::start_with(&[("fsync", "on"), ("max_connections", "300")])
+    ///     .await
+    ///     .expect("initdb works here");
+    /// # let _ = durable;
+    /// # }
+    /// ```
+    ///
+    /// A setting PostgreSQL does not know, or a value it rejects, makes the start fail
+    /// (the error quotes the server's log).
+    ///
+    /// # Panics
+    ///
+    /// When a name is not a parameter name (letters, digits, `_`, `.`) or a value holds
+    /// a line break: either would break the file rather than name a setting.
+    pub async fn start_with(settings: &[(&str, &str)]) -> Result<Self, ClusterUnavailable> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|&(name, value)| {
+                assert!(
+                    !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'),
+                    "{name:?} is not a PostgreSQL parameter name"
+                );
+                assert!(
+                    !value.contains(['\n', '\r']),
+                    "the value of {name} holds a line break"
+                );
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || Self::start_blocking(&settings))
             .await
             .map_err(|e| ClusterUnavailable(format!("the set-up thread failed: {e}")))?
     }
 
-    fn start_blocking() -> Result<Self, ClusterUnavailable> {
+    fn start_blocking(settings: &[(String, String)]) -> Result<Self, ClusterUnavailable> {
         let tools = Tools::find()?;
         remove_leftovers(&tools);
         let root = std::env::temp_dir().join(format!(
@@ -287,7 +343,7 @@ impl PrivateCluster {
             },
             running: false,
         };
-        cluster.control.init().map_err(ClusterUnavailable)?;
+        cluster.control.init(settings).map_err(ClusterUnavailable)?;
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             cluster.control.port = free_port().map_err(ClusterUnavailable)?;
@@ -395,6 +451,11 @@ impl Drop for PrivateCluster {
     }
 }
 
+/// One `postgresql.conf` line setting `name` to `value`, quoted (a quote doubled).
+fn conf_line(name: &str, value: &str) -> String {
+    format!("{name} = '{}'\n", value.replace('\'', "''"))
+}
+
 fn path_str(path: &Path) -> Result<&str, String> {
     path.to_str()
         .ok_or_else(|| format!("{} is not UTF-8", path.display()))
@@ -467,6 +528,45 @@ fn remove_leftovers(tools: &Tools) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conf_lines_quote_their_values() {
+        assert_eq!(conf_line("fsync", "on"), "fsync = 'on'\n");
+        assert_eq!(
+            conf_line("application_name", "o'neil"),
+            "application_name = 'o''neil'\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_given_at_start_override_the_defaults() {
+        let cluster = PrivateCluster::start_with(&[
+            ("fsync", "on"),
+            ("max_connections", "150"),
+            ("max_connections", "160"),
+            ("shared_buffers", "64MB"),
+        ])
+        .await
+        .expect("initdb and pg_ctl work on this machine");
+        let client = cluster.connect(&cluster.config("postgres")).await;
+        for (name, expected) in [
+            ("fsync", "on"),
+            ("full_page_writes", "off"),
+            ("max_connections", "160"),
+            ("shared_buffers", "64MB"),
+        ] {
+            let row = client
+                .simple_query(&format!("SHOW {name}"))
+                .await
+                .unwrap()
+                .into_iter()
+                .find_map(|message| match message {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                });
+            assert_eq!(row.as_deref(), Some(expected), "{name}");
+        }
+    }
 
     #[tokio::test]
     async fn a_private_cluster_stops_starts_again_and_is_deleted_when_dropped() {
