@@ -1,21 +1,31 @@
 //! Password hashing: Argon2id with the crate's default parameters, off the async runtime.
 //!
-//! Hashing is deliberately slow (tens of milliseconds), so it runs in `spawn_blocking`
-//! behind a semaphore sized to the cores: a burst of logins queues instead of starving
-//! every other request. Unknown emails are verified against a dummy hash so that the
-//! response time does not tell which accounts exist.
+//! Hashing is deliberately slow (tens of milliseconds), so it runs on threads of its own,
+//! one per core, behind a semaphore of as many permits: a burst of logins queues instead
+//! of starving every other request. Those threads run at a lower scheduling priority
+//! (nice [`HASHING_NICE`] on Linux, where the nice value is per thread), so when logins
+//! keep every core busy the scheduler still serves the requests that need no hash first:
+//! `GET /me` stays fast under a login flood, and logins lose nothing while the cores are
+//! otherwise idle. Unknown emails are verified against a dummy hash so that the response
+//! time does not tell which accounts exist.
 //!
-//! Argon2's working memory (19 MiB with the default parameters) is kept and reused, one
-//! buffer per permit, instead of being allocated for every hash: a fresh allocation is
+//! Argon2's working memory (19 MiB with the default parameters) belongs to each hashing
+//! thread and is reused, instead of being allocated for every hash: a fresh allocation is
 //! zeroed and page-faulted in every time, which took about a tenth of a login's CPU
 //! (`perf` on the release server under login load: `memset` 5.7%, the kernel's
-//! `clear_page` 4%). The process keeps `permits × 19 MiB` for it once logins have run.
+//! `clear_page` 4%). The process keeps `threads × 19 MiB` for it once logins have run.
 
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
+
+/// The nice value of the hashing threads: lower priority than the runtime's threads (0).
+pub const HASHING_NICE: i32 = 10;
+/// What the hashing threads are called (`ps -T`, `/proc/<pid>/task/*/comm`).
+pub const HASHING_THREAD_NAME: &str = "password-hash";
 
 /// Shortest password accepted, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -57,18 +67,22 @@ pub enum Verified {
     Mismatch,
 }
 
-/// Hashes and verifies passwords on the blocking pool, a bounded number at a time.
+/// Hashes and verifies passwords on its own threads, a bounded number at a time.
 #[derive(Clone)]
 pub struct PasswordHasher {
+    /// One per hashing thread: a job is sent only while holding one.
     permits: Arc<Semaphore>,
-    /// Argon2 working memory, at most one buffer per permit.
-    memory: Arc<MemoryPool>,
+    /// The hashing threads' queue; they end when every clone of this is gone.
+    jobs: mpsc::Sender<Job>,
     /// A hash of a random password, verified against for unknown accounts.
     dummy: Arc<str>,
     /// `$argon2id$v=19$m=…,t=…,p=…$` of today's parameters: a stored hash without this
     /// prefix was made with other parameters and is replaced at the next login.
     current_prefix: Arc<str>,
 }
+
+/// Work for a hashing thread, given that thread's working memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,19 +93,32 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// A hasher allowing `concurrency` hashes at once (the number of cores is right).
+    /// A hasher with `concurrency` hashing threads (the number of cores is right).
+    ///
+    /// # Panics
+    ///
+    /// When the operating system refuses to start a thread.
     pub fn new(concurrency: usize) -> Self {
-        let memory = Arc::new(MemoryPool::default());
+        let threads = concurrency.max(1);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..threads {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(HASHING_THREAD_NAME.to_owned())
+                .spawn(move || hashing_thread(&queue))
+                .expect("starting a password hashing thread");
+        }
         let random = uuid::Uuid::new_v4().to_string();
-        let dummy = memory.with(|blocks| hash_with(blocks, &random));
+        let dummy = hash_with(&mut Vec::new(), &random);
         let current_prefix = dummy
             .rsplitn(3, '$')
             .nth(2)
             .map(|prefix| format!("{prefix}$"))
             .unwrap_or_default();
         Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            memory,
+            permits: Arc::new(Semaphore::new(threads)),
+            jobs,
             dummy: dummy.into(),
             current_prefix: current_prefix.into(),
         }
@@ -99,7 +126,7 @@ impl PasswordHasher {
 
     /// The PHC string of `password` with a fresh salt.
     pub async fn hash(&self, password: String) -> String {
-        self.blocking(move |blocks| hash_with(blocks, &password))
+        self.on_hashing_thread(move |blocks| hash_with(blocks, &password))
             .await
     }
 
@@ -109,7 +136,7 @@ impl PasswordHasher {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.to_string());
         let prefix = Arc::clone(&self.current_prefix);
-        self.blocking(move |blocks| {
+        self.on_hashing_thread(move |blocks| {
             let matches = verify_with(blocks, &password, &stored);
             if !(known && matches) {
                 return Verified::Mismatch;
@@ -120,48 +147,57 @@ impl PasswordHasher {
         .await
     }
 
-    /// Runs `work` on the blocking pool with a permit and a working-memory buffer.
-    async fn blocking<T: Send + 'static>(
+    /// Runs `work` on a hashing thread and waits for its result. The job holds its permit
+    /// until it has run, so callers that give up waiting never pile up jobs.
+    async fn on_hashing_thread<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> T {
         // The semaphore is never closed, so acquiring cannot fail.
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .expect("semaphore never closed");
-        let memory = Arc::clone(&self.memory);
-        tokio::task::spawn_blocking(move || memory.with(work))
-            .await
-            .expect("password hashing does not panic")
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move |blocks| {
+            // The caller may have gone away meanwhile; then no one wants the result.
+            let _ = done.send(work(blocks));
+            drop(permit);
+        });
+        // The threads outlive every sender, and a job does not panic.
+        self.jobs
+            .send(job)
+            .expect("the hashing threads are running");
+        result.await.expect("password hashing does not panic")
     }
 }
 
-/// Argon2 working memory for reuse. Hashes run only while holding a permit, so the pool
-/// never holds more buffers than there are permits.
-#[derive(Default)]
-struct MemoryPool(Mutex<Vec<Vec<Block>>>);
-
-impl MemoryPool {
-    /// Lends `work` a buffer (a new, empty one when none is free) and takes it back.
-    fn with<T>(&self, work: impl FnOnce(&mut Vec<Block>) -> T) -> T {
-        let mut blocks = self.lock().pop().unwrap_or_default();
-        let result = work(&mut blocks);
+/// A hashing thread: lowers its own priority, then runs jobs in its working memory until
+/// the hasher is gone.
+fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>) {
+    if let Err(e) = lower_priority() {
+        tracing::warn!(error = %e, nice = HASHING_NICE, "password hashing runs at normal priority");
+    }
+    let mut blocks = Vec::new();
+    loop {
+        // The queue holds no invariant a panic could break.
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else { return };
+        job(&mut blocks);
         // A stored hash with more memory than today's grew the buffer: give that back.
         let usual = Params::default().block_count();
         if blocks.len() > usual {
             blocks.truncate(usual);
             blocks.shrink_to_fit();
         }
-        self.lock().push(blocks);
-        result
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
-        // The buffers hold no invariant a panic could break.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// Sets the calling thread's nice value to [`HASHING_NICE`]. On Linux the nice value
+/// belongs to the thread, and `setpriority(PRIO_PROCESS, 0, …)` changes the caller's;
+/// raising it needs no privilege.
+fn lower_priority() -> std::io::Result<()> {
+    rustix::process::setpriority_process(None, HASHING_NICE).map_err(std::io::Error::from)
 }
 
 /// The first `count` blocks of `blocks`, grown to that size if needed. Argon2 overwrites
@@ -300,23 +336,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_pool_reuses_buffers_and_gives_back_what_a_larger_hash_took() {
-        let pool = MemoryPool::default();
+    #[tokio::test]
+    async fn a_hashing_thread_reuses_its_buffer_and_gives_back_what_a_larger_hash_took() {
+        let hasher = PasswordHasher::new(1);
         let usual = Params::default().block_count();
-        let first = pool.with(|blocks| {
-            take(blocks, usual);
-            blocks.as_ptr()
-        });
-        // Sequential use gets the same buffer back, already sized.
-        let second = pool.with(|blocks| {
-            assert_eq!(blocks.len(), usual);
-            blocks.as_ptr()
-        });
-        assert_eq!(first, second);
-        pool.with(|blocks| take(blocks, usual * 2).len());
-        pool.with(|blocks| assert_eq!(blocks.len(), usual));
-        assert_eq!(pool.lock().len(), 1);
+        let first = hasher
+            .on_hashing_thread(move |blocks| take(blocks, usual).as_ptr() as usize)
+            .await;
+        // The next job on that thread gets the same buffer, already sized.
+        let (second, len) = hasher
+            .on_hashing_thread(|blocks| (blocks.as_ptr() as usize, blocks.len()))
+            .await;
+        assert_eq!((first, len), (second, usual));
+        hasher
+            .on_hashing_thread(move |blocks| take(blocks, usual * 2).len())
+            .await;
+        let len = hasher.on_hashing_thread(|blocks| blocks.len()).await;
+        assert_eq!(len, usual, "the larger buffer was given back");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_on_named_threads_at_a_lower_priority() {
+        let hasher = PasswordHasher::new(1);
+        let (name, stat) = hasher
+            .on_hashing_thread(|_| {
+                (
+                    std::thread::current().name().map(str::to_owned),
+                    std::fs::read_to_string("/proc/thread-self/stat").unwrap(),
+                )
+            })
+            .await;
+        assert_eq!(name.as_deref(), Some(HASHING_THREAD_NAME));
+        // proc(5): the nice value is field 19; fields 3 onwards follow the `)` of `comm`.
+        let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+        let nice: i32 = after_comm
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(nice, HASHING_NICE);
     }
 
     #[tokio::test]
