@@ -27,9 +27,9 @@ the moment the request was due, so a stalled server is not hidden by sending lat
 Logins/s counts 200s over the phase's wall time.";
 
 /// Target: logins per second over the Argon2 bound.
-const TARGET_RATIO: f64 = 0.8;
+const TARGET_RATIO: f64 = 0.95;
 /// Target: `/me` p99 under login load.
-const TARGET_ME_P99: Duration = Duration::from_millis(20);
+const TARGET_ME_P99: Duration = Duration::from_millis(5);
 /// Hashes timed before the phase, and again after it.
 const HASH_SAMPLES: usize = 11;
 /// How often the `/me` reader sends a request.

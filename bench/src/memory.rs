@@ -199,7 +199,18 @@ fn record(filled: &Filled) -> Round {
         megabytes(filled.rss_peak_kib),
         Unit::Megabytes,
     );
-    for checkpoint in &filled.checkpoints {
+    record_lookups(&mut round, &filled.checkpoints);
+    record_fill(&mut round, filled);
+    round
+}
+
+/// The lookup latencies at each checkpoint, and how they grew from the first to the last.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "nanosecond latencies stay far below 2^52"
+)]
+fn record_lookups(round: &mut Round, checkpoints: &[Checkpoint]) {
+    for checkpoint in checkpoints {
         let at = millions(checkpoint.sessions);
         for (what, nanos) in [
             (
@@ -224,7 +235,7 @@ fn record(filled: &Filled) -> Round {
             }
         }
     }
-    if let [first, .., last] = filled.checkpoints.as_slice() {
+    if let [first, .., last] = checkpoints {
         let p50 = |nanos: &[u64]| nanos.get(nanos.len() / 2).copied().unwrap_or(0) as f64;
         for (what, first_p50, last_p50) in [
             (
@@ -249,6 +260,11 @@ fn record(filled: &Filled) -> Round {
             );
         }
     }
+}
+
+/// How fast the caches filled, and whether every session was answered right.
+#[allow(clippy::cast_precision_loss, reason = "counts stay far below 2^52")]
+fn record_fill(round: &mut Round, filled: &Filled) {
     let mut filled_before = (0, 0);
     for checkpoint in &filled.checkpoints {
         let (sessions, millis) = (
@@ -317,7 +333,6 @@ fn record(filled: &Filled) -> Round {
             filled.live, filled.ended
         ));
     }
-    round
 }
 
 /// `fill-memory`: the child side. Prints `filled <json>` and exits.

@@ -32,6 +32,8 @@ impl Unit {
             Self::PerSecond if value >= 100.0 => format!("{}/s", grouped(value)),
             Self::PerSecond => format!("{value:.1}/s"),
             Self::Millis => format!("{value:.2} ms"),
+            // Below 10 µs a tenth is too coarse: the layer's cost over bare is about that.
+            Self::Micros if value.abs() < 10.0 => format!("{value:.2} µs"),
             Self::Micros => format!("{value:.1} µs"),
             Self::Nanos => format!("{value:.0} ns"),
             Self::Seconds => format!("{value:.1} s"),
