@@ -4,9 +4,10 @@
 //! one per core, behind a semaphore of as many permits: a burst of logins queues instead
 //! of starving every other request. Those threads run at a lower scheduling priority
 //! (nice [`HASHING_NICE`] on Linux, where the nice value is per thread), so when logins
-//! keep every core busy the scheduler still serves the requests that need no hash first:
-//! `GET /me` stays fast under a login flood, and logins lose nothing while the cores are
-//! otherwise idle. Unknown emails are verified against a dummy hash so that the response
+//! keep every core busy the scheduler favours the requests that need no hash, and logins
+//! lose nothing while the cores are otherwise idle. (How much that buys `GET /me` under
+//! a login flood was within the noise of `session-bench`'s figure 4 on two shared
+//! cores.) Unknown emails are verified against a dummy hash so that the response
 //! time does not tell which accounts exist.
 //!
 //! Argon2's working memory (19 MiB with the default parameters) belongs to each hashing
