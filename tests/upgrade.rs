@@ -8,7 +8,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use session_e2e::ServerProcess;
 use session_e2e::api::{Api, assert_refused, token};
-use session_server::refresh_token::{LEGACY_TOKEN_CHARS, PresentedToken, RefreshKey, TOKEN_CHARS};
+use session_server::refresh_token::{
+    LEGACY_TOKEN_CHARS, PresentedToken, RefreshKey, RefreshToken, TOKEN_CHARS,
+};
 use session_testdb::TestDb;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -72,7 +74,7 @@ async fn a_token_issued_before_the_upgrade_works_once_more_and_moves_to_the_new_
         // The text of generation 1, as the old server handed it out.
         {
             let first = PresentedToken::parse(&first).unwrap();
-            let next = key.next(&first, session);
+            let next = RefreshToken::following(&first, session, key.successor(first.secret()));
             let text = next.expose();
             URL_SAFE_NO_PAD.decode(text).unwrap()[21..].to_vec()
         },

@@ -107,6 +107,16 @@ impl RefreshToken {
         self.generation
     }
 
+    /// The token that replaces `presented` when it is rotated, from the successor of its
+    /// secret ([`RefreshKey::successor`]): the same every time.
+    pub fn following(presented: &PresentedToken, session: Uuid, successor: RefreshSecret) -> Self {
+        Self {
+            session,
+            generation: presented.generation() + 1,
+            secret: successor,
+        }
+    }
+
     /// The text handed to the client.
     pub fn expose(&self) -> String {
         let mut bytes = [0; TOKEN_BYTES];
@@ -291,15 +301,6 @@ impl RefreshKey {
         RefreshSecret(bytes)
     }
 
-    /// The token that replaces `presented` when it is rotated: the same every time.
-    pub fn next(&self, presented: &PresentedToken, session: Uuid) -> RefreshToken {
-        RefreshToken {
-            session,
-            generation: presented.generation() + 1,
-            secret: self.successor(presented.secret()),
-        }
-    }
-
     /// Whether `secret`, `steps` generations behind, walks forward to the secret whose
     /// stored hash is `current_hash`. Compares in constant time.
     pub fn ancestry(&self, secret: &RefreshSecret, steps: u32, current_hash: &[u8]) -> Ancestry {
@@ -392,8 +393,12 @@ mod tests {
         let key = RefreshKey::from_secret(&[1; 32]);
         let other = RefreshKey::from_secret(&[2; 32]);
         let presented = PresentedToken::Chained(token(3));
-        let next = key.next(&presented, presented.session().unwrap());
-        assert_eq!(next, key.next(&presented, presented.session().unwrap()));
+        let session = presented.session().unwrap();
+        let next = RefreshToken::following(&presented, session, key.successor(presented.secret()));
+        assert_eq!(
+            next,
+            RefreshToken::following(&presented, session, key.successor(presented.secret()))
+        );
         assert_eq!(next.generation(), 4);
         assert_ne!(&next.secret, presented.secret());
         assert_ne!(next.secret, other.successor(presented.secret()));

@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 
 use super::{AccountPolicy, Revocations, TokenPair, Tokens};
 use crate::error::ServiceError;
-use crate::refresh_token::{Ancestry, PresentedToken};
+use crate::refresh_token::{Ancestry, PresentedToken, RefreshToken};
 use crate::store::refresh::{self, Outcome, RotateRequest, Rotation};
 use crate::store::sessions::RevokeReason;
 
@@ -77,7 +77,8 @@ impl Refresh {
         };
         let key = self.tokens.refresh_key();
         let hash = key.hash(presented.secret());
-        let next_hash = key.hash(&key.successor(presented.secret()));
+        let successor = key.successor(presented.secret());
+        let next_hash = key.hash(&successor);
         let fingerprint = key.client_fingerprint(client.ip, client.user_agent.as_deref());
         let connection = self.pool.get().await?;
         let rotation = refresh::rotate(
@@ -113,8 +114,8 @@ impl Refresh {
                 if outcome == Outcome::Retried {
                     tracing::info!(user_id = %user, session_id = %session, ip = ?client.ip, "refresh retried");
                 }
-                self.tokens
-                    .pair(user, session, key.next(&presented, session), expires)
+                let next = RefreshToken::following(&presented, session, successor);
+                self.tokens.pair(user, session, next, expires)
             }
             (Outcome::Reused, user, session, _) => {
                 // The rotation function (or `check_stale`) revoked it and committed.
