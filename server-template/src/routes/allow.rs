@@ -100,7 +100,8 @@ pub(super) async fn allow_on_405<E: Endpoint>(
     request: Request,
     allowed: Arc<AllowedMethods>,
 ) -> poem::Result<Response> {
-    let path = request.uri().path().to_owned();
+    // A clone of the URI shares its bytes: no copy of the path for every request.
+    let uri = request.uri().clone();
     let result = endpoint
         .call(request)
         .await
@@ -109,10 +110,11 @@ pub(super) async fn allow_on_405<E: Endpoint>(
         Ok(response) => response.status(),
         Err(error) => error.status(),
     };
-    let Some(allow) = allowed
-        .for_path(&path)
-        .filter(|_| status == StatusCode::METHOD_NOT_ALLOWED)
-    else {
+    // Matching the path costs a little: only a 405 needs it.
+    if status != StatusCode::METHOD_NOT_ALLOWED {
+        return result;
+    }
+    let Some(allow) = allowed.for_path(uri.path()) else {
         return result;
     };
     let mut response = result.unwrap_or_else(framework_error);
