@@ -57,6 +57,44 @@ pub(crate) fn ended_children_time(pid: u32) -> Result<Duration> {
     stat_time(pid, 16, 17)
 }
 
+/// Time all cores together have spent idle or waiting for I/O since boot
+/// (`/proc/stat`): what no process used.
+pub(crate) fn machine_idle() -> Result<Duration> {
+    let stat =
+        std::fs::read_to_string("/proc/stat").map_err(|e| format!("reading /proc/stat: {e}"))?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .ok_or("/proc/stat without its cpu line")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait ...
+    let idle =
+        fields.get(3).ok_or("short /proc/stat")? + fields.get(4).ok_or("short /proc/stat")?;
+    Ok(Duration::from_micros(idle * 1_000_000 / ticks_per_second()))
+}
+
+/// How long a process that ended may stay unreaped by its parent.
+const REAP_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until every process of `pids` is gone from `/proc`: ended and reaped by its
+/// parent, so that its time is in the parent's [`ended_children_time`]. A process still
+/// there after [`REAP_WAIT`] is an error.
+pub(crate) async fn wait_until_reaped(pids: &[u32]) -> Result<()> {
+    let deadline = std::time::Instant::now() + REAP_WAIT;
+    for pid in pids {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("process {pid} not reaped within {REAP_WAIT:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    Ok(())
+}
+
 /// The parent of process `pid`.
 pub(crate) fn parent(pid: u32) -> Result<u32> {
     Ok(u32::try_from(stat_field(pid, 4)?)?)

@@ -135,36 +135,15 @@ pub(crate) async fn run<F>(workers: impl IntoIterator<Item = F>) -> Result<Run>
 where
     F: Future<Output = Stats> + Send + 'static,
 {
-    let (run, _) = run_handing_back(
-        workers
-            .into_iter()
-            .map(|worker| async move { (worker.await, ()) }),
-    )
-    .await?;
-    Ok(run)
-}
-
-/// Runs `workers` as [`run`] does, each also handing back what it ends with (a refresh
-/// chain's current token, say), in the order of `workers`.
-pub(crate) async fn run_handing_back<F, T>(
-    workers: impl IntoIterator<Item = F>,
-) -> Result<(Run, Vec<T>)>
-where
-    F: Future<Output = (Stats, T)> + Send + 'static,
-    T: Send + 'static,
-{
     let started = Instant::now();
     let handles: Vec<_> = workers.into_iter().map(tokio::spawn).collect();
     let mut stats = Stats::default();
-    let mut handed_back = Vec::with_capacity(handles.len());
     for handle in handles {
-        let (worker_stats, value) = handle.await?;
-        stats.merge(worker_stats);
-        handed_back.push(value);
+        stats.merge(handle.await?);
     }
     let elapsed = started.elapsed();
     stats.latencies.sort_unstable();
-    Ok((Run { stats, elapsed }, handed_back))
+    Ok(Run { stats, elapsed })
 }
 
 /// The nearest-rank percentile of `sorted`, in thousandths (990: p99).

@@ -4,12 +4,14 @@
 //!
 //! # How pgbench does a real rotation every transaction
 //!
-//! Each pgbench client `c` owns one session seeded for this run, with the id
-//! `S(c) = md5('pgbench:' || c)::uuid` and the current secret hash `H(c, 0)`, where
-//! `H(c, k) = sha256('pgbench:' || c || ':' || k)` (32 bytes, like the server's keyed
-//! hash). pgbench keeps a separate set of variables per client for the whole run, so the
-//! script carries the client's generation in `:k` (`--define k=0` to start) and presents
-//! session `S(c)`, generation `k`, hash `H(c, k)` with successor `H(c, k + 1)`. The
+//! In slice `s`, each pgbench client `c` owns one session seeded for it (of chain `c`'s
+//! account), with the id `S(s, c) = md5('pgbench:' || s || ':' || c)::uuid` and the
+//! current secret hash `H(s, c, 0)`, where
+//! `H(s, c, k) = sha256('pgbench:' || s || ':' || c || ':' || k)` (32 bytes, like the
+//! server's keyed hash). pgbench keeps a separate set of variables per client for the
+//! whole run, so the script carries the client's generation in `:k` (`--define k=0` to
+//! start) and presents session `S(s, c)`, generation `k`, hash `H(s, c, k)` with
+//! successor `H(s, c, k + 1)`. The
 //! statement returns `k + 1` only when the outcome is `rotated`, and `\gset` stores it
 //! back into `:k`; any other outcome returns no row, `\gset` fails and the client aborts,
 //! so a transaction that did less work than a rotation cannot be counted. Each
@@ -62,22 +64,28 @@ const TARGET_RATIO: f64 = 0.7;
 /// How the figure is measured, for BENCHMARKS.md.
 pub(crate) const METHOD: &str = "\
 Each round starts a fresh database and the release `session-server` (rate limits off by \
-configuration, a pool of 32 connections: as many as pgbench has clients). 32 refresh \
-chains run over HTTP, each on one keep-alive HTTP/1.1 connection of the harness's lean \
-hyper client (the load generator shares the two cores, so it should take as little as \
-pgbench's own client does): each worker posts its current refresh token to \
-`POST /auth/refresh` and continues with the token it gets back. pgbench runs the same \
-stored function (`session_guard_refresh`, one prepared call per transaction, 32 \
-clients) on 32 sessions seeded for it, each transaction a real rotation (a client \
-aborts if one is not). The machine's speed drifts within a round, so the round cuts the \
-phase into 3 slices per side and interleaves them: HTTP, pgbench, pgbench, HTTP, HTTP, \
-pgbench; the chains carry their tokens from slice to slice, pgbench gets fresh sessions \
-for each. Rotations/s counts 200s (or pgbench's transactions) over each side's slices' \
-time; p50 and p99 are client-side; server CPU per refresh is the server's utime + stime \
-over the HTTP slices divided by the rotations, PostgreSQL CPU per refresh the same for \
-the backends connected to the run's database. Afterwards the rotations written are \
-counted in the database for both and compared with what each side reported. The ratio \
-is HTTP over pgbench in the same round.";
+configuration, a pool of 32 connections: as many as pgbench has clients) and registers \
+32 accounts, one per chain: concurrent refreshes come from different users, and one \
+account for all would make every rotation insert into the same pages of the indexes \
+that lead with the user id. 32 refresh chains run over HTTP, each on one keep-alive \
+HTTP/1.1 connection of the harness's lean hyper client (the load generator shares the \
+two cores, so it should take as little as pgbench's own client does): each worker posts \
+its current refresh token to `POST /auth/refresh` and continues with the token it gets \
+back. pgbench runs the same stored function (`session_guard_refresh`, one prepared call \
+per transaction, 32 clients, client c on a session of chain c's account), each \
+transaction a real rotation (a client aborts if one is not). The machine's speed drifts \
+within a round, so the round cuts the phase into 3 slices per side and interleaves them: \
+HTTP, pgbench, pgbench, HTTP, HTTP, pgbench. Every slice starts from sessions never \
+refreshed before, on both sides (32 logins before an HTTP slice, 32 seeded sessions \
+before a pgbench one). Rotations/s counts 200s (or pgbench's transactions) over each \
+side's slices' time; p50 and p99 are client-side. CPU per rotation is each party's \
+utime + stime over its side's slices divided by the rotations: the server process; \
+PostgreSQL's backends (for HTTP those connected to the run's database, for pgbench its \
+connections, counted once the postmaster has reaped them); the client (the harness's \
+own process, or pgbench); and the time both cores stood idle. What is left of the \
+2 cores' time goes to the kernel's interrupt work and to other processes. Afterwards \
+the rotations written are counted in the database for both and compared with what each \
+side reported. The ratio is HTTP over pgbench in the same round.";
 
 /// One rotation per transaction; see the module documentation.
 const SCRIPT: &str = "\
@@ -92,16 +100,24 @@ SELECT :k::int + 1 AS k
  WHERE outcome = 'rotated' \\gset
 ";
 
-/// One live session per pgbench client (numbered from 0) for slice `s` (`$3`): id
-/// `S(s, c)`, secret hash `H(s, c, 0)`.
+/// One live session per pgbench client `c` (numbered from 0) for slice `s` (`$2`), of
+/// the `c`-th account of `$1` (chain `c`'s): id `S(s, c)`, secret hash `H(s, c, 0)`.
 const SEED: &str = "\
 INSERT INTO sessions (id, user_id, device_name, ip, idle_expires_at, absolute_expires_at,
                       refresh_hash)
-SELECT md5('pgbench:' || $3::int || ':' || c)::uuid, $1::text::uuid,
-       'pgbench ' || $3::int || ' ' || c, '127.0.0.1',
+SELECT md5('pgbench:' || $2::int || ':' || c)::uuid, u.id,
+       'pgbench ' || $2::int || ' ' || c, '127.0.0.1',
        now() + interval '14 days', now() + interval '90 days',
-       sha256(convert_to('pgbench:' || $3::int || ':' || c || ':0', 'UTF8'))
-  FROM generate_series(0, $2::int - 1) AS c";
+       sha256(convert_to('pgbench:' || $2::int || ':' || c || ':0', 'UTF8'))
+  FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, n), LATERAL (SELECT u.n - 1 AS c) AS client";
+
+/// The backends pgbench has connected to the run's database.
+const PGBENCH_BACKENDS: &str = "\
+SELECT pid FROM pg_stat_activity
+ WHERE datname = current_database() AND application_name = 'pgbench'";
+
+/// How long pgbench may take to open its connections.
+const BACKENDS_WAIT: Duration = Duration::from_secs(10);
 
 /// Rotations done (generations reached) by sessions whose device name matches `$1`.
 const ROTATIONS: &str = "\
@@ -111,36 +127,29 @@ SELECT coalesce(sum(refresh_generation), 0)::bigint FROM sessions WHERE device_n
 #[derive(Debug)]
 pub(crate) struct Figures {
     http: load::Run,
-    /// CPU the server and the database spent on the HTTP phase.
+    /// CPU the server, the database and the harness spent on the HTTP slices.
     http_cpu: CpuSpent,
     /// Rotations the database holds for the HTTP chains.
     http_rotations: i64,
     pgbench: pgbench::Outcome,
-    /// CPU PostgreSQL spent on pgbench's transactions.
-    pgbench_cpu: Duration,
+    /// CPU PostgreSQL and pgbench spent on pgbench's slices.
+    pgbench_cpu: CpuSpent,
     /// Rotations the database holds for the pgbench clients.
     pgbench_rotations: i64,
 }
 
-/// Registers the account, then runs the HTTP chains and pgbench in interleaved slices.
+/// Registers the bench account (figures 4 and 6 sign in to it) and one account per
+/// chain, then runs the HTTP chains and pgbench in interleaved slices.
 pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Result<Figures> {
-    let registered = server
-        .post_json(
-            "/auth/register",
-            &json!({"email": EMAIL, "password": PASSWORD}),
-            StatusCode::CREATED,
-        )
-        .await?;
-    let user_id = registered["user_id"]
-        .as_str()
-        .ok_or("register answered without user_id")?
-        .to_owned();
-
-    let mut tokens = Vec::with_capacity(settings.refresh_concurrency);
+    register(server, EMAIL).await?;
+    let mut accounts = Vec::with_capacity(settings.refresh_concurrency);
     for chain in 0..settings.refresh_concurrency {
-        let pair = login(server, &format!("http refresh {chain}")).await?;
-        tokens.push(string_field(&pair, "refresh_token")?);
+        let email = format!("chain-{chain}@example.com");
+        let user_id = register(server, &email).await?;
+        accounts.push(Account { email, user_id });
     }
+    let user_ids: Vec<uuid::Uuid> = accounts.iter().map(|account| account.user_id).collect();
+
     let client = db.connect().await;
     let clients = i32::try_from(settings.refresh_concurrency)?;
     let dir = tempfile::tempdir()?;
@@ -158,17 +167,17 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
         .await?
         .get(0);
     let postmaster = cpu::parent(u32::try_from(backend)?)?;
-    let mut pgbench_cpu = Duration::ZERO;
+    let mut pgbench_cpu = CpuSpent::default();
     for index in 0..SLICES {
         for side in SLICE_ORDER[index as usize % SLICE_ORDER.len()] {
             match side {
                 Side::Http => {
+                    let tokens = fresh_chains(server, &accounts, index).await?;
                     let before = CpuSnapshot::take(server.pid(), &client).await?;
                     let workers = tokens
-                        .drain(..)
+                        .into_iter()
                         .map(|token| refresh_chain(server.addr(), token, bounds));
-                    let (run, next) = load::run_handing_back(workers).await?;
-                    tokens = next;
+                    let run = load::run(workers).await?;
                     http_cpu.add(&before.elapsed(server.pid(), &client).await?);
                     match &mut http {
                         Some(total) => total.absorb(run),
@@ -177,22 +186,23 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
                 }
                 Side::Pgbench => {
                     let slice_id = i32::try_from(index)?;
-                    client
-                        .execute(SEED, &[&user_id, &clients, &slice_id])
-                        .await?;
+                    client.execute(SEED, &[&user_ids, &slice_id]).await?;
                     let slice_text = index.to_string();
-                    let before = cpu::ended_children_time(postmaster)?;
-                    let outcome = pgbench::Run {
+                    let before = PgbenchSnapshot::take(postmaster)?;
+                    let run = pgbench::Run {
                         conninfo: &db.url(),
                         script: &script,
                         clients: settings.refresh_concurrency,
                         threads: settings.cores,
                         duration: slice,
                         variables: &[("k", "0"), ("slice", &slice_text)],
-                    }
-                    .execute()
-                    .await?;
-                    pgbench_cpu += cpu::ended_children_time(postmaster)?.saturating_sub(before);
+                    };
+                    let (outcome, backends) =
+                        tokio::join!(run.execute(), pgbench_backends(&client, clients));
+                    let outcome = outcome?;
+                    // Their time is in the postmaster's only once it has reaped them all.
+                    cpu::wait_until_reaped(&backends?).await?;
+                    pgbench_cpu.add(&before.elapsed(postmaster)?);
                     match &mut pgbench {
                         Some(total) => total.absorb(outcome),
                         None => pgbench = Some(outcome),
@@ -216,12 +226,76 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
     })
 }
 
+/// A registered account of one chain.
+struct Account {
+    email: String,
+    user_id: uuid::Uuid,
+}
+
+/// Registers `email` with [`PASSWORD`]; returns the new user's id.
+async fn register(server: &Server, email: &str) -> Result<uuid::Uuid> {
+    let registered = server
+        .post_json(
+            "/auth/register",
+            &json!({"email": email, "password": PASSWORD}),
+            StatusCode::CREATED,
+        )
+        .await?;
+    Ok(string_field(&registered, "user_id")?.parse()?)
+}
+
+/// Logs in one new session per account for HTTP slice `slice` and returns their refresh
+/// tokens: each slice starts from sessions refreshed never before, as pgbench's do.
+async fn fresh_chains(server: &Server, accounts: &[Account], slice: u32) -> Result<Vec<String>> {
+    let mut tokens = Vec::with_capacity(accounts.len());
+    for (chain, account) in accounts.iter().enumerate() {
+        let pair = login_as(
+            server,
+            &account.email,
+            &format!("http refresh {slice} {chain}"),
+        )
+        .await?;
+        tokens.push(string_field(&pair, "refresh_token")?);
+    }
+    Ok(tokens)
+}
+
+/// The backends of pgbench's `clients` connections, once all are open (pgbench opens
+/// them before its first transaction). Polls for at most [`BACKENDS_WAIT`].
+async fn pgbench_backends(client: &tokio_postgres::Client, clients: i32) -> Result<Vec<u32>> {
+    let deadline = Instant::now() + BACKENDS_WAIT;
+    loop {
+        let pids: Vec<u32> = client
+            .query(PGBENCH_BACKENDS, &[])
+            .await?
+            .iter()
+            .filter_map(|row| u32::try_from(row.get::<_, i32>(0)).ok())
+            .collect();
+        if pids.len() >= usize::try_from(clients)? {
+            return Ok(pids);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "only {} of pgbench's {clients} connections appeared within {BACKENDS_WAIT:?}",
+                pids.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Logs in once more as the bench account; returns the token pair.
 pub(crate) async fn login(server: &Server, device_name: &str) -> Result<Value> {
+    login_as(server, EMAIL, device_name).await
+}
+
+/// Logs in as `email` (password [`PASSWORD`]); returns the token pair.
+async fn login_as(server: &Server, email: &str, device_name: &str) -> Result<Value> {
     server
         .post_json(
             "/auth/login",
-            &json!({"email": EMAIL, "password": PASSWORD, "device_name": device_name}),
+            &json!({"email": email, "password": PASSWORD, "device_name": device_name}),
             StatusCode::OK,
         )
         .await
@@ -251,7 +325,7 @@ struct RefreshAnswer {
 /// success hands the next token to use. A failed request keeps the token and tries again
 /// on a new connection (a retry is safe by design); a 401 means the chain is dead, and the
 /// worker stops.
-async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> (Stats, String) {
+async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> Stats {
     let mut stats = Stats::default();
     let mut connection = None;
     while bounds.allow(stats.attempts()) {
@@ -300,7 +374,7 @@ async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> (
             Err(e) => stats.failure(format!("transport: {e}")),
         }
     }
-    (stats, token)
+    stats
 }
 
 impl Figures {
@@ -328,12 +402,30 @@ impl Figures {
             cpu::micros_each(self.http_cpu.database, stats.successes()),
             Unit::Micros,
         );
+        let processed = usize::try_from(self.pgbench.processed).unwrap_or(usize::MAX);
         round.value(
             "PostgreSQL CPU per pgbench rotation",
-            cpu::micros_each(
-                self.pgbench_cpu,
-                usize::try_from(self.pgbench.processed).unwrap_or(usize::MAX),
-            ),
+            cpu::micros_each(self.pgbench_cpu.database, processed),
+            Unit::Micros,
+        );
+        round.value(
+            "harness CPU per HTTP refresh (the load generator)",
+            cpu::micros_each(self.http_cpu.client, stats.successes()),
+            Unit::Micros,
+        );
+        round.value(
+            "pgbench CPU per rotation (its client)",
+            cpu::micros_each(self.pgbench_cpu.client, processed),
+            Unit::Micros,
+        );
+        round.value(
+            "idle CPU per HTTP refresh (both cores)",
+            cpu::micros_each(self.http_cpu.idle, stats.successes()),
+            Unit::Micros,
+        );
+        round.value(
+            "idle CPU per pgbench rotation (both cores)",
+            cpu::micros_each(self.pgbench_cpu.idle, processed),
             Unit::Micros,
         );
         round.latency("refresh HTTP p50", stats.percentile(500));
@@ -373,10 +465,13 @@ impl Figures {
     }
 }
 
-/// CPU time of the server process and of the database's backends at one moment.
+/// CPU time of the server process, of the database's backends and of the harness, and
+/// the machine's idle time, at one moment.
 struct CpuSnapshot {
     server: Duration,
     backends: HashMap<u32, Duration>,
+    harness: Duration,
+    idle: Duration,
 }
 
 impl CpuSnapshot {
@@ -391,6 +486,8 @@ impl CpuSnapshot {
         Ok(Self {
             server: cpu::process_time(server)?,
             backends,
+            harness: cpu::process_time(std::process::id())?,
+            idle: cpu::machine_idle()?,
         })
     }
 
@@ -407,20 +504,59 @@ impl CpuSnapshot {
         Ok(CpuSpent {
             server: now.server.saturating_sub(self.server),
             database,
+            client: now.harness.saturating_sub(self.harness),
+            idle: now.idle.saturating_sub(self.idle),
         })
     }
 }
 
-/// CPU spent during a phase.
+/// What pgbench's side has used at one moment: its backends' time is in the postmaster's
+/// ended children once reaped, pgbench's own in the harness's (its parent).
+struct PgbenchSnapshot {
+    database: Duration,
+    client: Duration,
+    idle: Duration,
+}
+
+impl PgbenchSnapshot {
+    fn take(postmaster: u32) -> Result<Self> {
+        Ok(Self {
+            database: cpu::ended_children_time(postmaster)?,
+            client: cpu::ended_children_time(std::process::id())?,
+            idle: cpu::machine_idle()?,
+        })
+    }
+
+    /// What was spent since this snapshot, once pgbench and its backends have ended.
+    fn elapsed(&self, postmaster: u32) -> Result<CpuSpent> {
+        let now = Self::take(postmaster)?;
+        Ok(CpuSpent {
+            server: Duration::ZERO,
+            database: now.database.saturating_sub(self.database),
+            client: now.client.saturating_sub(self.client),
+            idle: now.idle.saturating_sub(self.idle),
+        })
+    }
+}
+
+/// CPU spent during one side's slices, and the time no one used.
 #[derive(Debug, Default)]
 struct CpuSpent {
+    /// The server process (none on pgbench's side).
     server: Duration,
+    /// PostgreSQL's backends.
     database: Duration,
+    /// The client: the harness's own process for HTTP, pgbench for pgbench.
+    client: Duration,
+    /// Idle and I/O-wait time of all cores.
+    idle: Duration,
 }
 
 impl CpuSpent {
     fn add(&mut self, other: &Self) {
         self.server += other.server;
         self.database += other.database;
+        self.client += other.client;
+        self.idle += other.idle;
     }
 }
