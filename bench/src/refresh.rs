@@ -131,6 +131,8 @@ pub(crate) struct Figures {
     http_cpu: CpuSpent,
     /// Rotations the database holds for the HTTP chains.
     http_rotations: i64,
+    /// HTTP slices in which no refresh succeeded (each must have run for its time).
+    idle_http_slices: u64,
     pgbench: pgbench::Outcome,
     /// CPU PostgreSQL and pgbench spent on pgbench's slices.
     pgbench_cpu: CpuSpent,
@@ -156,9 +158,9 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
     let script = dir.path().join("rotate.sql");
     std::fs::write(&script, SCRIPT)?;
     let slice = settings.duration / SLICES;
-    let bounds = Bounds::new(slice, settings.max_requests_per_worker);
     let mut http: Option<load::Run> = None;
     let mut http_cpu = CpuSpent::default();
+    let mut idle_http_slices = 0;
     let mut pgbench: Option<pgbench::Outcome> = None;
     // pgbench's backends have ended by the time it reports; the postmaster has reaped
     // them, so their CPU is in its children's time.
@@ -174,10 +176,15 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
                 Side::Http => {
                     let tokens = fresh_chains(server, &accounts, index).await?;
                     let before = CpuSnapshot::take(server.pid(), &client).await?;
+                    // Each slice's own deadline, from its start.
+                    let bounds = Bounds::new(slice, settings.max_requests_per_worker);
                     let workers = tokens
                         .into_iter()
                         .map(|token| refresh_chain(server.addr(), token, bounds));
                     let run = load::run(workers).await?;
+                    if run.stats.successes() == 0 {
+                        idle_http_slices += 1;
+                    }
                     http_cpu.add(&before.elapsed(server.pid(), &client).await?);
                     match &mut http {
                         Some(total) => total.absorb(run),
@@ -220,6 +227,7 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
         http,
         http_cpu,
         http_rotations,
+        idle_http_slices,
         pgbench,
         pgbench_cpu,
         pgbench_rotations,
@@ -392,42 +400,47 @@ impl Figures {
         round
             .value("refresh HTTP / pgbench", ratio, Unit::Ratio)
             .target(Target::AtLeast(TARGET_RATIO));
-        round.value(
-            "server CPU per HTTP refresh",
-            cpu::micros_each(self.http_cpu.server, stats.successes()),
-            Unit::Micros,
-        );
-        round.value(
-            "PostgreSQL CPU per HTTP refresh",
-            cpu::micros_each(self.http_cpu.database, stats.successes()),
-            Unit::Micros,
-        );
+        let refreshes = stats.successes();
         let processed = usize::try_from(self.pgbench.processed).unwrap_or(usize::MAX);
-        round.value(
-            "PostgreSQL CPU per pgbench rotation",
-            cpu::micros_each(self.pgbench_cpu.database, processed),
-            Unit::Micros,
-        );
-        round.value(
-            "harness CPU per HTTP refresh (the load generator)",
-            cpu::micros_each(self.http_cpu.client, stats.successes()),
-            Unit::Micros,
-        );
-        round.value(
-            "pgbench CPU per rotation (its client)",
-            cpu::micros_each(self.pgbench_cpu.client, processed),
-            Unit::Micros,
-        );
-        round.value(
-            "idle CPU per HTTP refresh (both cores)",
-            cpu::micros_each(self.http_cpu.idle, stats.successes()),
-            Unit::Micros,
-        );
-        round.value(
-            "idle CPU per pgbench rotation (both cores)",
-            cpu::micros_each(self.pgbench_cpu.idle, processed),
-            Unit::Micros,
-        );
+        for (label, spent, count) in [
+            (
+                "server CPU per HTTP refresh",
+                self.http_cpu.server,
+                refreshes,
+            ),
+            (
+                "PostgreSQL CPU per HTTP refresh",
+                self.http_cpu.database,
+                refreshes,
+            ),
+            (
+                "PostgreSQL CPU per pgbench rotation",
+                self.pgbench_cpu.database,
+                processed,
+            ),
+            (
+                "harness CPU per HTTP refresh (the load generator)",
+                self.http_cpu.client,
+                refreshes,
+            ),
+            (
+                "pgbench CPU per rotation (its client)",
+                self.pgbench_cpu.client,
+                processed,
+            ),
+            (
+                "idle CPU per HTTP refresh (both cores)",
+                self.http_cpu.idle,
+                refreshes,
+            ),
+            (
+                "idle CPU per pgbench rotation (both cores)",
+                self.pgbench_cpu.idle,
+                processed,
+            ),
+        ] {
+            round.value(label, cpu::micros_each(spent, count), Unit::Micros);
+        }
         round.latency("refresh HTTP p50", stats.percentile(500));
         round.latency("refresh HTTP p99", stats.percentile(990));
         round.value(
@@ -437,6 +450,12 @@ impl Figures {
         );
         round
             .count("refresh HTTP errors", stats.error_count() as u64)
+            .target(Target::AtMost(0.0));
+        round
+            .count(
+                "HTTP slices in which no refresh succeeded",
+                self.idle_http_slices,
+            )
             .target(Target::AtMost(0.0));
         let successes = stats.successes() as u64;
         let missing = successes.abs_diff(u64::try_from(self.http_rotations).unwrap_or(0));
