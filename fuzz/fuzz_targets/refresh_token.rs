@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use session_server::refresh_token::{
-    LEGACY_TOKEN_CHARS, PresentedToken, RefreshKey, TOKEN_CHARS,
+    LEGACY_TOKEN_CHARS, PresentedToken, RefreshKey, RefreshToken, TOKEN_CHARS,
 };
 use uuid::Uuid;
 
@@ -48,10 +48,10 @@ fuzz_target!(|data: &[u8]| {
 
     let key = key();
     let session = presented.session().unwrap_or_else(Uuid::nil);
-    let next = key.next(&presented, session);
-    assert_eq!(next, key.next(&presented, session), "rotation is not deterministic");
+    let successor = key.successor(presented.secret());
+    assert_eq!(successor, key.successor(presented.secret()), "rotation is not deterministic");
+    let next = RefreshToken::following(&presented, session, successor.clone());
     assert_eq!(next.session(), session);
     assert_eq!(next.generation(), presented.generation() + 1);
-    let successor = key.successor(presented.secret());
     assert_ne!(key.hash(presented.secret()), key.hash(&successor));
 });
