@@ -21,11 +21,9 @@
 //! in SQL. Afterwards the generations reached are summed in the database and compared
 //! with the transactions pgbench reported.
 
-use std::time::Instant;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -162,8 +160,8 @@ pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Res
     let mut http_cpu = CpuSpent::default();
     let mut idle_http_slices = 0;
     let mut pgbench: Option<pgbench::Outcome> = None;
-    // pgbench's backends have ended by the time it reports; the postmaster has reaped
-    // them, so their CPU is in its children's time.
+    // pgbench's backends end with it; once the postmaster has reaped them
+    // (`cpu::wait_until_reaped`), their CPU is in its ended children's time.
     let backend: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
         .await?
