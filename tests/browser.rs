@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use portcullis_e2e::ServerProcess;
+use portcullis_e2e::api::Api;
+use portcullis_testdb::TestDb;
 use serde_json::{Value, json};
-use session_e2e::ServerProcess;
-use session_e2e::api::Api;
-use session_testdb::TestDb;
 
 const PASSWORD: &str = "correct horse battery";
 /// The longest any step of the page may take.
@@ -33,7 +33,7 @@ struct ChromeDriver {
 
 impl ChromeDriver {
     async fn start() -> Self {
-        let port = session_e2e::free_port();
+        let port = portcullis_e2e::free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())

@@ -6,13 +6,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use portcullis_e2e::api::{Api, Reply, Session, assert_refused};
+use portcullis_e2e::smtp::{Mail, SmtpServer};
+use portcullis_e2e::{ServerProcess, free_port, server_command};
+use portcullis_testdb::TestDb;
 use reqwest::Method;
 use reqwest::header::{RETRY_AFTER, USER_AGENT};
 use serde_json::{Value, json};
-use session_e2e::api::{Api, Reply, Session, assert_refused};
-use session_e2e::smtp::{Mail, SmtpServer};
-use session_e2e::{ServerProcess, free_port, server_command};
-use session_testdb::TestDb;
 
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "a brand new passphrase";

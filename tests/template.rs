@@ -2,7 +2,9 @@
 //! gets in place of the workspace's (the `.liquid` twins) must say the same as the files
 //! this workspace builds and tests: the same dependencies with the same versions and
 //! features, the same lints and profile, the same locked versions, and sources that differ
-//! only in the crate's name. (`bash .ci/template` generates a project and runs it.)
+//! only in the crate's name. A project generated against a checkout depends on it by path
+//! and version; one generated with `portcullis_path` empty, on the published versions.
+//! (`bash .ci/template` generates a project and runs it.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,10 +12,10 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 /// What the crate is called in this workspace, and in a generated project's sources.
-const CRATE_NAME: &str = "session_server";
+const CRATE_NAME: &str = "portcullis_template";
 const CRATE_NAME_PLACEHOLDER: &str = "{{crate_name}}";
-/// Where a generated project finds Session Guard's own crates.
-const CHECKOUT_PLACEHOLDER: &str = "{{session_guard_path}}";
+/// Where a generated project finds Portcullis's own crates, as the tests render it.
+const CHECKOUT: &str = "/src/portcullis";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -107,7 +109,7 @@ fn features(spec: &Table) -> BTreeSet<String> {
 
 /// The member's dependencies of one kind, with `workspace = true` resolved against the
 /// root, and the workspace's own crates pointed at a checkout as a generated project sees
-/// them (`{{session_guard_path}}/<folder>`).
+/// them (`{{portcullis_path}}/<folder>`).
 fn workspace_dependencies(kind: &str) -> BTreeMap<String, Dependency> {
     let root_manifest = manifest(&root().join("Cargo.toml"));
     let shared = table(table(&root_manifest, "workspace"), "dependencies");
@@ -135,15 +137,60 @@ fn workspace_dependencies(kind: &str) -> BTreeMap<String, Dependency> {
                 Dependency::from_value(name, value)
             };
             if let Some(path) = dependency.path.take() {
-                dependency.path = Some(format!("{CHECKOUT_PLACEHOLDER}/{path}"));
+                dependency.path = Some(format!("{CHECKOUT}/{path}"));
             }
             (name.clone(), dependency)
         })
         .collect()
 }
 
+/// `text` as cargo-generate renders it with `portcullis_path` set to `checkout`: the
+/// `{% if portcullis_path != "" %} … {% else %} … {% endif %}` blocks (`{%-` trimming
+/// the whitespace before the tag) and the `{{…}}` placeholders.
+fn render(text: &str, checkout: &str) -> String {
+    let mut rendered = String::new();
+    let mut keep = vec![true];
+    let mut rest = text;
+    while let Some(start) = rest.find("{%") {
+        let mut before = &rest[..start];
+        let tag_start = &rest[start..];
+        if tag_start.starts_with("{%-") {
+            before = before.trim_end();
+        }
+        if keep.iter().all(|k| *k) {
+            rendered.push_str(before);
+        }
+        let end = tag_start.find("%}").expect("a closed tag") + 2;
+        let tag = tag_start[2..end - 2].trim_matches(|c: char| c == '-' || c.is_whitespace());
+        match tag {
+            "if portcullis_path != \"\"" => keep.push(!checkout.is_empty()),
+            "else" => {
+                let last = keep.pop().expect("else inside if");
+                keep.push(!last);
+            }
+            "endif" => {
+                keep.pop().expect("endif closes an if");
+            }
+            other => panic!("a Liquid tag this test does not know: {other}"),
+        }
+        rest = &tag_start[end..];
+    }
+    rendered.push_str(rest);
+    assert_eq!(keep, [true], "every if is closed");
+    rendered
+        .replace("{{portcullis_path}}", checkout)
+        .replace("{{project-name}}", "my-app")
+        .replace("{{crate_name}}", "my_app")
+}
+
+fn generated_manifest(checkout: &str) -> Table {
+    let text = render(&read(&template().join("Cargo.toml.liquid")), checkout);
+    text.parse()
+        .unwrap_or_else(|e| panic!("the manifest rendered for {checkout:?}: {e}\n{text}"))
+}
+
 fn generated_dependencies(kind: &str) -> BTreeMap<String, Dependency> {
-    let generated = manifest(&template().join("Cargo.toml.liquid"));
+    let generated = generated_manifest(CHECKOUT);
     table(&generated, kind)
         .iter()
         .map(|(name, value)| (name.clone(), Dependency::from_value(name, value)))
@@ -167,7 +214,7 @@ fn the_generated_manifest_has_the_dependencies_the_workspace_builds_with() {
 fn the_generated_manifest_has_the_workspaces_lints_profile_and_toolchain() {
     let root_manifest = manifest(&root().join("Cargo.toml"));
     let workspace = table(&root_manifest, "workspace");
-    let generated = manifest(&template().join("Cargo.toml.liquid"));
+    let generated = generated_manifest(CHECKOUT);
 
     assert_eq!(table(&generated, "lints"), table(workspace, "lints"));
     assert_eq!(
@@ -179,15 +226,70 @@ fn the_generated_manifest_has_the_workspaces_lints_profile_and_toolchain() {
     for field in ["edition", "rust-version"] {
         assert_eq!(package.get(field), shared.get(field), "package.{field}");
     }
-    assert_eq!(
-        package.get("name").and_then(Value::as_str),
-        Some("{{project-name}}")
-    );
+    assert_eq!(package.get("name").and_then(Value::as_str), Some("my-app"));
     let text = read(&template().join("Cargo.toml.liquid"));
     assert!(
         !text.contains("workspace"),
         "a generated project stands alone"
     );
+}
+
+#[test]
+fn without_a_checkout_the_generated_project_depends_on_the_published_versions() {
+    let generated = generated_manifest("");
+    let workspace = workspace_dependencies("dependencies");
+    for kind in ["dependencies", "dev-dependencies"] {
+        for (name, value) in table(&generated, kind) {
+            let dependency = Dependency::from_value(name, value);
+            assert_eq!(dependency.path, None, "[{kind}] {name} has no path");
+            if name.starts_with("portcullis") {
+                assert_eq!(
+                    dependency.version, workspace[name].version,
+                    "[{kind}] {name} at the workspace's version"
+                );
+            }
+        }
+    }
+    let config = manifest(&template().join("cargo-generate.toml"));
+    let ignored = &config["conditional"]["portcullis_path == \"\""]["ignore"];
+    assert_eq!(
+        ignored.as_array().map(Vec::as_slice),
+        Some(&[Value::from("Cargo.lock")][..]),
+        "the lock of path dependencies is not written for the published crates"
+    );
+}
+
+#[test]
+fn the_generated_project_has_no_library_code_and_stays_small() {
+    fn rust_lines(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .expect("listing the template")
+            .map(|entry| entry.expect("an entry").path())
+            .filter(|path| !path.ends_with("target"))
+            .map(|path| {
+                if path.is_dir() {
+                    rust_lines(&path)
+                } else if path.extension().is_some_and(|ext| ext == "rs") {
+                    read(&path).lines().count()
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    let lines = rust_lines(&template());
+    assert!(
+        lines <= 1_500,
+        "the template holds {lines} lines of Rust; at most 1,500"
+    );
+    let library = root().join("server").join("src");
+    for own in ["accounts", "store", "routes", "config"] {
+        assert!(library.join(own).is_dir(), "the library keeps {own}/");
+        assert!(
+            !template().join("src").join(own).exists(),
+            "the template holds no copy of the library's {own}/"
+        );
+    }
 }
 
 #[test]
@@ -231,7 +333,7 @@ fn the_generated_lock_pins_the_versions_the_workspace_locks() {
 
 #[test]
 fn liquid_sources_differ_from_the_workspaces_only_in_the_crate_name() {
-    for source in ["src/main.rs", "tests/database/main.rs"] {
+    for source in ["src/main.rs", "tests/notes/main.rs"] {
         let built = read(&template().join(source));
         let twin = read(&template().join(format!("{source}.liquid")));
         assert!(built.contains(CRATE_NAME), "{source} names the crate");
@@ -261,5 +363,9 @@ fn cargo_generate_renders_exactly_the_liquid_files() {
         "include lists the files written from a .liquid twin"
     );
     let placeholders = table(&config, "placeholders");
-    assert!(placeholders.contains_key("session_guard_path"));
+    assert_eq!(
+        placeholders["portcullis_path"]["default"].as_str(),
+        Some(""),
+        "left empty, the project depends on the published crates"
+    );
 }

@@ -1,4 +1,4 @@
-// The Node peer of session-bench: better-auth (email and password, PostgreSQL through
+// The Node peer of portcullis-bench: better-auth (email and password, PostgreSQL through
 // pg) behind plain node:http. Routes:
 //   GET  /hello            the bare route: no check at all
 //   GET  /protected        the same answer after auth.api.getSession({ headers }): 401 without a session
@@ -42,7 +42,7 @@ const auth = betterAuth({
   baseURL: origin,
   trustedOrigins: [origin],
   // Fixed and public on purpose: the database is a throwaway one.
-  secret: "session-bench: a throwaway secret for a throwaway database",
+  secret: "portcullis-bench: a throwaway secret for a throwaway database",
   database: new pg.Pool({ connectionString: databaseUrl, max: POOL_SIZE }),
   emailAndPassword: { enabled: true },
   rateLimit: { enabled: false },

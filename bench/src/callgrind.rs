@@ -182,7 +182,7 @@ pub(crate) struct Theme {
 /// What a function's name says its cost is for; the first match wins.
 const THEMES: &[(&str, &[&str])] = &[
     (
-        "reading the `Authorization: Bearer` header (`session_guard::extract`, UTF-8 \
+        "reading the `Authorization: Bearer` header (`portcullis::extract`, UTF-8 \
          and b64token checks)",
         &["extract::", "b64token", "from_utf8"],
     ),
@@ -285,7 +285,7 @@ Ir
 --------------------------------------------------------------------------------
 Ir  file:function
 --------------------------------------------------------------------------------
-600,000  ???:moka::sync::cache::Cache<K,V,S>::get::h0123456789abcdef [/x/session-bench]
+600,000  ???:moka::sync::cache::Cache<K,V,S>::get::h0123456789abcdef [/x/portcullis-bench]
 400,000 (40.00%)  ./malloc/malloc.c:malloc [/usr/lib/libc.so.6]
 ";
         let (total, costs) = parse_annotated(text).unwrap();

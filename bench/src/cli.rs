@@ -9,9 +9,9 @@ use std::str::FromStr;
 
 use crate::Result;
 
-/// What `session-bench` prints for a usage error.
+/// What `portcullis-bench` prints for a usage error.
 pub(crate) const USAGE: &str = "\
-usage: session-bench <command> [--rounds N] [--duration SECONDS]
+usage: portcullis-bench <command> [--rounds N] [--duration SECONDS]
 
 commands:
   all            every figure below, then rewrites BENCHMARKS.md

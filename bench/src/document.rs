@@ -42,7 +42,7 @@ fn render(run: &Run<'_>) -> String {
     let _ = write!(
         out,
         "# Benchmarks\n\n\
-         Written by `cargo run --release -p session-bench -- all`; the next run rewrites \
+         Written by `cargo run --release -p portcullis-bench -- all`; the next run rewrites \
          this file. Every figure ran {rounds} times; a row gives the median and the spread \
          (smallest and largest round), or the total for counts. The machine is shared and \
          noisy, so each figure is set against a baseline measured in the same round, and \

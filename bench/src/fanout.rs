@@ -9,7 +9,7 @@
 //!
 //! Instances are simulated by listener connections (`LISTEN session_revoked`, what
 //! `PostgresLiveness` opens), spread over a few child processes
-//! (`session-bench listen --database-url ... --connections N`). For 3, 50 and 200
+//! (`portcullis-bench listen --database-url ... --connections N`). For 3, 50 and 200
 //! listeners: sessions are revoked one at a time by plain SQL, and each child reports
 //! when each of its connections got the notification; PostgreSQL's CPU over those
 //! revocations is shared out per revocation. Then, with the same listeners connected,
@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
-use session_testdb::{ClusterUnavailable, PrivateCluster, TestDb};
+use portcullis_testdb::{ClusterUnavailable, PrivateCluster, TestDb};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::child::Child;
@@ -49,7 +49,7 @@ const WRITERS: u64 = 16;
 /// Concurrent refresh transactions beside them, on sessions of their own.
 const REFRESHERS: u64 = 8;
 /// The channel `PostgresLiveness` listens on (the migrations' trigger notifies it).
-const CHANNEL: &str = session_guard::DEFAULT_CHANNEL;
+const CHANNEL: &str = portcullis::DEFAULT_CHANNEL;
 /// Connections one layer instance holds by default: its liveness pool and its listener.
 const CONNECTIONS_PER_INSTANCE: u64 = 4 + 1;
 /// The trigger that notifies on revocation (migrations/sql).
@@ -78,7 +78,7 @@ const _: () = assert!(
 const CLUSTER_MAX_CONNECTIONS: u64 =
     LARGEST as u64 + WRITERS + REFRESHERS + 2 * SPARE_CONNECTIONS as u64;
 /// The private cluster's settings besides `max_connections`, written after
-/// `session-testdb`'s defaults (which turn durability off for speed): a real server's
+/// `portcullis-testdb`'s defaults (which turn durability off for speed): a real server's
 /// durability, and PostgreSQL's default shared buffers.
 const CLUSTER_SETTINGS: [(&str, &str); 4] = [
     ("fsync", "on"),
@@ -87,7 +87,7 @@ const CLUSTER_SETTINGS: [(&str, &str); 4] = [
     ("shared_buffers", "128MB"),
 ];
 /// The database the figure creates in its private cluster.
-const CLUSTER_DATABASE: &str = "session_bench_fanout";
+const CLUSTER_DATABASE: &str = "portcullis_bench_fanout";
 
 /// A writer's revoking transaction: moves a session's idle deadline earlier, which the
 /// trigger notifies.
@@ -107,7 +107,7 @@ const REFRESH: &str = "SELECT generation \
                                                     16, '127.0.0.1') \
                         WHERE outcome = 'rotated'";
 /// The client fingerprint the refreshers present (any 32 bytes).
-const REFRESHER_CLIENT: &[u8; 32] = b"session-bench fan-out refreshers";
+const REFRESHER_CLIENT: &[u8; 32] = b"portcullis fan-out refreshers!!!";
 
 /// How the figure is measured, for BENCHMARKS.md.
 fn method() -> String {
@@ -119,7 +119,7 @@ fn method() -> String {
         .collect();
     format!(
         "The figure runs on a PostgreSQL cluster of its own, which the harness starts \
-         (`session_testdb::PrivateCluster`: `initdb` into a temporary folder on this \
+         (`portcullis_testdb::PrivateCluster`: `initdb` into a temporary folder on this \
          machine's disk, the project's migrations applied) with a real server's \
          durability and PostgreSQL's default buffers ({}) and `max_connections = \
          {CLUSTER_MAX_CONNECTIONS}`, room for {large} listeners, the writers and \

@@ -1,5 +1,5 @@
 //! The measured service: an axum hello route, bare or behind a guard, in a child process
-//! of its own (`session-bench serve-hello --mode ...`).
+//! of its own (`portcullis-bench serve-hello --mode ...`).
 //!
 //! | mode | guard |
 //! |---|---|
@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use session_guard::{
-    Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier,
-};
+use portcullis::{Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier};
 
 use crate::child::{self, Child};
 use crate::cli::Args;
@@ -33,7 +31,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The route every mode serves.
 pub(crate) const PATH: &str = "/hello";
 /// `iss` and `aud` of the tokens the server issues (its defaults).
-const SERVER_ISSUER: &str = "session-server";
+const SERVER_ISSUER: &str = "portcullis-server";
 
 /// Which guard stands in front of the hello route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,10 +133,10 @@ impl HelloService {
 
 /// `serve-hello`: the child side.
 pub(crate) async fn serve(args: &Args) -> Result<()> {
-    session_guard::install_crypto_provider();
+    portcullis::install_crypto_provider();
     let mode = Mode::parse(args.required("mode")?)?;
     let database_url = args.required("database-url")?;
-    let database: session_guard::postgres::DatabaseConfig = database_url.parse()?;
+    let database: portcullis::postgres::DatabaseConfig = database_url.parse()?;
     let lifetime = Duration::from_secs(args.number("max-seconds", 3_600)?);
     let app = Router::new().route(PATH, get(hello));
     let app = match mode {
@@ -191,7 +189,7 @@ pub(crate) async fn serve(args: &Args) -> Result<()> {
 /// untouched, once its revocation listener is connected.
 pub(crate) async fn guard(
     verifier: TokenVerifier,
-    database: session_guard::postgres::DatabaseConfig,
+    database: portcullis::postgres::DatabaseConfig,
 ) -> Result<SessionGuardLayer> {
     let liveness = PostgresLiveness::builder(database).start()?;
     wait_for_listener(&liveness).await?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Empty;
-use session_guard::{Authenticator, PostgresLiveness, SessionGuard, SessionGuardLayer};
+use portcullis::{Authenticator, PostgresLiveness, SessionGuard, SessionGuardLayer};
 use tower::util::ServiceFn;
 use tower::{Layer as _, Service, ServiceExt as _};
 
@@ -50,9 +50,8 @@ fn answer(_request: Request<Empty<Bytes>>) -> Ready<Result<Response<Empty<Bytes>
 /// `profile-loop --loop guarded|bare [--algorithm eddsa|hs256] --iterations N`: prints
 /// `profiled <n> requests in <nanoseconds> ns` (the time inside the loop only).
 pub(crate) async fn run(args: &Args) -> Result<()> {
-    session_guard::install_crypto_provider();
-    let database: session_guard::postgres::DatabaseConfig =
-        args.required("database-url")?.parse()?;
+    portcullis::install_crypto_provider();
+    let database: portcullis::postgres::DatabaseConfig = args.required("database-url")?.parse()?;
     let iterations: usize = args.number("iterations", 50_000)?;
     let guarded_variant = match args.required("loop")? {
         "guarded" => true,

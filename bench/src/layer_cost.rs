@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
-use session_testdb::TestDb;
+use portcullis_testdb::TestDb;
 
 use crate::hello::{self, HelloService, Mode};
 use crate::http1::{self, Connection};

@@ -1,9 +1,9 @@
-//! `session-bench`: every performance figure of Session Guard, each measured against a
+//! `portcullis-bench`: every performance figure of Portcullis, each measured against a
 //! baseline in the same run, on loopback, against throwaway PostgreSQL databases.
 //!
 //! ```sh
-//! cargo run --release -p session-bench -- all            # every figure; rewrites BENCHMARKS.md
-//! cargo run --release -p session-bench -- layer --rounds 5
+//! cargo run --release -p portcullis-bench -- all            # every figure; rewrites BENCHMARKS.md
+//! cargo run --release -p portcullis-bench -- layer --rounds 5
 //! ```
 //!
 //! Each figure runs `--rounds` times (3 by default) and is reported as the median and the
@@ -98,7 +98,7 @@ async fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("session-bench: {e}\n{USAGE}");
+            eprintln!("portcullis-bench: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -107,7 +107,7 @@ async fn main() -> ExitCode {
         | "profile" => match Settings::from_args(&args) {
             Ok(settings) => figures(&args.command, settings).await,
             Err(e) => {
-                eprintln!("session-bench: {e}");
+                eprintln!("portcullis-bench: {e}");
                 return ExitCode::from(2);
             }
         },
@@ -117,14 +117,14 @@ async fn main() -> ExitCode {
         "listen" => fanout::listen(&args).await,
         "profile-loop" => hot_loop::run(&args).await,
         other => {
-            eprintln!("session-bench: unknown command {other:?}\n{USAGE}");
+            eprintln!("portcullis-bench: unknown command {other:?}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("session-bench: {e}");
+            eprintln!("portcullis-bench: {e}");
             ExitCode::FAILURE
         }
     }
@@ -149,7 +149,7 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
         report.sections.push(fanout::run(settings).await?);
     }
     if every || command == "refresh-login" || command == "propagation" {
-        eprintln!("building session-server (release) ...");
+        eprintln!("building portcullis-server (release) ...");
         let binary = server::build().await?;
         if every || command == "refresh-login" {
             let (refresh, login, state) = refresh_login(&binary, settings).await?;
@@ -176,7 +176,7 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
     let elapsed = started.elapsed();
     let load_after = machine::load_average();
     println!(
-        "\nsession-bench {command}: {} rounds, {}s load phases, {} cores, {:.0} s \
+        "\nportcullis-bench {command}: {} rounds, {}s load phases, {} cores, {:.0} s \
          (load average before {load_before}, after {load_after})\n",
         settings.rounds,
         settings.duration.as_secs(),
@@ -217,7 +217,7 @@ async fn refresh_login(
             settings.rounds
         );
         // Declared before the server, so the server is dropped (killed) first.
-        let db = session_testdb::TestDb::new().await;
+        let db = portcullis_testdb::TestDb::new().await;
         // As many connections as refresh chains: pgbench runs as many clients.
         let server =
             server::Server::start(binary, &db.url(), Some(settings.refresh_concurrency)).await?;

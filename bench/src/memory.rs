@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
-use serde::{Deserialize, Serialize};
-use session_guard::{
+use portcullis::{
     AuthError, Authenticator, DEFAULT_TOKEN_CACHE_CAPACITY, Liveness, PostgresLiveness,
 };
-use session_testdb::TestDb;
+use portcullis_testdb::TestDb;
+use serde::{Deserialize, Serialize};
 
 use crate::child::Child;
 use crate::cli::Args;
@@ -337,9 +337,8 @@ fn record_fill(round: &mut Round, filled: &Filled) {
 
 /// `fill-memory`: the child side. Prints `filled <json>` and exits.
 pub(crate) async fn fill(args: &Args) -> Result<()> {
-    session_guard::install_crypto_provider();
-    let database: session_guard::postgres::DatabaseConfig =
-        args.required("database-url")?.parse()?;
+    portcullis::install_crypto_provider();
+    let database: portcullis::postgres::DatabaseConfig = args.required("database-url")?.parse()?;
     let limit = Duration::from_secs(args.number("max-seconds", FILL_LIMIT.as_secs())?);
     let secret = tokens::random_secret()?;
     let liveness = PostgresLiveness::builder(database)
@@ -502,7 +501,7 @@ fn nanos_since(started: Instant) -> u64 {
 
 /// Whether `outcome` is what the seed says of the session: admitted when live, refused
 /// as revoked when revoked.
-fn is_right(outcome: &Result<session_guard::AuthContext, AuthError>, revoked: bool) -> bool {
+fn is_right(outcome: &Result<portcullis::AuthContext, AuthError>, revoked: bool) -> bool {
     match outcome {
         Ok(_) => !revoked,
         Err(AuthError::SessionNotLive(Liveness::Revoked)) => revoked,
@@ -529,7 +528,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn count(&mut self, outcome: &Result<session_guard::AuthContext, AuthError>, revoked: bool) {
+    fn count(&mut self, outcome: &Result<portcullis::AuthContext, AuthError>, revoked: bool) {
         match outcome {
             Ok(_) if !revoked => self.live += 1,
             Err(AuthError::SessionNotLive(_)) if revoked => self.ended += 1,

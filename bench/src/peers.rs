@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, ORIGIN, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use session_testdb::TestDb;
+use portcullis_testdb::TestDb;
 
 use crate::hello::{self, HelloService, Mode};
 use crate::http1::{self, Connection};
@@ -86,7 +86,7 @@ impl Peer {
     fn label(self) -> &'static str {
         match self {
             Self::RustBare => "Rust bare",
-            Self::Layer => "session-guard layer",
+            Self::Layer => "portcullis layer",
             Self::JwtAuthorizer => "jwt-authorizer",
             Self::TowerSessions => "tower-sessions + PostgresStore",
             Self::TowerSessionsCached => "tower-sessions + Moka cache + PostgresStore",
@@ -109,7 +109,7 @@ impl Peer {
     fn package(self) -> Option<Package> {
         match self {
             Self::RustBare | Self::NodeBare => None,
-            Self::Layer => Some(Package::Crate("session-guard")),
+            Self::Layer => Some(Package::Crate("portcullis")),
             Self::JwtAuthorizer => Some(Package::Crate("jwt-authorizer")),
             Self::TowerSessions | Self::TowerSessionsCached => {
                 Some(Package::Crate("tower-sessions"))

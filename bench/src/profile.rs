@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use session_testdb::TestDb;
+use portcullis_testdb::TestDb;
 
 use crate::Result;
 use crate::callgrind::{self, Callgrind, Cost, Counted, Theme};

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use http::{HeaderValue, StatusCode};
+use portcullis_testdb::TestDb;
 use serde_json::json;
-use session_testdb::TestDb;
 
 use crate::hello::{self, HelloService, Mode};
 use crate::http1::{self, Connection};
@@ -38,7 +38,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// How the figure is measured, for BENCHMARKS.md.
 pub(crate) const METHOD: &str = "\
-The release `session-server` and three child processes, each an axum hello service \
+The release `portcullis-server` and three child processes, each an axum hello service \
 behind `SessionGuardLayer` with keys from the server's JWKS URL and `PostgresLiveness` \
 on the same database (defaults: one `LISTEN` connection each). Each round logs in 100 \
 sessions through the server and has each process accept each token once (200: the \

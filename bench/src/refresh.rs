@@ -26,10 +26,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use portcullis_testdb::TestDb;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use session_testdb::TestDb;
 
 use crate::http1::Connection;
 use crate::load::{self, Bounds, Stats};
@@ -61,7 +61,7 @@ const TARGET_RATIO: f64 = 0.7;
 
 /// How the figure is measured, for BENCHMARKS.md.
 pub(crate) const METHOD: &str = "\
-Each round starts a fresh database and the release `session-server` (rate limits off by \
+Each round starts a fresh database and the release `portcullis-server` (rate limits off by \
 configuration, a pool of 32 connections: as many as pgbench has clients) and registers \
 32 accounts, one per chain: concurrent refreshes come from different users, and one \
 account for all would make every rotation insert into the same pages of the indexes \

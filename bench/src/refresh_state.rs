@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use portcullis_testdb::TestDb;
 use reqwest::StatusCode;
 use serde_json::json;
-use session_testdb::TestDb;
 use uuid::Uuid;
 
 use crate::Result;

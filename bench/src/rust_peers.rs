@@ -1,5 +1,5 @@
 //! The Rust peers of figure 7, each guarding the same axum hello route as
-//! [`hello`](crate::hello) in a child of its own (`session-bench serve-hello --mode ...`):
+//! [`hello`](crate::hello) in a child of its own (`portcullis-bench serve-hello --mode ...`):
 //!
 //! | mode | guard |
 //! |---|---|

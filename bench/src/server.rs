@@ -1,15 +1,15 @@
-//! The `session-server` binary, built in release and run as a child process on a free
+//! The `portcullis-server` binary, built in release and run as a child process on a free
 //! loopback port, killed when dropped (errors and panics included). Building, starting
-//! and log capture are `session-e2e`'s [`ServerProcess`], which the end-to-end tests use
+//! and log capture are `portcullis-e2e`'s [`ServerProcess`], which the end-to-end tests use
 //! with a debug build; this adds the benchmark's settings and setup requests.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use portcullis_e2e::{BuildProfile, ServerProcess};
 use reqwest::StatusCode;
 use serde_json::Value;
-use session_e2e::{BuildProfile, ServerProcess};
 
 use crate::Result;
 
@@ -19,10 +19,11 @@ const LOG_LINES_SHOWN: usize = 20;
 /// What the development-key warnings say; every run logs them.
 const DEV_KEY_WARNING: &str = "generated a development";
 
-/// Builds `session-server` in release and returns the binary's path.
+/// Builds `portcullis-server` in release and returns the binary's path.
 pub(crate) async fn build() -> Result<PathBuf> {
     let binary =
-        tokio::task::spawn_blocking(|| session_e2e::build_server(BuildProfile::Release)).await??;
+        tokio::task::spawn_blocking(|| portcullis_e2e::build_server(BuildProfile::Release))
+            .await??;
     Ok(binary)
 }
 
@@ -34,7 +35,7 @@ pub(crate) fn http_client() -> Result<reqwest::Client> {
         .build()?)
 }
 
-/// A running `session-server`.
+/// A running `portcullis-server`.
 #[derive(Debug)]
 pub(crate) struct Server {
     process: ServerProcess,
@@ -74,7 +75,7 @@ impl Server {
             .status();
         if health != StatusCode::OK {
             return Err(format!(
-                "session-server answered /health with {health}:\n{}",
+                "portcullis-server answered /health with {health}:\n{}",
                 server.process.log()
             )
             .into());

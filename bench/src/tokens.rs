@@ -1,18 +1,18 @@
 //! Access tokens the harness signs itself, with the key the measured service trusts:
-//! HS256 with a random 32-byte secret, or EdDSA with the test key of `session-guard`
+//! HS256 with a random 32-byte secret, or EdDSA with the test key of `portcullis`
 //! (`middleware/tests/keys`, public on purpose and used for nothing else).
 
 use std::io::Read as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header};
+use portcullis::{Algorithm, KeySet, MIN_HMAC_SECRET_BYTES, TokenVerifier, VerificationKey};
 use serde_json::json;
-use session_guard::{Algorithm, KeySet, MIN_HMAC_SECRET_BYTES, TokenVerifier, VerificationKey};
 
 use crate::Result;
 
 /// `iss` and `aud` of the tokens the harness signs.
-pub(crate) const ISSUER: &str = "session-bench";
+pub(crate) const ISSUER: &str = "portcullis-bench";
 const ED25519_PRIVATE_PEM: &[u8] = include_bytes!("../../middleware/tests/keys/ed25519.pem");
 /// The public half of the EdDSA key (SPKI PEM).
 pub(crate) const ED25519_PUBLIC_PEM: &[u8] =

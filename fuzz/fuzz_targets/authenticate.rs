@@ -25,7 +25,7 @@ use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::EncodingKey;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use session_guard::{
+use portcullis::{
     Algorithm, AuthContext, AuthError, Authenticator, DEFAULT_LEEWAY, InMemoryLiveness, KeySet,
     TokenVerifier, VerificationKey,
 };
@@ -56,7 +56,7 @@ fn key_set() -> KeySet {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        session_guard::install_crypto_provider();
+        portcullis::install_crypto_provider();
         let liveness = InMemoryLiveness::new();
         liveness.insert("s1", "u1", None);
         liveness.insert("s2", "u1", None);

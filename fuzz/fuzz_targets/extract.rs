@@ -15,7 +15,7 @@
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use session_guard::{AuthError, TokenSource};
+use portcullis::{AuthError, TokenSource};
 
 const COOKIE_NAME: &str = "sg";
 

@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use session_server::refresh_token::{
+use portcullis_server::refresh_token::{
     LEGACY_TOKEN_CHARS, PresentedToken, RefreshKey, RefreshToken, TOKEN_CHARS,
 };
 use uuid::Uuid;

@@ -1,4 +1,4 @@
-//! `jsonwebtoken::decode_header` on arbitrary bytes, and `session-guard`'s own checks that
+//! `jsonwebtoken::decode_header` on arbitrary bytes, and `portcullis`'s own checks that
 //! run before any key is looked up (size, header, algorithm allow-list).
 //!
 //! Invariants: parsing the bytes and parsing them as text agree, and the verifier's
@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::Algorithm;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use session_guard::{KeySet, MAX_TOKEN_BYTES, TokenError, TokenVerifier};
+use portcullis::{KeySet, MAX_TOKEN_BYTES, TokenError, TokenVerifier};
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
@@ -25,7 +25,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        session_guard::install_crypto_provider();
+        portcullis::install_crypto_provider();
         Fixture {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()

@@ -1,14 +1,14 @@
 //! What the verified-token cache saves: one EdDSA (and HS256) verification against one
 //! cached authentication, measured in the same run. Prints figures and their ratio.
 //!
-//! `cargo bench -p session-guard --bench authenticate`
+//! `cargo bench -p portcullis --bench authenticate`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use jsonwebtoken::{EncodingKey, Header};
-use session_guard::{
+use portcullis::{
     Algorithm, Authenticator, InMemoryLiveness, KeySet, TokenVerifier, VerificationKey,
 };
 
@@ -32,7 +32,7 @@ fn measure(iterations: u32, mut call: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    session_guard::install_crypto_provider();
+    portcullis::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

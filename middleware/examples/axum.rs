@@ -1,18 +1,18 @@
 //! An axum service: `/hello` needs a live session, `/health` does not.
 //!
-//! Keys come from the Session Server's JWKS URL; liveness from its PostgreSQL (the same
+//! Keys come from the Portcullis server's JWKS URL; liveness from its PostgreSQL (the same
 //! database the server uses, `DATABASE_URL`).
 //!
 //! ```sh
-//! cargo run -p session-server &                       # the issuer, on :8080
-//! cargo run -p session-guard --example axum --features axum
+//! cargo run -p portcullis-server &                       # the issuer, on :8080
+//! cargo run -p portcullis --example axum --features axum
 //! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:3000/hello
 //! ```
 
 use axum::Router;
 use axum::routing::get;
-use session_guard::postgres::DatabaseConfig;
-use session_guard::{
+use portcullis::postgres::DatabaseConfig;
+use portcullis::{
     AuthContext, Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier,
 };
 
@@ -22,15 +22,15 @@ async fn hello(auth: AuthContext) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    session_guard::install_crypto_provider();
+    portcullis::install_crypto_provider();
 
     let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
     let verifier = TokenVerifier::builder(keys)
-        .issuer("session-server")
-        .audience("session-server")
+        .issuer("portcullis-server")
+        .audience("portcullis-server")
         .build();
     let database: DatabaseConfig = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".into())
+        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=portcullis_server".into())
         .parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;
     // Wrong database, no schema, PostgreSQL down: say so now, not as 503s later.

@@ -1,8 +1,8 @@
-//! A plain hyper service, no framework, behind the Session Guard layer.
+//! A plain hyper service, no framework, behind the Portcullis layer.
 //!
 //! ```sh
-//! cargo run -p session-server &                       # the issuer, on :8080
-//! cargo run -p session-guard --example hyper
+//! cargo run -p portcullis-server &                       # the issuer, on :8080
+//! cargo run -p portcullis --example hyper
 //! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:3001/
 //! ```
 
@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use session_guard::postgres::DatabaseConfig;
-use session_guard::{
+use portcullis::postgres::DatabaseConfig;
+use portcullis::{
     AuthContext, Authenticator, PostgresLiveness, RemoteJwks, SessionGuardLayer, TokenVerifier,
 };
 use tower::ServiceBuilder;
@@ -32,15 +32,15 @@ async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    session_guard::install_crypto_provider();
+    portcullis::install_crypto_provider();
 
     let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
     let verifier = TokenVerifier::builder(keys)
-        .issuer("session-server")
-        .audience("session-server")
+        .issuer("portcullis-server")
+        .audience("portcullis-server")
         .build();
     let database: DatabaseConfig = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".into())
+        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=portcullis_server".into())
         .parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;
     liveness.ready().await?;

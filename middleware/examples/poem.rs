@@ -1,16 +1,16 @@
 //! A Poem service: `/hello` needs a live session, `/health` does not.
 //!
 //! ```sh
-//! cargo run -p session-server &                       # the issuer, on :8080
-//! cargo run -p session-guard --example poem --features poem
+//! cargo run -p portcullis-server &                       # the issuer, on :8080
+//! cargo run -p portcullis --example poem --features poem
 //! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:3003/hello
 //! ```
 
 use poem::listener::TcpListener;
 use poem::{EndpointExt as _, Route, Server, get, handler};
-use session_guard::poem::SessionGuardMiddleware;
-use session_guard::postgres::DatabaseConfig;
-use session_guard::{AuthContext, Authenticator, PostgresLiveness, RemoteJwks, TokenVerifier};
+use portcullis::poem::SessionGuardMiddleware;
+use portcullis::postgres::DatabaseConfig;
+use portcullis::{AuthContext, Authenticator, PostgresLiveness, RemoteJwks, TokenVerifier};
 
 #[handler]
 #[allow(
@@ -28,15 +28,15 @@ fn health() -> &'static str {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    session_guard::install_crypto_provider();
+    portcullis::install_crypto_provider();
 
     let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
     let verifier = TokenVerifier::builder(keys)
-        .issuer("session-server")
-        .audience("session-server")
+        .issuer("portcullis-server")
+        .audience("portcullis-server")
         .build();
     let database: DatabaseConfig = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".into())
+        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=portcullis_server".into())
         .parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;
     liveness.ready().await?;

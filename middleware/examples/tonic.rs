@@ -8,26 +8,26 @@
 //! while liveness cannot be decided.
 //!
 //! ```sh
-//! cargo run -p session-server &                       # the issuer, on :8080
-//! cargo run -p session-guard --example tonic --features tonic
+//! cargo run -p portcullis-server &                       # the issuer, on :8080
+//! cargo run -p portcullis --example tonic --features tonic
 //! grpcurl -plaintext -H "authorization: Bearer $ACCESS_TOKEN" 127.0.0.1:3002 grpc.health.v1.Health/Check
 //! ```
 
-use session_guard::postgres::DatabaseConfig;
-use session_guard::{Authenticator, PostgresLiveness, RemoteJwks, SessionGuard, TokenVerifier};
+use portcullis::postgres::DatabaseConfig;
+use portcullis::{Authenticator, PostgresLiveness, RemoteJwks, SessionGuard, TokenVerifier};
 use tonic::transport::Server;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    session_guard::install_crypto_provider();
+    portcullis::install_crypto_provider();
 
     let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
     let verifier = TokenVerifier::builder(keys)
-        .issuer("session-server")
-        .audience("session-server")
+        .issuer("portcullis-server")
+        .audience("portcullis-server")
         .build();
     let database: DatabaseConfig = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=session_guard".into())
+        .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=portcullis_server".into())
         .parse()?;
     let liveness = PostgresLiveness::builder(database).start()?;
     liveness.ready().await?;

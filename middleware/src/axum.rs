@@ -1,7 +1,7 @@
 //! The axum extractor: `AuthContext` as a handler argument, behind the Tower layer.
 //!
 //! ```
-//! use session_guard::AuthContext;
+//! use portcullis::AuthContext;
 //!
 //! async fn me(auth: AuthContext) -> String {
 //!     format!("user {} on session {}", auth.user_id(), auth.session_id())
@@ -53,7 +53,7 @@ mod tests {
     use http_body_util::{BodyExt as _, Empty};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use session_testdb::TestDb;
+    use portcullis_testdb::TestDb;
 
     use crate::liveness::postgres::tests::{eventually, started};
     use crate::test_tokens::{token, verifier};

@@ -5,7 +5,7 @@
 //! HS/RS and HS/EdDSA confusion attacks by construction.
 //!
 //! ```
-//! use session_guard::{Algorithm, KeySet, VerificationKey};
+//! use portcullis::{Algorithm, KeySet, VerificationKey};
 //!
 //! let keys = KeySet::new([
 //!     VerificationKey::hmac("2024-hs", b"a secret of at least thirty-two bytes!").unwrap(),

@@ -6,10 +6,10 @@
 //! success the request carries an [`AuthContext`] in its extensions.
 //!
 //! ```
-//! # session_guard::install_crypto_provider();
+//! # portcullis::install_crypto_provider();
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
-//! use session_guard::{
+//! use portcullis::{
 //!     AuthContext, Authenticator, InMemoryLiveness, KeySet, SessionGuardLayer, TokenVerifier,
 //!     VerificationKey,
 //! };

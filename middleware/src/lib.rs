@@ -1,4 +1,4 @@
-//! Session Guard: access tokens that stop working the moment their session is revoked.
+//! Portcullis: access tokens that stop working the moment their session is revoked.
 //!
 //! A JWT access token is checked without a database, which is why backends use them; the
 //! price is that a logged-out or stolen token keeps working until it expires. Session
@@ -22,7 +22,7 @@
 //!
 //! # Set-up
 //!
-//! A service that trusts a Session Server needs two things: the server's JWKS URL (keys,
+//! A service that trusts a Portcullis server needs two things: the server's JWKS URL (keys,
 //! [`RemoteJwks`]) and the server's PostgreSQL (liveness, [`PostgresLiveness`] on the
 //! same database, whose `sessions` table and revocation trigger it reads).
 //! [`postgres::DatabaseConfig`] reads that `DATABASE_URL`, `sslmode` included.
@@ -51,8 +51,8 @@
 //! a single process, [`InMemoryLiveness`] stands in:
 //!
 //! ```
-//! # session_guard::install_crypto_provider();
-//! use session_guard::{Authenticator, InMemoryLiveness, KeySet, SessionGuardLayer,
+//! # portcullis::install_crypto_provider();
+//! use portcullis::{Authenticator, InMemoryLiveness, KeySet, SessionGuardLayer,
 //!     TokenVerifier, VerificationKey};
 //!
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);

@@ -5,16 +5,16 @@
 //!
 //! ```
 //! use poem::{EndpointExt, Route, get, handler};
-//! use session_guard::{AuthContext, Authenticator, InMemoryLiveness, KeySet, TokenVerifier,
+//! use portcullis::{AuthContext, Authenticator, InMemoryLiveness, KeySet, TokenVerifier,
 //!     VerificationKey};
-//! use session_guard::poem::SessionGuardMiddleware;
+//! use portcullis::poem::SessionGuardMiddleware;
 //!
 //! #[handler]
 //! fn me(auth: AuthContext) -> String {
 //!     auth.user_id().to_string()
 //! }
 //!
-//! # session_guard::install_crypto_provider();
+//! # portcullis::install_crypto_provider();
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
 //! let auth = Authenticator::new(TokenVerifier::builder(keys).issuer("iss").audience("aud").build(), InMemoryLiveness::new());
 //! let app = Route::new().at("/me", get(me)).with(SessionGuardMiddleware::new(auth));

@@ -1,8 +1,8 @@
 //! Checking an access token: size, header, key, signature and claims.
 //!
 //! ```
-//! # session_guard::install_crypto_provider();
-//! use session_guard::{KeySet, TokenVerifier, VerificationKey};
+//! # portcullis::install_crypto_provider();
+//! use portcullis::{KeySet, TokenVerifier, VerificationKey};
 //!
 //! let keys = KeySet::new([VerificationKey::hmac("k1", &[42; 32]).unwrap()]);
 //! let verifier = TokenVerifier::builder(keys)
@@ -134,7 +134,7 @@ pub struct TokenVerifier {
 /// forgotten or passed in the other's place.
 ///
 /// ```compile_fail
-/// # use session_guard::{KeySet, TokenVerifier};
+/// # use portcullis::{KeySet, TokenVerifier};
 /// // No audience: does not compile.
 /// let verifier = TokenVerifier::builder(KeySet::default()).issuer("https://auth.example.com").build();
 /// ```

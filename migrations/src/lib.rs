@@ -36,41 +36,67 @@ pub enum MigrateError {
 /// each migration exactly once: the first migrates, the others wait and then find nothing
 /// left to do. Each migration runs in its own transaction.
 pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
-    apply(client, &embedded::migrations::runner()).await
+    apply(client, &[&embedded::migrations::runner()]).await
 }
+
+/// Applies this schema's pending migrations and then an application's, in one hold of the
+/// lock [`migrate`] takes: how an application built on Portcullis keeps its own tables.
+/// The application's steps are recorded in a history table of their own
+/// ([`APPLICATION_HISTORY_TABLE`]), so the two sets number their steps independently and
+/// a newer Portcullis never collides with the application's.
+pub async fn migrate_with_application(
+    client: &mut Client,
+    mut application: refinery::Runner,
+) -> Result<usize, MigrateError> {
+    application.set_migration_table_name(APPLICATION_HISTORY_TABLE);
+    apply(client, &[&embedded::migrations::runner(), &application]).await
+}
+
+/// Where an application's migrations are recorded (Portcullis's own go to refinery's
+/// default, `refinery_schema_history`).
+pub const APPLICATION_HISTORY_TABLE: &str = "app_schema_history";
 
 /// Applies pending migrations up to and including `version` (the `n` of `V{n}__`), as
 /// [`migrate`] does. For upgrade tests, and for rolling out a schema change in steps.
 pub async fn migrate_to(client: &mut Client, version: u16) -> Result<usize, MigrateError> {
     let runner =
         embedded::migrations::runner().set_target(refinery::Target::Version(version.into()));
-    apply(client, &runner).await
+    apply(client, &[&runner]).await
 }
 
-/// Applies another set of migrations under the same lock as [`migrate`]: how an
-/// application built on Session Guard applies its own schema after this one, with its own
-/// history table (`Runner::set_migration_table_name`), so that the two sets number their
-/// steps independently.
-pub async fn apply(client: &mut Client, runner: &refinery::Runner) -> Result<usize, MigrateError> {
+/// Runs `runners` one after the other under the migration lock.
+async fn apply(client: &mut Client, runners: &[&refinery::Runner]) -> Result<usize, MigrateError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .map_err(MigrateError::Lock)?;
-    let outcome = runner.run_async(client).await;
+    let mut applied = 0;
+    let mut outcome = Ok(());
+    for runner in runners {
+        match runner.run_async(client).await {
+            Ok(report) => {
+                for migration in report.applied_migrations() {
+                    tracing::info!(
+                        version = migration.version(),
+                        name = migration.name(),
+                        "applied migration"
+                    );
+                }
+                applied += report.applied_migrations().len();
+            }
+            Err(e) => {
+                outcome = Err(MigrateError::Migration(e));
+                break;
+            }
+        }
+    }
     // Release even when migrating failed; a closed connection would release it too.
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await;
-    let report = outcome.map_err(MigrateError::Migration)?;
+    outcome?;
     unlocked.map_err(MigrateError::Lock)?;
-    for migration in report.applied_migrations() {
-        tracing::info!(
-            version = migration.version(),
-            name = migration.name(),
-            "applied migration"
-        );
-    }
-    Ok(report.applied_migrations().len())
+    Ok(applied)
 }
 
 /// A fingerprint of every embedded migration (versions, names and checksums).

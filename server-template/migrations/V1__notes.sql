@@ -1,7 +1,7 @@
 -- The example resource of the generated backend: each user's notes. This schema is the
--- application's own, applied after Session Guard's (which owns `users` and `sessions`)
+-- application's own, applied after Portcullis's (which owns `users` and `sessions`)
 -- and recorded in its own history table, `app_schema_history`. Add your tables as
--- V2__…, V3__…; delete this file (and src/store/notes.rs, src/routes/notes.rs) to drop
+-- V2__…, V3__…; delete this file (and src/notes/) to drop
 -- the example before your first deployment.
 CREATE TABLE notes (
     id         uuid        PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -19,7 +19,7 @@
 //!
 //! ```no_run
 //! # async fn test() {
-//! use session_testdb::{PrivateCluster, StopMode};
+//! use portcullis_testdb::{PrivateCluster, StopMode};
 //!
 //! let mut cluster = PrivateCluster::start().await.expect("initdb works here");
 //! let config = cluster.create_database("app").await; // migrated
@@ -194,7 +194,7 @@ impl Control {
         )?;
         // Small and fast: nothing here needs to survive a power cut.
         let mut settings = format!(
-            "\n# session-testdb private cluster\n\
+            "\n# portcullis-testdb private cluster\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\n\
              fsync = off\n\
@@ -283,7 +283,7 @@ impl PrivateCluster {
     ///
     /// ```no_run
     /// # async fn test() {
-    /// use session_testdb::PrivateCluster;
+    /// use portcullis_testdb::PrivateCluster;
     ///
     /// let durable = PrivateCluster::start_with(&[("fsync", "on"), ("max_connections", "300")])
     ///     .await
@@ -401,7 +401,7 @@ impl PrivateCluster {
             .unwrap_or_else(|e| panic!("creating {name} in the private cluster: {e}"));
         let config = self.config(name);
         let mut client = self.connect(&config).await;
-        session_migrations::migrate(&mut client)
+        portcullis_migrations::migrate(&mut client)
             .await
             .unwrap_or_else(|e| panic!("migrating {name} in the private cluster: {e}"));
         config

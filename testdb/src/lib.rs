@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! # async fn test() {
-//! let db = session_testdb::TestDb::new().await;
+//! let db = portcullis_testdb::TestDb::new().await;
 //! let client = db.connect().await;
 //! let users: i64 = client.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get(0);
 //! assert_eq!(users, 0);
@@ -48,7 +48,7 @@ const TEMPLATE_PREFIX: &str = "sg_template_";
 /// Key of the advisory lock under which the template is built: the bytes of `"sgtmplat"`.
 const TEMPLATE_LOCK_KEY: i64 = i64::from_be_bytes(*b"sgtmplat");
 /// How a template's comment begins once it is migrated: `… <name> ready at <unix time>`.
-const READY_MARKER: &str = "session-testdb template";
+const READY_MARKER: &str = "portcullis-testdb template";
 /// Age after which a template of another migration set is dropped (when nobody uses it).
 const STALE_TEMPLATE_SECONDS: i64 = 24 * 60 * 60;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -179,7 +179,7 @@ impl Drop for TestDb {
         .join();
         if let Ok(Err(e)) = dropped {
             eprintln!(
-                "session-testdb: could not drop test database {}: {e}",
+                "portcullis-testdb: could not drop test database {}: {e}",
                 self.name
             );
         }
@@ -247,7 +247,7 @@ fn give_up(line: &str) -> ! {
 
     static GIVING_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _once = GIVING_UP.lock();
-    let _ = writeln!(std::io::stderr().lock(), "session-testdb: {line}");
+    let _ = writeln!(std::io::stderr().lock(), "portcullis-testdb: {line}");
     std::process::exit(2);
 }
 
@@ -282,7 +282,7 @@ async fn connect_admin() -> Client {
 async fn template() -> String {
     TEMPLATE
         .get_or_init(|| async {
-            let name = format!("{TEMPLATE_PREFIX}{}", session_migrations::fingerprint());
+            let name = format!("{TEMPLATE_PREFIX}{}", portcullis_migrations::fingerprint());
             build_template(&name).await;
             name
         })
@@ -349,7 +349,7 @@ async fn build_template(name: &str) {
             .await
             .expect("connecting to the template");
         let driver = tokio::spawn(connection);
-        session_migrations::migrate(&mut client)
+        portcullis_migrations::migrate(&mut client)
             .await
             .unwrap_or_else(|e| panic!("migrating the template database: {e}"));
         drop(client);

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use session_testdb::{TestDb, admin_config};
+use portcullis_testdb::{TestDb, admin_config};
 use tokio_postgres::NoTls;
 
 async fn exists(name: &str) -> bool {
@@ -106,7 +106,7 @@ fn without_a_server_the_tests_fail_with_one_clear_line() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     let lines: Vec<&str> = stderr
         .lines()
-        .filter(|line| line.starts_with("session-testdb:"))
+        .filter(|line| line.starts_with("portcullis-testdb:"))
         .collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("no PostgreSQL answers"), "{stderr}");

@@ -1,6 +1,6 @@
-//! Support for the end-to-end tests: the real `session-server` binary as a child process
+//! Support for the end-to-end tests: the real `portcullis-server` binary as a child process
 //! ([`ServerProcess`], which the benchmark uses too) and a `LISTEN` connection. The
-//! outage proxy lives in `session-testdb`.
+//! outage proxy lives in `portcullis-testdb`.
 
 #![allow(
     clippy::missing_panics_doc,
@@ -13,26 +13,26 @@ pub mod proc_status;
 mod server;
 pub mod smtp;
 
+pub use portcullis_testdb::PostgresProxy;
 pub use server::{
-    BuildProfile, ServerError, ServerProcess, binary_command, build_server, free_port,
-    server_binary, server_command,
+    BuildProfile, SERVER_BINARY_VAR, ServerError, ServerProcess, binary_command, build_server,
+    free_port, server_binary, server_command,
 };
-pub use session_testdb::PostgresProxy;
 
 use std::time::Duration;
 
 use tokio_postgres::Config;
 
 /// A connection that `LISTEN`s on a channel and hands its notifications over: the
-/// layer's own [`session_guard::postgres::Listener`], with a time limit on waiting.
-pub struct Listener(session_guard::postgres::Listener);
+/// layer's own [`portcullis::postgres::Listener`], with a time limit on waiting.
+pub struct Listener(portcullis::postgres::Listener);
 
 impl Listener {
     /// Connects with `config` and listens on `channel`.
     pub async fn start(config: &Config, channel: &str) -> Self {
-        let database = session_guard::postgres::DatabaseConfig::from(config.clone());
+        let database = portcullis::postgres::DatabaseConfig::from(config.clone());
         Self(
-            session_guard::postgres::Listener::connect(&database, channel)
+            portcullis::postgres::Listener::connect(&database, channel)
                 .await
                 .expect("listener connection"),
         )

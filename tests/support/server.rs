@@ -1,7 +1,7 @@
-//! The real `session-server` binary as a child process: built with Cargo, started on a
+//! The real `portcullis-server` binary as a child process: built with Cargo, started on a
 //! free loopback port with a throwaway development key and a clean environment, its
 //! stderr captured, killed when dropped. The end-to-end tests use it with a debug build
-//! and the benchmark (`session-bench`) with a release build.
+//! and the benchmark (`portcullis-bench`) with a release build.
 //!
 //! The `try_` functions return errors, for the benchmark; the others panic with the
 //! server's log, as tests do.
@@ -41,11 +41,11 @@ pub enum BuildProfile {
     Release,
 }
 
-/// Builds the `session-server` binary with `profile` and returns its path.
+/// Builds the `portcullis-server` binary with `profile` and returns its path.
 pub fn build_server(profile: BuildProfile) -> Result<PathBuf, ServerError> {
     let build = escargot::CargoBuild::new()
-        .package("session-server")
-        .bin("session-server")
+        .package("portcullis-server")
+        .bin("portcullis-server")
         .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
     let build = match profile {
         BuildProfile::Debug => build,
@@ -53,14 +53,30 @@ pub fn build_server(profile: BuildProfile) -> Result<PathBuf, ServerError> {
     };
     let run = build
         .run()
-        .map_err(|e| ServerError(format!("building session-server ({profile:?}): {e}")))?;
+        .map_err(|e| ServerError(format!("building portcullis-server ({profile:?}): {e}")))?;
     Ok(run.path().to_owned())
 }
 
-/// The path of the debug `session-server` binary, built once per test process.
+/// The variable naming another server binary for the tests to run against: an app
+/// built on the library, such as a project generated from `server-template/`.
+pub const SERVER_BINARY_VAR: &str = "PORTCULLIS_E2E_SERVER";
+
+/// The server binary the tests run: the one [`SERVER_BINARY_VAR`] names, or else the
+/// debug `portcullis-server`, built once per test process.
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| build_server(BuildProfile::Debug).unwrap_or_else(|e| panic!("{e}")))
+    BINARY.get_or_init(|| match std::env::var_os(SERVER_BINARY_VAR) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "{SERVER_BINARY_VAR}={} names no file",
+                path.display()
+            );
+            path
+        }
+        None => build_server(BuildProfile::Debug).unwrap_or_else(|e| panic!("{e}")),
+    })
 }
 
 /// A free loopback port, for a child process to bind.
@@ -75,7 +91,7 @@ fn try_free_port() -> Result<u16, ServerError> {
         .map_err(|e| ServerError(format!("asking the OS for a free port: {e}")))
 }
 
-/// The debug `session-server` with a clean environment: only what the test sets is seen.
+/// The debug `portcullis-server` with a clean environment: only what the test sets is seen.
 pub fn server_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     binary_command(server_binary(), args, env)
 }
@@ -100,7 +116,7 @@ struct Log {
     lines: usize,
 }
 
-/// A running `session-server` process, killed when dropped.
+/// A running `portcullis-server` process, killed when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
@@ -164,7 +180,7 @@ impl ServerProcess {
         let Some(stderr) = child.stderr.take() else {
             let _ = child.kill();
             return Err(ServerError(
-                "session-server's stderr is not piped".to_owned(),
+                "portcullis-server's stderr is not piped".to_owned(),
             ));
         };
         let sink = Arc::clone(&log);
@@ -206,7 +222,7 @@ impl ServerProcess {
         loop {
             if let Some(status) = self.poll_exit()? {
                 return Err(ServerError(format!(
-                    "session-server exited with {status} before answering:\n{}",
+                    "portcullis-server exited with {status} before answering:\n{}",
                     self.log()
                 )));
             }
@@ -215,7 +231,7 @@ impl ServerProcess {
             }
             if Instant::now() >= deadline {
                 return Err(ServerError(format!(
-                    "session-server did not answer within {START_TIMEOUT:?}:\n{}",
+                    "portcullis-server did not answer within {START_TIMEOUT:?}:\n{}",
                     self.log()
                 )));
             }
@@ -226,7 +242,7 @@ impl ServerProcess {
     fn poll_exit(&mut self) -> Result<Option<ExitStatus>, ServerError> {
         self.child
             .try_wait()
-            .map_err(|e| ServerError(format!("polling session-server: {e}")))
+            .map_err(|e| ServerError(format!("polling portcullis-server: {e}")))
     }
 
     /// The process id.
@@ -301,7 +317,7 @@ impl ServerProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "session-server still running after {limit:?}:\n{}",
+                "portcullis-server still running after {limit:?}:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

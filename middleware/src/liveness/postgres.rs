@@ -48,7 +48,7 @@ pub const DEFAULT_CHANNEL: &str = "session_revoked";
 /// The payload meaning "every session ended".
 const EVERY_SESSION: &str = "*";
 /// What the listener calls itself in `pg_stat_activity`.
-pub const LISTENER_APPLICATION_NAME: &str = "session-guard-listener";
+pub const LISTENER_APPLICATION_NAME: &str = "portcullis-listener";
 
 /// How long the listener may take to connect.
 const LISTENER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,10 +150,10 @@ pub enum NotReady {
         /// What the network, TLS or PostgreSQL said.
         reason: String,
     },
-    /// The database has no `sessions` table: not the Session Server's, or not migrated.
+    /// The database has no `sessions` table: not the Portcullis server's, or not migrated.
     #[error(
         "session liveness: PostgreSQL at {target} has no sessions table; point the layer at the \
-         Session Server's database, migrated with session-migrations"
+         Portcullis server's database, migrated with portcullis-migrations"
     )]
     MissingSchema {
         /// Where, without credentials.
@@ -162,7 +162,7 @@ pub enum NotReady {
     /// The `sessions` table lacks what the liveness query reads.
     #[error(
         "session liveness: the sessions table at {target} is not the one this version reads \
-         ({reason}); migrate it with session-migrations"
+         ({reason}); migrate it with portcullis-migrations"
     )]
     IncompatibleSchema {
         /// Where, without credentials.
@@ -174,7 +174,7 @@ pub enum NotReady {
     /// cache.
     #[error(
         "session liveness: no trigger on sessions at {target} notifies channel {channel}, so \
-         revocations would go unseen; migrate with session-migrations, or listen on the \
+         revocations would go unseen; migrate with portcullis-migrations, or listen on the \
          channel its trigger uses"
     )]
     MissingRevocationTrigger {
@@ -364,7 +364,7 @@ impl std::fmt::Debug for PostgresLiveness {
 }
 
 impl PostgresLiveness {
-    /// A builder for a store on `database`: the Session Server's database, where the
+    /// A builder for a store on `database`: the Portcullis server's database, where the
     /// `sessions` table and its revocation trigger are.
     pub fn builder(database: DatabaseConfig) -> PostgresLivenessBuilder {
         PostgresLivenessBuilder {
@@ -756,7 +756,7 @@ pub(crate) mod tests {
 
     use http::header::AUTHORIZATION;
     use http::{HeaderMap, HeaderValue};
-    use session_testdb::{PostgresProxy, TestDb};
+    use portcullis_testdb::{PostgresProxy, TestDb};
     use tokio_postgres::Client;
     use uuid::Uuid;
 
@@ -1210,7 +1210,7 @@ pub(crate) mod tests {
 mod readiness {
     use std::time::Duration;
 
-    use session_testdb::TestDb;
+    use portcullis_testdb::TestDb;
 
     use super::{NotReady, PostgresLiveness};
     use crate::postgres::DatabaseConfig;

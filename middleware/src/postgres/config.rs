@@ -135,13 +135,13 @@ pub enum DatabaseConfigError {
 /// fully read.
 ///
 /// ```
-/// use session_guard::postgres::{DatabaseConfig, SslMode};
+/// use portcullis::postgres::{DatabaseConfig, SslMode};
 ///
 /// let url = "postgres://app@db.internal/app?sslmode=verify-full&sslrootcert=system";
 /// let database: DatabaseConfig = url.parse()?;
 /// assert_eq!(database.ssl_mode(), SslMode::VerifyFull);
 /// assert_eq!(database.settings().get_dbname(), Some("app"));
-/// # Ok::<_, session_guard::postgres::DatabaseConfigError>(())
+/// # Ok::<_, portcullis::postgres::DatabaseConfigError>(())
 /// ```
 ///
 /// Every connection made from it ([`connect`](Self::connect), [`pool`](Self::pool),

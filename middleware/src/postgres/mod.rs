@@ -13,7 +13,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use session_guard::postgres::DatabaseConfig;
+//! use portcullis::postgres::DatabaseConfig;
 //!
 //! let database: DatabaseConfig =
 //!     "postgres://app@db.internal/app?sslmode=verify-full&sslrootcert=/etc/db-ca.pem".parse()?;

@@ -1,0 +1,159 @@
+//! The account and session logic behind the routes, one job per type:
+//!
+//! - [`Credentials`] (`credentials.rs`): accounts and passwords: register, login, password
+//!   change, and the one spelling of an email ([`Email`]).
+//! - [`Sessions`] (`sessions.rs`): a user's sessions: list them, revoke one or all but one.
+//! - [`Refresh`] (`refresh.rs`): refresh-token rotation and the check of stale tokens.
+//! - [`Tokens`] (`tokens.rs`): the token pair a login or a refresh hands out.
+//! - [`Revocations`] (`revocations.rs`): what follows a committed revocation: this
+//!   instance forgets the sessions, the metrics count them.
+//! - [`Operator`] (`operator.rs`): the operator's command line: list a user's sessions,
+//!   revoke one, all of a user's, or every user's.
+//! - [`Recovery`] (`recovery.rs`): what mailed links do: verify an address, reset a
+//!   password.
+//! - [`AccountMail`] (`mail.rs`): the mails the others queue in their transactions.
+//!
+//! Rate limits are not applied here but by the routes, through
+//! [`RateLimits`](crate::rate_limit::RateLimits), before they call in. Routes translate
+//! HTTP to these calls and their errors back.
+
+mod credentials;
+mod mail;
+mod operator;
+mod recovery;
+mod refresh;
+mod revocations;
+mod sessions;
+mod tokens;
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use portcullis::PostgresLiveness;
+
+pub use credentials::{Credentials, Email, LoginOutcome, NewPassword, device_name};
+pub use mail::{AccountMail, LinkLifetimes};
+pub use operator::{Operator, OperatorError, RevokeTarget};
+pub use recovery::{Recovery, VerificationResent};
+pub use refresh::{Refresh, RefreshClient};
+pub use revocations::Revocations;
+pub use sessions::{RevokeScope, Sessions};
+pub use tokens::{TokenPair, Tokens};
+
+use crate::error::ServiceError;
+use crate::passwords::PasswordHasher;
+
+/// The rules of sessions, refresh tokens and credentials, read once from the
+/// configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountPolicy {
+    /// A session not refreshed for this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, whatever happens.
+    pub absolute_lifetime: Duration,
+    /// How long the previous refresh token may be retried by the client that rotated it.
+    pub refresh_grace: Duration,
+    /// How many such retries one rotation allows.
+    pub refresh_max_retries: u32,
+    /// How recently a session of an account must have been used from a client IP for
+    /// that client to be known to the account (zero: never by IP).
+    pub known_ip_window: Duration,
+    /// Wrong current passwords after which the session giving them is revoked (0: never).
+    pub password_change_max_failures: u32,
+    /// Most live sessions per user; a login beyond it revokes the least recently used
+    /// (0: no cap).
+    pub max_sessions_per_user: u32,
+    /// Whether login needs a verified address.
+    pub require_verified_email: bool,
+    /// Whether a login from a new device and network mails the owner.
+    pub new_signin_alerts: bool,
+}
+
+/// Everything behind the account routes.
+#[derive(Clone)]
+pub struct Accounts {
+    /// Register, login, password change.
+    pub credentials: Credentials,
+    /// List and revoke sessions.
+    pub sessions: Sessions,
+    /// Rotate refresh tokens.
+    pub refresh: Refresh,
+    /// Verify addresses, reset passwords.
+    pub recovery: Recovery,
+}
+
+impl Accounts {
+    /// The account logic over `pool`; revocations are also forgotten at once by
+    /// `liveness`.
+    pub fn new(
+        pool: Pool,
+        liveness: PostgresLiveness,
+        passwords: PasswordHasher,
+        tokens: Tokens,
+        mail: AccountMail,
+        policy: AccountPolicy,
+    ) -> Self {
+        let revocations = Revocations::new(liveness);
+        Self {
+            recovery: Recovery::new(
+                pool.clone(),
+                passwords.clone(),
+                mail.clone(),
+                revocations.clone(),
+            ),
+            credentials: Credentials::new(
+                pool.clone(),
+                passwords,
+                tokens.clone(),
+                revocations.clone(),
+                mail,
+                policy,
+            ),
+            sessions: Sessions::new(pool.clone(), revocations.clone()),
+            refresh: Refresh::new(pool, tokens, revocations, policy),
+        }
+    }
+}
+
+/// Why a login or a password change did not go through, and whether it counts against
+/// the caller's failure budget: a wrong password or an unknown email does; bad input,
+/// the database or a lost race does not.
+#[derive(Debug)]
+pub struct Refusal {
+    /// What to answer.
+    pub error: ServiceError,
+    /// Whether it was a failed guess, which keeps the rate-limit tokens it took.
+    pub counts: bool,
+}
+
+impl Refusal {
+    /// A failed guess, answered with `error` (the wrong credentials, or what kept the
+    /// failure from being recorded).
+    fn failed_guess(error: ServiceError) -> Self {
+        Self {
+            error,
+            counts: true,
+        }
+    }
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(error: ServiceError) -> Self {
+        Self {
+            error,
+            counts: false,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Refusal {
+    fn from(error: tokio_postgres::Error) -> Self {
+        ServiceError::from(error).into()
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Refusal {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        ServiceError::from(error).into()
+    }
+}

@@ -1,0 +1,163 @@
+//! The HTTP surface: routes, their OpenAPI description, request limits, and the error
+//! body they all share.
+
+mod account;
+mod allow;
+mod auth;
+pub mod authenticated;
+pub mod error;
+mod health;
+mod jwks;
+mod metrics;
+mod optional_json;
+mod recovery;
+pub mod request_span;
+mod responses;
+mod sessions;
+pub mod text;
+mod transport;
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::http::header::CONTENT_LENGTH;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
+
+pub use error::ErrorBody;
+
+use crate::{App, AppState, ConfigError};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Accounts, login and token refresh.
+    Auth,
+    /// Signed-in sessions and devices.
+    Sessions,
+    /// Health and keys.
+    Operations,
+}
+
+/// The OpenAPI service of every documented route: Portcullis's, then the application's.
+fn api<Api: OpenApi + 'static>(
+    state: &AppState,
+    app: &App<Api>,
+) -> Result<OpenApiService<impl OpenApi + use<Api>, ()>, ConfigError> {
+    Ok(OpenApiService::new(
+        (
+            auth::AuthApi::new(state.clone()),
+            recovery::RecoveryApi::new(state.clone()),
+            sessions::SessionsApi::new(state.clone()),
+            health::HealthApi::new(state.clone()),
+            jwks::JwksApi::new(state.clone()),
+            app.build_api(&state.services())?,
+        ),
+        app.openapi_title(),
+        app.version(),
+    )
+    .description(
+        "Register, sign in, refresh with rotation and theft detection, and see or revoke \
+         the sessions of every device you are signed in on.",
+    ))
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi_json<Api: OpenApi + 'static>(
+    state: &AppState,
+    app: &App<Api>,
+) -> Result<String, ConfigError> {
+    Ok(api(state, app)?.spec())
+}
+
+/// The whole application: API routes, `/openapi.json`, `/docs`, `/metrics`, each request
+/// in its span.
+pub fn app<Api: OpenApi + 'static>(
+    state: &AppState,
+    app: &App<Api>,
+) -> Result<impl Endpoint + use<Api>, ConfigError> {
+    let api = api(state, app)?;
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let mut allowed = allow::AllowedMethods::from_openapi(&api.spec()).with("/metrics", &["GET"]);
+    for (path, _) in account::FILES {
+        allowed = allowed.with(path, &["GET"]);
+    }
+    let allowed = Arc::new(allowed);
+    let max_body = state.config.http.max_body_bytes;
+    let timeout = state.config.http.request_timeout;
+    Ok(account::routes(Route::new())
+        .at("/openapi.json", spec)
+        .at("/metrics", get(metrics::render))
+        .nest("/docs", docs)
+        .nest("/", api)
+        .data(state.authenticator.clone())
+        .data(state.metrics.clone())
+        .data(state.liveness.clone())
+        .data(state.config.http.trusted_proxies.clone())
+        .data(state.config.browser.cookies.clone())
+        .data(state.config.browser.public_origin.clone())
+        .around(move |endpoint, request| limited(endpoint, request, max_body, timeout))
+        .around(move |endpoint, request| {
+            allow::allow_on_405(endpoint, request, Arc::clone(&allowed))
+        })
+        .catch_all_error(
+            |error| async move { request_span::keep_route(error, error::framework_error) },
+        )
+        .around(request_span::traced))
+}
+
+/// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
+/// much of a chunked body) and requests that take longer than `timeout`, reading a chunked
+/// body included: a client trickling one must not hold its connection for ever.
+async fn limited<E: Endpoint>(
+    endpoint: Arc<E>,
+    mut request: Request,
+    max_body: usize,
+    timeout: std::time::Duration,
+) -> poem::Result<Response> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        ErrorBody::new("timeout", "the request took too long; retry")
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    };
+    // The unread rest of the body is still on the connection: do not reuse it.
+    let closing = |mut response: Response| {
+        response.headers_mut().insert(
+            poem::http::header::CONNECTION,
+            poem::http::HeaderValue::from_static("close"),
+        );
+        response
+    };
+    let too_large = || {
+        closing(
+            ErrorBody::new(
+                "payload_too_large",
+                format!("the body may have at most {max_body} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body as u64 => return Ok(too_large()),
+        Some(_) => {}
+        None => {
+            let body = request.take_body();
+            if !body.is_empty() {
+                match tokio::time::timeout_at(deadline, body.into_bytes_limit(max_body)).await {
+                    Ok(Ok(bytes)) => request.set_body(bytes),
+                    Ok(Err(_)) => return Ok(too_large()),
+                    Err(_) => return Ok(closing(timed_out())),
+                }
+            }
+        }
+    }
+    match tokio::time::timeout_at(deadline, endpoint.call(request)).await {
+        Ok(result) => result.map(IntoResponse::into_response),
+        Err(_) => Ok(timed_out()),
+    }
+}

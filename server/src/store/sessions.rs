@@ -1,0 +1,443 @@
+//! `sessions`, with the refresh state each one carries (see `store::refresh`).
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::ServiceError;
+
+/// A session with the stored hash of its first refresh token, in one statement.
+const CREATE: &str = "INSERT INTO sessions (user_id, user_agent, device_label, device_name, ip, \
+                             idle_expires_at, absolute_expires_at, refresh_hash) \
+       VALUES ($1, $2, $3, $4, $5, now() + least($6::text::interval, $7::text::interval), \
+               now() + $7::text::interval, $8) \
+       RETURNING id, idle_expires_at";
+const LIST_LIVE: &str = "SELECT id, device_name, device_label, user_agent, ip, created_at, \
+       last_used_at FROM sessions \
+     WHERE user_id = $1 AND revoked_at IS NULL \
+       AND least(idle_expires_at, absolute_expires_at) > now() \
+     ORDER BY last_used_at DESC";
+/// Revokes the session only while it is live: one that ended already is left as it is.
+const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
+     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+       AND least(idle_expires_at, absolute_expires_at) > now()";
+const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2)";
+/// Whether the session is live, locking it until the transaction ends.
+const LOCK_LIVE: &str = "SELECT revoked_at IS NULL AND least(idle_expires_at, absolute_expires_at) > now() \
+     FROM sessions WHERE id = $1 AND user_id = $2 FOR UPDATE";
+/// Whether a session of the user was last used (login or refresh) from the IP within
+/// `$3`; a session revoked as stolen does not count. Served by `sessions_by_user_ip` (V4).
+const USED_FROM: &str = "SELECT EXISTS (SELECT 1 FROM sessions \
+     WHERE user_id = $1 AND ip = $2 AND last_used_at > now() - $3::text::interval \
+       AND revoked_reason IS DISTINCT FROM $4)";
+/// Revokes the user's live sessions but `$2` beyond the `$3` most recently used (ties:
+/// the newest first). The outer `revoked_at IS NULL` is checked again on a row another
+/// transaction revoked meanwhile, so its reason is not overwritten.
+const REVOKE_BEYOND: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $4 \
+     WHERE revoked_at IS NULL AND id IN ( \
+       SELECT id FROM sessions \
+       WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL \
+         AND least(idle_expires_at, absolute_expires_at) > now() \
+       ORDER BY last_used_at DESC, created_at DESC, id DESC OFFSET $3) \
+     RETURNING id";
+/// Every session of the user, live or ended, newest first.
+const LIST_ALL: &str = "SELECT id, device_name, device_label, ip, created_at, last_used_at, \
+       revoked_at IS NOT NULL, revoked_reason, \
+       least(idle_expires_at, absolute_expires_at) <= now() \
+     FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id";
+/// Revokes every live session of every user.
+const REVOKE_EVERY_LIVE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $1 \
+     WHERE revoked_at IS NULL AND least(idle_expires_at, absolute_expires_at) > now()";
+/// Only live sessions: one that expired stays as it ended, and is not counted.
+const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
+     WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 \
+       AND least(idle_expires_at, absolute_expires_at) > now() RETURNING id";
+/// Whether the user has any session at all (ended ones that are kept included), and
+/// whether one of them came from the device label `$2` on the network of `$3` (the IPv4
+/// /24, the IPv6 /64).
+const SIGNED_IN_BEFORE: &str = "SELECT count(*) > 0, coalesce(bool_or( \
+       device_label IS NOT DISTINCT FROM $2 AND ip IS NOT NULL \
+       AND set_masklen(ip, CASE family(ip) WHEN 4 THEN 24 ELSE 64 END) >>= $3::inet), false) \
+     FROM sessions WHERE user_id = $1";
+/// Whether `user` signed in before at all, and whether from `label` on the network of `ip`.
+pub async fn signed_in_before(
+    client: &impl GenericClient,
+    user: Uuid,
+    label: Option<&str>,
+    ip: IpAddr,
+) -> Result<(bool, bool), ServiceError> {
+    let statement = client.prepare_cached(SIGNED_IN_BEFORE).await?;
+    let row = client.query_one(&statement, &[&user, &label, &ip]).await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Deletes up to `$2` sessions that ended more than `$1` ago.
+const PURGE_BATCH: &str = "DELETE FROM sessions WHERE id IN ( \
+       SELECT id FROM sessions \
+       WHERE least(revoked_at, idle_expires_at, absolute_expires_at) < now() - $1::text::interval \
+       LIMIT $2)";
+
+/// Why a session was revoked: the `revoked_reason` column and the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The user signed this session out.
+    Logout,
+    /// The user signed every session out.
+    LogoutAll,
+    /// The user signed this session out from another one.
+    RevokedByUser,
+    /// The user signed every other session out.
+    RevokeOthers,
+    /// The password was changed from another session.
+    PasswordChange,
+    /// Too many wrong current passwords were given from this session.
+    PasswordChangeFailures,
+    /// A rotated refresh token came back after the grace window (set by the rotation
+    /// function in SQL).
+    RefreshReuse,
+    /// A newer login of the user would have exceeded `MAX_SESSIONS_PER_USER`, and this
+    /// was among the least recently used.
+    SessionLimit,
+    /// An operator revoked it from the command line (`portcullis-server sessions revoke`).
+    Operator,
+    /// The password was reset through a mailed link: every session ends.
+    PasswordReset,
+}
+
+impl RevokeReason {
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::RevokedByUser => "revoked_by_user",
+            Self::RevokeOthers => "revoke_others",
+            Self::PasswordChange => "password_change",
+            Self::PasswordChangeFailures => "password_change_failures",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::SessionLimit => "session_limit",
+            Self::Operator => "operator",
+            Self::PasswordReset => "password_reset",
+        }
+    }
+
+    /// The reason a `revoked_reason` value names; `None` for one this server does not
+    /// write (an operator's plain SQL, say).
+    pub fn from_column(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == value)
+    }
+
+    /// Every reason.
+    pub const ALL: [Self; 10] = [
+        Self::Logout,
+        Self::LogoutAll,
+        Self::RevokedByUser,
+        Self::RevokeOthers,
+        Self::PasswordChange,
+        Self::PasswordChangeFailures,
+        Self::RefreshReuse,
+        Self::SessionLimit,
+        Self::Operator,
+        Self::PasswordReset,
+    ];
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Neither revoked nor past a deadline.
+    Live,
+    /// Revoked, for this reason (`None`: a reason this server does not write, or none).
+    Revoked(Option<RevokeReason>),
+    /// Past its idle or absolute deadline without being revoked.
+    Expired,
+}
+
+/// One session of a user, live or ended, as an operator lists it. Never a token hash.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// The session id.
+    pub id: Uuid,
+    /// Live, revoked or expired.
+    pub state: SessionState,
+    /// The parser's label.
+    pub device_label: Option<String>,
+    /// The client's name for the device.
+    pub device_name: Option<String>,
+    /// The last client IP.
+    pub ip: Option<IpAddr>,
+    /// When it was created (login).
+    pub created_at: SystemTime,
+    /// When it was last used (login or refresh).
+    pub last_used_at: SystemTime,
+}
+
+/// What revoking one session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// It was live and is now revoked.
+    Revoked,
+    /// It had ended already (revoked or expired): nothing changed.
+    AlreadyEnded,
+    /// The user has no such session.
+    NotFound,
+}
+
+/// What a new session records about its device.
+#[derive(Debug, Clone, Default)]
+pub struct Device {
+    /// The user agent, already cut to length.
+    pub user_agent: Option<String>,
+    /// The parser's label.
+    pub label: Option<String>,
+    /// The client's name for the device.
+    pub name: Option<String>,
+    /// The client IP.
+    pub ip: Option<IpAddr>,
+}
+
+/// One live session, as listed to its user.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// The session id.
+    pub id: Uuid,
+    /// The client's name for the device.
+    pub device_name: Option<String>,
+    /// The parser's label.
+    pub device_label: Option<String>,
+    /// The user agent.
+    pub user_agent: Option<String>,
+    /// The last client IP.
+    pub ip: Option<IpAddr>,
+    /// When it was created (login).
+    pub created_at: SystemTime,
+    /// When it was last refreshed.
+    pub last_used_at: SystemTime,
+}
+
+/// Creates a session whose first refresh token hashes to `token_hash`; returns its id
+/// and idle deadline.
+pub async fn create(
+    client: &impl GenericClient,
+    user: Uuid,
+    device: &Device,
+    idle: Duration,
+    absolute: Duration,
+    token_hash: &[u8],
+) -> Result<(Uuid, SystemTime), ServiceError> {
+    let statement = client.prepare_cached(CREATE).await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &user,
+                &device.user_agent,
+                &device.label,
+                &device.name,
+                &device.ip,
+                &interval(idle),
+                &interval(absolute),
+                &token_hash,
+            ],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The user's live sessions, newest use first.
+pub async fn list_live(
+    client: &impl GenericClient,
+    user: Uuid,
+) -> Result<Vec<SessionRow>, ServiceError> {
+    let statement = client.prepare_cached(LIST_LIVE).await?;
+    let rows = client.query(&statement, &[&user]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| SessionRow {
+            id: row.get(0),
+            device_name: row.get(1),
+            device_label: row.get(2),
+            user_agent: row.get(3),
+            ip: row.get(4),
+            created_at: row.get(5),
+            last_used_at: row.get(6),
+        })
+        .collect())
+}
+
+/// Revokes one of the user's sessions if it is live.
+pub async fn revoke_one(
+    client: &impl GenericClient,
+    user: Uuid,
+    session: Uuid,
+    reason: RevokeReason,
+) -> Result<Revocation, ServiceError> {
+    let statement = client.prepare_cached(REVOKE_ONE).await?;
+    if client
+        .execute(&statement, &[&session, &user, &reason.as_str()])
+        .await?
+        == 1
+    {
+        return Ok(Revocation::Revoked);
+    }
+    let statement = client.prepare_cached(EXISTS).await?;
+    let exists: bool = client
+        .query_one(&statement, &[&session, &user])
+        .await?
+        .get(0);
+    Ok(if exists {
+        Revocation::AlreadyEnded
+    } else {
+        Revocation::NotFound
+    })
+}
+
+/// Revokes the least recently used live sessions of the user, other than `keep`, so that
+/// at most `cap` live ones remain with `keep` among them; returns the revoked ids.
+pub async fn revoke_beyond_cap(
+    client: &impl GenericClient,
+    user: Uuid,
+    keep: Uuid,
+    cap: u32,
+    reason: RevokeReason,
+) -> Result<Vec<Uuid>, ServiceError> {
+    let others_kept = i64::from(cap.saturating_sub(1));
+    let statement = client.prepare_cached(REVOKE_BEYOND).await?;
+    let rows = client
+        .query(&statement, &[&user, &keep, &others_kept, &reason.as_str()])
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Every session of the user, live or ended (until the purge deletes it), newest first.
+pub async fn list_all(
+    client: &impl GenericClient,
+    user: Uuid,
+) -> Result<Vec<SessionRecord>, ServiceError> {
+    let statement = client.prepare_cached(LIST_ALL).await?;
+    let rows = client.query(&statement, &[&user]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let revoked: bool = row.get(6);
+            let reason: Option<&str> = row.get(7);
+            let expired: bool = row.get(8);
+            let state = if revoked {
+                SessionState::Revoked(reason.and_then(RevokeReason::from_column))
+            } else if expired {
+                SessionState::Expired
+            } else {
+                SessionState::Live
+            };
+            SessionRecord {
+                id: row.get(0),
+                state,
+                device_name: row.get(1),
+                device_label: row.get(2),
+                ip: row.get(3),
+                created_at: row.get(4),
+                last_used_at: row.get(5),
+            }
+        })
+        .collect())
+}
+
+/// Revokes every live session of every user; returns how many.
+pub async fn revoke_every_live(
+    client: &impl GenericClient,
+    reason: RevokeReason,
+) -> Result<u64, ServiceError> {
+    let statement = client.prepare_cached(REVOKE_EVERY_LIVE).await?;
+    Ok(client.execute(&statement, &[&reason.as_str()]).await?)
+}
+
+/// Revokes every live session of the user but `keep`; returns the revoked ids.
+pub async fn revoke_all_but(
+    client: &impl GenericClient,
+    user: Uuid,
+    keep: Option<Uuid>,
+    reason: RevokeReason,
+) -> Result<Vec<Uuid>, ServiceError> {
+    let statement = client.prepare_cached(REVOKE_ALL_BUT).await?;
+    let rows = client
+        .query(&statement, &[&user, &keep, &reason.as_str()])
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Whether the user's session is live; it stays locked until the transaction ends, so
+/// that what the caller does next cannot race its revocation.
+pub async fn lock_live(
+    client: &impl GenericClient,
+    user: Uuid,
+    session: Uuid,
+) -> Result<bool, ServiceError> {
+    let statement = client.prepare_cached(LOCK_LIVE).await?;
+    let row = client.query_opt(&statement, &[&session, &user]).await?;
+    Ok(row.is_some_and(|row| row.get(0)))
+}
+
+/// Whether a session of the user was used (logged in or refreshed) from `ip` within
+/// `window`, and not revoked as stolen.
+pub async fn used_from(
+    client: &impl GenericClient,
+    user: Uuid,
+    ip: IpAddr,
+    window: Duration,
+) -> Result<bool, ServiceError> {
+    let statement = client.prepare_cached(USED_FROM).await?;
+    Ok(client
+        .query_one(
+            &statement,
+            &[
+                &user,
+                &ip,
+                &interval(window),
+                &RevokeReason::RefreshReuse.as_str(),
+            ],
+        )
+        .await?
+        .get(0))
+}
+
+/// Deletes one batch of sessions that ended more than `retention` ago.
+pub async fn purge_batch(
+    client: &impl GenericClient,
+    retention: Duration,
+    batch: i64,
+) -> Result<u64, ServiceError> {
+    let statement = client.prepare_cached(PURGE_BATCH).await?;
+    Ok(client
+        .execute(&statement, &[&interval(retention), &batch])
+        .await?)
+}
+
+/// A duration as a PostgreSQL interval literal PostgreSQL parses itself.
+pub(crate) fn interval(duration: Duration) -> String {
+    format!("{} milliseconds", duration.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_column_value() {
+        for reason in RevokeReason::ALL {
+            assert_eq!(RevokeReason::from_column(reason.as_str()), Some(reason));
+        }
+        assert_eq!(
+            RevokeReason::from_column("session_limit"),
+            Some(RevokeReason::SessionLimit)
+        );
+        assert_eq!(
+            RevokeReason::from_column("operator"),
+            Some(RevokeReason::Operator)
+        );
+        assert_eq!(RevokeReason::from_column("typed_by_hand"), None);
+    }
+}
