@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::ids::{SessionId, UserId};
+
 use crate::config::TokenSettings;
 use crate::keys::KeyRing;
 
@@ -46,7 +48,11 @@ impl AccessTokenIssuer {
     }
 
     /// A signed token for `user` on `session`.
-    pub fn issue(&self, user: Uuid, session: Uuid) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()

@@ -8,9 +8,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use crate::ids::SessionId;
 use clap::{Args, Parser, Subcommand};
 use poem_openapi::OpenApi;
-use uuid::Uuid;
 
 use crate::App;
 use crate::accounts::{Email, Operator, OperatorError, RevokeTarget};
@@ -23,9 +23,10 @@ const AFTER_HELP: &str = "Settings come from environment variables, read once at
                           (`config` lists them); the sessions commands read the same ones as \
                           serve, and running servers refuse revoked sessions at once.";
 
-/// The arguments: one command, `serve` when none is given.
+// The arguments: one command, `serve` when none is given. (A plain comment: clap would
+// print a doc comment as the program's description.)
 #[derive(Debug, Parser)]
-#[command(after_help = AFTER_HELP, disable_version_flag = true)]
+#[command(after_help = AFTER_HELP)]
 struct Arguments {
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,7 +74,7 @@ pub struct RevokeArgs {
     email: Option<Email>,
     /// Only this session of the account.
     #[arg(long, value_parser = parse_session, requires = "email")]
-    session: Option<Uuid>,
+    session: Option<SessionId>,
     /// Every live session of every user.
     #[arg(long)]
     all_users: bool,
@@ -100,8 +101,9 @@ fn parse_email(text: &str) -> Result<Email, String> {
     Email::parse(text).map_err(|_| format!("{text:?} is not an email address"))
 }
 
-fn parse_session(text: &str) -> Result<Uuid, String> {
-    Uuid::parse_str(text).map_err(|_| format!("{text:?} is not a session id"))
+fn parse_session(text: &str) -> Result<SessionId, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a session id"))
 }
 
 /// Runs the command the process's arguments name; what [`App::main`] returns.
@@ -118,6 +120,11 @@ pub fn main_from<Api: OpenApi + 'static>(
     let parsed = <Arguments as clap::CommandFactory>::command()
         .name(app.name())
         .bin_name(app.name())
+        .version(app.version())
+        .about(format!(
+            "{}: accounts, sessions and devices over HTTP, on Portcullis",
+            app.name()
+        ))
         .try_get_matches_from(args)
         .and_then(|matches| <Arguments as clap::FromArgMatches>::from_arg_matches(&matches));
     match parsed {
@@ -372,7 +379,7 @@ mod tests {
 
     #[test]
     fn sessions_revoke_names_one_session_one_user_or_everyone() {
-        let id = Uuid::new_v4();
+        let id = SessionId::from_uuid(uuid::Uuid::new_v4());
         assert_eq!(
             revoke(&format!(
                 "sessions revoke --email ada@example.com --session {id}"
@@ -435,7 +442,7 @@ mod tests {
     fn a_listed_session_shows_its_state_device_and_times_but_no_secret() {
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let session = SessionRecord {
-            id: Uuid::nil(),
+            id: SessionId::from_uuid(uuid::Uuid::nil()),
             state: SessionState::Revoked(Some(RevokeReason::SessionLimit)),
             device_label: Some("Firefox on Linux".to_owned()),
             device_name: None,

@@ -255,10 +255,17 @@ pub struct LogSettings {
 ///     settings.number(&NOTES_PER_USER)
 /// }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AppSettings {
     /// The declared settings' values as given; `None` when unset or empty.
     given: BTreeMap<&'static str, Option<String>>,
+}
+
+/// Names only: a value may be a secret (an API key of the application's).
+impl std::fmt::Debug for AppSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.given.keys()).finish()
+    }
 }
 
 impl AppSettings {

@@ -47,23 +47,66 @@ pub enum ServiceError {
     /// Over a rate limit; retry after this long.
     #[error("too many requests")]
     RateLimited(Duration),
-    /// PostgreSQL did not answer or failed.
-    #[error("database unavailable: {0}")]
-    Database(String),
-    /// A bug or a broken invariant; logged, answered with 500.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// PostgreSQL did not answer or failed; the cause keeps its SQLSTATE code.
+    #[error("the database failed")]
+    Database(#[from] StoreError),
+    /// A bug or a broken invariant; logged with its cause, answered with 500.
+    #[error("internal error: {context}")]
+    Internal {
+        /// What was under way.
+        context: &'static str,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ServiceError {
+    /// A broken invariant or a failure that is nobody's input: `context` says what was
+    /// under way, `source` what went wrong.
+    pub fn internal(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Internal {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+/// Why PostgreSQL could not serve a query: its own error (with the SQLSTATE code, the
+/// message and the connection's cause), or no connection from the pool in time.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL answered with an error, or the connection failed.
+    #[error("PostgreSQL")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The pool had no connection to give within `DATABASE_TIMEOUT_SECONDS`, or could
+    /// not open one.
+    #[error("the connection pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl StoreError {
+    /// PostgreSQL's SQLSTATE code, when PostgreSQL answered with an error.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            Self::Postgres(e) | Self::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            Self::Pool(_) => None,
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for ServiceError {
     fn from(e: tokio_postgres::Error) -> Self {
-        Self::Database(e.to_string())
+        Self::Database(e.into())
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ServiceError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Database(e.to_string())
+        Self::Database(e.into())
     }
 }
 

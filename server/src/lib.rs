@@ -32,6 +32,7 @@ pub mod database;
 pub mod device;
 pub mod email;
 pub mod error;
+pub mod ids;
 pub mod keys;
 pub mod mail;
 pub mod origin;
@@ -56,6 +57,7 @@ use portcullis::{Authenticator, PostgresLiveness, TokenSource, TokenVerifier};
 pub use app::{App, Services};
 pub use config::{Config, ConfigError};
 pub use error::ServiceError;
+pub use ids::{SessionId, UserId};
 pub use routes::authenticated::Authenticated;
 pub use routes::error::{ApiError, ErrorBody};
 

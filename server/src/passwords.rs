@@ -16,6 +16,7 @@
 //! (`perf` on the release server under login load: `memset` 5.7%, the kernel's
 //! `clear_page` 4%). The process keeps `threads × 19 MiB` for it once logins have run.
 
+use secrecy::{ExposeSecret as _, SecretString};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -126,23 +127,24 @@ impl PasswordHasher {
     }
 
     /// The PHC string of `password` with a fresh salt.
-    pub async fn hash(&self, password: String) -> String {
-        self.on_hashing_thread(move |blocks| hash_with(blocks, &password))
+    pub async fn hash(&self, password: SecretString) -> String {
+        self.on_hashing_thread(move |blocks| hash_with(blocks, password.expose_secret()))
             .await
     }
 
     /// Verifies `password` against `stored`, or against the dummy hash when there is no
     /// account, so both cases cost the same.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Verified {
+    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Verified {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.to_string());
         let prefix = Arc::clone(&self.current_prefix);
         self.on_hashing_thread(move |blocks| {
-            let matches = verify_with(blocks, &password, &stored);
+            let password = password.expose_secret();
+            let matches = verify_with(blocks, password, &stored);
             if !(known && matches) {
                 return Verified::Mismatch;
             }
-            let rehash = (!stored.starts_with(&*prefix)).then(|| hash_with(blocks, &password));
+            let rehash = (!stored.starts_with(&*prefix)).then(|| hash_with(blocks, password));
             Verified::Match { rehash }
         })
         .await

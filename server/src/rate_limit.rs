@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::ids::{SessionId, UserId};
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
-use uuid::Uuid;
 
 use crate::client_ip::ClientNetwork;
 use crate::config::RateLimitSettings;
@@ -210,9 +210,9 @@ pub struct RateLimits {
     /// Refreshes per client IP (IPv6: per /64).
     pub refresh_per_ip: KeyedLimit<ClientNetwork>,
     /// Failed password changes per user, over all of the user's sessions.
-    pub password_change_failures_per_user: KeyedLimit<Uuid>,
+    pub password_change_failures_per_user: KeyedLimit<UserId>,
     /// Failed password changes per session (the session is revoked after as many).
-    pub password_change_failures_per_session: KeyedLimit<Uuid>,
+    pub password_change_failures_per_session: KeyedLimit<SessionId>,
     /// Reset requests per address (known or not), and verification mails per user.
     pub account_mail_per_address: KeyedLimit<LimitKey>,
     /// Requests to the reset and verification routes per client IP (IPv6: per /64).
@@ -288,8 +288,8 @@ impl RateLimits {
     /// back when the attempt ends unless it [failed](PasswordChangeAttempt::failed).
     pub fn password_change(
         &self,
-        user: Uuid,
-        session: Uuid,
+        user: UserId,
+        session: SessionId,
     ) -> Result<PasswordChangeAttempt<'_>, Duration> {
         self.password_change_failures_per_session.check(&session)?;
         if let Err(wait) = self.password_change_failures_per_user.check(&user) {
@@ -386,8 +386,8 @@ impl Drop for LoginAttempt<'_> {
 #[must_use = "dropping the attempt gives its tokens back at once"]
 pub struct PasswordChangeAttempt<'a> {
     limits: &'a RateLimits,
-    user: Uuid,
-    session: Uuid,
+    user: UserId,
+    session: SessionId,
     failed: bool,
 }
 

@@ -29,6 +29,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret as _, SecretSlice};
 use uuid::Uuid;
 
+use crate::ids::SessionId;
+
 use crate::config::settings::{DEV_KEYS_DIR, REFRESH_TOKEN_KEY_FILE};
 
 const SECRET_BYTES: usize = 32;
@@ -76,7 +78,7 @@ impl RefreshSecret {
 /// A refresh token of the current format: which session, which generation, the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken {
-    session: Uuid,
+    session: SessionId,
     generation: u32,
     secret: RefreshSecret,
 }
@@ -92,7 +94,7 @@ impl fmt::Debug for RefreshToken {
 
 impl RefreshToken {
     /// The first token of a new session.
-    pub fn first(session: Uuid, secret: RefreshSecret) -> Self {
+    pub fn first(session: SessionId, secret: RefreshSecret) -> Self {
         Self {
             session,
             generation: 0,
@@ -101,7 +103,7 @@ impl RefreshToken {
     }
 
     /// The session it belongs to.
-    pub fn session(&self) -> Uuid {
+    pub fn session(&self) -> SessionId {
         self.session
     }
 
@@ -112,7 +114,11 @@ impl RefreshToken {
 
     /// The token that replaces `presented` when it is rotated, from the successor of its
     /// secret ([`RefreshKey::successor`]): the same every time.
-    pub fn following(presented: &PresentedToken, session: Uuid, successor: RefreshSecret) -> Self {
+    pub fn following(
+        presented: &PresentedToken,
+        session: SessionId,
+        successor: RefreshSecret,
+    ) -> Self {
         Self {
             session,
             generation: presented.generation() + 1,
@@ -124,7 +130,7 @@ impl RefreshToken {
     pub fn expose(&self) -> String {
         let mut bytes = [0; TOKEN_BYTES];
         bytes[0] = FORMAT_VERSION;
-        bytes[1..17].copy_from_slice(self.session.as_bytes());
+        bytes[1..17].copy_from_slice(self.session.as_uuid().as_bytes());
         bytes[17..21].copy_from_slice(&self.generation.to_be_bytes());
         bytes[21..].copy_from_slice(&self.secret.0);
         URL_SAFE_NO_PAD.encode(bytes)
@@ -156,7 +162,7 @@ impl PresentedToken {
                     return None;
                 }
                 Some(Self::Chained(RefreshToken {
-                    session: Uuid::from_slice(&bytes[1..17]).ok()?,
+                    session: SessionId::from_uuid(Uuid::from_slice(&bytes[1..17]).ok()?),
                     generation,
                     secret: RefreshSecret(bytes[21..].try_into().ok()?),
                 }))
@@ -170,7 +176,7 @@ impl PresentedToken {
     }
 
     /// The session the token names; `None` for the old format.
-    pub fn session(&self) -> Option<Uuid> {
+    pub fn session(&self) -> Option<SessionId> {
         match self {
             Self::Chained(token) => Some(token.session),
             Self::Legacy(_) => None,
@@ -366,7 +372,7 @@ mod tests {
 
     fn token(generation: u32) -> RefreshToken {
         RefreshToken {
-            session: Uuid::new_v4(),
+            session: SessionId::from_uuid(Uuid::new_v4()),
             generation,
             secret: RefreshSecret::generate(),
         }

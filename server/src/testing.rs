@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use crate::App;
 use crate::config::{Config, default_database_name};
+use crate::ids::{SessionId, UserId};
 
 /// The password every [`TestServer::sign_up`] user gets.
 pub const TEST_PASSWORD: &str = "correct horse battery staple";
@@ -204,7 +205,7 @@ impl TestServer {
                 .to_owned()
         };
         let access_token = text("access_token");
-        let session_id = Uuid::parse_str(&text("session_id")).expect("a session id");
+        let session_id: SessionId = text("session_id").parse().expect("a session id");
         let me: Value = self
             .http
             .get(self.url("/me"))
@@ -215,9 +216,9 @@ impl TestServer {
             .json()
             .await
             .expect("GET /me answers JSON");
-        let user_id = me["user_id"]
+        let user_id: UserId = me["user_id"]
             .as_str()
-            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| id.parse().ok())
             .unwrap_or_else(|| panic!("GET /me names no user: {me}"));
         TestUser {
             http: self.http.clone(),
@@ -255,8 +256,8 @@ pub struct TestUser {
     http: reqwest::Client,
     base: String,
     email: String,
-    user_id: Uuid,
-    session_id: Uuid,
+    user_id: UserId,
+    session_id: SessionId,
     access_token: String,
     refresh_token: String,
 }
@@ -300,12 +301,12 @@ impl TestUser {
     }
 
     /// The account's id.
-    pub fn user_id(&self) -> Uuid {
+    pub fn user_id(&self) -> UserId {
         self.user_id
     }
 
     /// The session's id.
-    pub fn session_id(&self) -> Uuid {
+    pub fn session_id(&self) -> SessionId {
         self.session_id
     }
 

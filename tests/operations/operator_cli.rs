@@ -378,7 +378,7 @@ async fn bad_arguments_print_the_usage_and_exit_2_without_touching_the_database(
             stderr(&output)
         );
         assert!(
-            stderr(&output).contains("usage: portcullis-server"),
+            stderr(&output).contains("Usage: portcullis-server"),
             "{args:?}"
         );
         assert!(stdout(&output).is_empty(), "{args:?}: {}", stdout(&output));

@@ -74,7 +74,11 @@ async fn a_token_issued_before_the_upgrade_works_once_more_and_moves_to_the_new_
         // The text of generation 1, as the old server handed it out.
         {
             let first = PresentedToken::parse(&first).unwrap();
-            let next = RefreshToken::following(&first, session, key.successor(first.secret()));
+            let next = RefreshToken::following(
+                &first,
+                portcullis_server::SessionId::from_uuid(session),
+                key.successor(first.secret()),
+            );
             let text = next.expose();
             URL_SAFE_NO_PAD.decode(text).unwrap()[21..].to_vec()
         },

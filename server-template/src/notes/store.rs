@@ -7,7 +7,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use portcullis_server::ServiceError;
+use portcullis_server::{ServiceError, UserId};
 
 /// The most notes one listing returns (the newest).
 pub const LIST_LIMIT: i64 = 100;
@@ -50,7 +50,7 @@ impl Note {
 /// Writes a note for `user`, unless they keep `limit` notes already (`None`).
 pub async fn insert(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
     title: &str,
     body: &str,
     limit: i64,
@@ -63,7 +63,7 @@ pub async fn insert(
 }
 
 /// The user's newest notes, at most [`LIST_LIMIT`].
-pub async fn list(client: &impl GenericClient, user: Uuid) -> Result<Vec<Note>, ServiceError> {
+pub async fn list(client: &impl GenericClient, user: UserId) -> Result<Vec<Note>, ServiceError> {
     let statement = client.prepare_cached(LIST).await?;
     let rows = client.query(&statement, &[&user, &LIST_LIMIT]).await?;
     Ok(rows.iter().map(Note::from_row).collect())
@@ -72,7 +72,7 @@ pub async fn list(client: &impl GenericClient, user: Uuid) -> Result<Vec<Note>, 
 /// One of the user's notes; `None` when it does not exist or is another user's.
 pub async fn by_id(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
     id: Uuid,
 ) -> Result<Option<Note>, ServiceError> {
     let statement = client.prepare_cached(BY_ID).await?;
@@ -83,7 +83,7 @@ pub async fn by_id(
 /// Deletes one of the user's notes; `false` when there was no such note of theirs.
 pub async fn delete(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
     id: Uuid,
 ) -> Result<bool, ServiceError> {
     let statement = client.prepare_cached(DELETE).await?;

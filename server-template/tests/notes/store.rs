@@ -2,14 +2,14 @@
 //! Portcullis's schema in a history table of its own, and every query keeps to its user's
 //! rows.
 
+use portcullis_server::UserId;
 use portcullis_server::testing::TestServer;
-use uuid::Uuid;
 
 use crate::app;
 use app::notes::store;
 
 /// A test server with two signed-up users, and a pooled connection to its database.
-async fn database() -> (TestServer, deadpool_postgres::Object, Uuid, Uuid) {
+async fn database() -> (TestServer, deadpool_postgres::Object, UserId, UserId) {
     let server = TestServer::start(app::app()).await;
     let alice = server.sign_up().await.user_id();
     let bob = server.sign_up().await.user_id();

@@ -3,14 +3,14 @@
 
 use std::net::IpAddr;
 
+use crate::ids::{SessionId, UserId};
 use deadpool_postgres::Pool;
-use uuid::Uuid;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::mail::AccountMail;
-use super::{AccountPolicy, Refusal, Revocations, TokenPair, Tokens};
+use super::{AccountPolicy, Refusal, Revocations, SignIn, TokenPair};
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
-use crate::refresh_token::{RefreshSecret, RefreshToken};
 use crate::store::events::{self, Event, EventKind, Subject};
 use crate::store::sessions::{self, Device, RevokeReason};
 use crate::store::users;
@@ -36,18 +36,19 @@ impl Email {
 }
 
 /// A password that passes the policy (see [`passwords::check_policy`]), for a new account
-/// or a password change.
-pub struct NewPassword(String);
+/// or a password change. Like every password here it is a [`SecretString`]: it never
+/// prints, and its memory is wiped when it is dropped.
+pub struct NewPassword(SecretString);
 
 impl NewPassword {
     /// Checks `password` against the policy.
-    pub fn parse(password: String) -> Result<Self, ServiceError> {
-        passwords::check_policy(&password)?;
+    pub fn parse(password: SecretString) -> Result<Self, ServiceError> {
+        passwords::check_policy(password.expose_secret())?;
         Ok(Self(password))
     }
 
     /// The password, to hash.
-    pub(super) fn into_inner(self) -> String {
+    pub(super) fn into_inner(self) -> SecretString {
         self.0
     }
 }
@@ -94,23 +95,25 @@ impl LoginOutcome {
     }
 }
 
-/// Creates accounts, checks their passwords and opens sessions, changes passwords.
+/// Creates accounts, checks their passwords (and then has [`SignIn`] open the session),
+/// changes passwords.
 #[derive(Clone)]
 pub struct Credentials {
     pool: Pool,
     passwords: PasswordHasher,
-    tokens: Tokens,
+    sign_in: SignIn,
     revocations: Revocations,
     mail: AccountMail,
     policy: AccountPolicy,
 }
 
 impl Credentials {
-    /// Accounts in `pool`'s database, passwords hashed by `passwords`.
+    /// Accounts in `pool`'s database, passwords hashed by `passwords`, sessions opened by
+    /// `sign_in`.
     pub fn new(
         pool: Pool,
         passwords: PasswordHasher,
-        tokens: Tokens,
+        sign_in: SignIn,
         revocations: Revocations,
         mail: AccountMail,
         policy: AccountPolicy,
@@ -118,7 +121,7 @@ impl Credentials {
         Self {
             pool,
             passwords,
-            tokens,
+            sign_in,
             revocations,
             mail,
             policy,
@@ -131,7 +134,7 @@ impl Credentials {
         &self,
         email: &Email,
         password: NewPassword,
-    ) -> Result<Uuid, ServiceError> {
+    ) -> Result<UserId, ServiceError> {
         let hash = self.passwords.hash(password.0).await;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
@@ -154,7 +157,7 @@ impl Credentials {
     pub async fn is_known_client(
         &self,
         email: &Email,
-        signed_in_as: Option<Uuid>,
+        signed_in_as: Option<UserId>,
         ip: Option<IpAddr>,
     ) -> Result<bool, ServiceError> {
         let client = self.pool.get().await?;
@@ -175,19 +178,17 @@ impl Credentials {
         }
     }
 
-    /// Checks the credentials and opens a session on `device`.
+    /// Checks the credentials and opens a session on `device` ([`SignIn::open`]).
     ///
     /// An unknown email and a wrong password are one refusal, that
     /// [counts](Refusal::counts) against the failure limits, and cost about the same
     /// time. With `REQUIRE_VERIFIED_EMAIL`, the right password of an unverified account
     /// is refused with [`ServiceError::EmailNotVerified`], which does not count: only
-    /// the owner learns it. With `NEW_SIGNIN_ALERTS`, a login from a device label and
-    /// network no kept session of the account came from queues a mail to the owner (not
-    /// the account's first).
+    /// the owner learns it.
     pub async fn login(
         &self,
         email: &Email,
-        password: String,
+        password: SecretString,
         device: Device,
     ) -> Result<TokenPair, Refusal> {
         // No connection is held while hashing: a burst of logins must not drain the pool.
@@ -217,7 +218,6 @@ impl Credentials {
             tracing::info!(user_id = %user, "login refused: the address is not verified");
             return Err(ServiceError::EmailNotVerified.into());
         }
-        let secret = RefreshSecret::generate();
         let transaction = client.transaction().await?;
         // The hash was verified outside any transaction. Had a password change committed
         // since, this login used the old password and must not open a session; locking
@@ -229,86 +229,9 @@ impl Credentials {
         if let Some(new_hash) = rehash {
             users::set_password(&transaction, user, &new_hash).await?;
         }
-        if self.policy.new_signin_alerts {
-            self.alert_if_new(&transaction, user, email, &device)
-                .await?;
-        }
-        let (session, idle_expires_at) = sessions::create(
-            &transaction,
-            user,
-            &device,
-            self.policy.idle_timeout,
-            self.policy.absolute_lifetime,
-            &self.tokens.refresh_key().hash(&secret),
-        )
-        .await?;
-        let capped = self
-            .revoke_beyond_cap(&transaction, user, session, device.ip)
-            .await?;
-        transaction.commit().await?;
-        if !capped.is_empty() {
-            self.revocations
-                .committed(&capped, RevokeReason::SessionLimit);
-        }
-        let refresh_token = RefreshToken::first(session, secret);
-        tracing::info!(user_id = %user, session_id = %session, "login");
+        let pair = self.sign_in.open(transaction, user, device).await?;
         LoginOutcome::Success.count();
-        Ok(self
-            .tokens
-            .pair(user, session, refresh_token, idle_expires_at)?)
-    }
-
-    /// Within the login's transaction, with the user's row locked: revokes the least
-    /// recently used live sessions that the new `session` puts beyond
-    /// `MAX_SESSIONS_PER_USER`, and records it; returns them.
-    async fn revoke_beyond_cap(
-        &self,
-        transaction: &deadpool_postgres::Transaction<'_>,
-        user: Uuid,
-        session: Uuid,
-        ip: Option<IpAddr>,
-    ) -> Result<Vec<Uuid>, ServiceError> {
-        let cap = self.policy.max_sessions_per_user;
-        if cap == 0 {
-            return Ok(Vec::new());
-        }
-        let reason = RevokeReason::SessionLimit;
-        let revoked = sessions::revoke_beyond_cap(transaction, user, session, cap, reason).await?;
-        if !revoked.is_empty() {
-            let count = revoked.len() as u64;
-            let event = Event::SessionsRevoked { reason, count };
-            let subject = Subject {
-                user: Some(user),
-                session: Some(session),
-                ip,
-            };
-            events::record(transaction, event, subject).await?;
-            tracing::info!(user_id = %user, session_id = %session, count, "session cap: least recently used sessions revoked");
-        }
-        Ok(revoked)
-    }
-
-    /// Queues a sign-in alert when `device` (its label and network) is new to `user`,
-    /// which has signed in before.
-    async fn alert_if_new(
-        &self,
-        client: &impl deadpool_postgres::GenericClient,
-        user: Uuid,
-        email: &Email,
-        device: &Device,
-    ) -> Result<(), ServiceError> {
-        let Some(ip) = device.ip else {
-            return Ok(());
-        };
-        let label = device.label.as_deref();
-        let (signed_in_before, known) = sessions::signed_in_before(client, user, label, ip).await?;
-        if signed_in_before && !known {
-            tracing::info!(user_id = %user, ip = %ip, "sign-in from a new device and network; alerting the owner");
-            self.mail
-                .queue_sign_in_alert(client, email.as_str(), label, ip)
-                .await?;
-        }
-        Ok(())
+        Ok(pair)
     }
 
     /// Changes the password of `user` and revokes every other session of the user.
@@ -317,9 +240,9 @@ impl Credentials {
     /// `PASSWORD_CHANGE_MAX_FAILURES` of them the session giving them is revoked.
     pub async fn change_password(
         &self,
-        user: Uuid,
-        current_session: Uuid,
-        current_password: String,
+        user: UserId,
+        current_session: SessionId,
+        current_password: SecretString,
         new_password: NewPassword,
         ip: Option<IpAddr>,
     ) -> Result<(), Refusal> {
@@ -372,8 +295,8 @@ impl Credentials {
     /// Records a wrong current password and revokes the session at the limit.
     async fn password_change_failed(
         &self,
-        user: Uuid,
-        session: Uuid,
+        user: UserId,
+        session: SessionId,
         ip: Option<IpAddr>,
     ) -> Result<(), ServiceError> {
         let max = self.policy.password_change_max_failures;
@@ -409,7 +332,7 @@ impl Credentials {
     }
 
     /// The user's email, and whether its owner verified it.
-    pub async fn profile(&self, user: Uuid) -> Result<(String, bool), ServiceError> {
+    pub async fn profile(&self, user: UserId) -> Result<(String, bool), ServiceError> {
         let client = self.pool.get().await?;
         users::profile(&client, user)
             .await?

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::ids::UserId;
+
 use crate::account_token::AccountToken;
 use crate::error::ServiceError;
 use crate::mail::compose;
@@ -56,7 +58,7 @@ impl AccountMail {
     pub async fn queue_verification(
         &self,
         client: &impl GenericClient,
-        user: Uuid,
+        user: UserId,
         email: &str,
     ) -> Result<(), ServiceError> {
         let ttl = self.lifetimes.verification;
@@ -73,12 +75,17 @@ impl AccountMail {
     pub async fn queue_reset(
         &self,
         client: &impl GenericClient,
-        account: Option<(Uuid, &str)>,
+        account: Option<(UserId, &str)>,
     ) -> Result<(), ServiceError> {
         let ttl = self.lifetimes.reset;
         let purpose = TokenPurpose::ResetPassword;
         let Some((user, email)) = account else {
-            return account_tokens::delete_for_user(client, Uuid::new_v4(), purpose).await;
+            return account_tokens::delete_for_user(
+                client,
+                UserId::from_uuid(Uuid::new_v4()),
+                purpose,
+            )
+            .await;
         };
         let token = self.replace_token(client, user, purpose, ttl).await?;
         let link = compose::token_link(&self.public, compose::RESET_PAGE, &token.expose());
@@ -100,7 +107,7 @@ impl AccountMail {
     async fn replace_token(
         &self,
         client: &impl GenericClient,
-        user: Uuid,
+        user: UserId,
         purpose: TokenPurpose,
         ttl: Duration,
     ) -> Result<AccountToken, ServiceError> {

@@ -4,6 +4,8 @@
 //!   change, and the one spelling of an email ([`Email`]).
 //! - [`Sessions`] (`sessions.rs`): a user's sessions: list them, revoke one or all but one.
 //! - [`Refresh`] (`refresh.rs`): refresh-token rotation and the check of stale tokens.
+//! - [`SignIn`] (`sign_in.rs`): what follows proof of identity: a new session and its
+//!   token pair, under the session cap, with the sign-in alert.
 //! - [`Tokens`] (`tokens.rs`): the token pair a login or a refresh hands out.
 //! - [`Revocations`] (`revocations.rs`): what follows a committed revocation: this
 //!   instance forgets the sessions, the metrics count them.
@@ -24,6 +26,7 @@ mod recovery;
 mod refresh;
 mod revocations;
 mod sessions;
+mod sign_in;
 mod tokens;
 
 use std::time::Duration;
@@ -38,6 +41,7 @@ pub use recovery::{Recovery, VerificationResent};
 pub use refresh::{Refresh, RefreshClient};
 pub use revocations::Revocations;
 pub use sessions::{RevokeScope, Sessions};
+pub use sign_in::SignIn;
 pub use tokens::{TokenPair, Tokens};
 
 use crate::error::ServiceError;
@@ -72,6 +76,8 @@ pub struct AccountPolicy {
 /// Everything behind the account routes.
 #[derive(Clone)]
 pub struct Accounts {
+    /// Open a session for a user whose identity was verified.
+    pub sign_in: SignIn,
     /// Register, login, password change.
     pub credentials: Credentials,
     /// List and revoke sessions.
@@ -94,6 +100,7 @@ impl Accounts {
         policy: AccountPolicy,
     ) -> Self {
         let revocations = Revocations::new(liveness);
+        let sign_in = SignIn::new(tokens.clone(), revocations.clone(), mail.clone(), policy);
         Self {
             recovery: Recovery::new(
                 pool.clone(),
@@ -104,11 +111,12 @@ impl Accounts {
             credentials: Credentials::new(
                 pool.clone(),
                 passwords,
-                tokens.clone(),
+                sign_in.clone(),
                 revocations.clone(),
                 mail,
                 policy,
             ),
+            sign_in,
             sessions: Sessions::new(pool.clone(), revocations.clone()),
             refresh: Refresh::new(pool, tokens, revocations, policy),
         }

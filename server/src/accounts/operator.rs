@@ -5,8 +5,8 @@
 //! revocation on commit, so every running server refuses the revoked sessions' access
 //! tokens within milliseconds; their refresh tokens fail from the commit on.
 
+use crate::ids::{SessionId, UserId};
 use deadpool_postgres::Pool;
-use uuid::Uuid;
 
 use super::Email;
 use crate::error::ServiceError;
@@ -22,7 +22,7 @@ pub enum RevokeTarget {
         /// The account.
         email: Email,
         /// The session.
-        session: Uuid,
+        session: SessionId,
     },
     /// Every live session of the account of `email`.
     User {
@@ -56,7 +56,7 @@ pub enum OperatorError {
         /// The account's email.
         email: String,
         /// The session asked for.
-        session: Uuid,
+        session: SessionId,
     },
     /// The database failed.
     #[error(transparent)]
@@ -157,7 +157,7 @@ impl Operator {
 async fn user_of(
     client: &impl deadpool_postgres::GenericClient,
     email: &Email,
-) -> Result<Uuid, OperatorError> {
+) -> Result<UserId, OperatorError> {
     users::by_email(client, email.as_str())
         .await?
         .map(|account| account.id)

@@ -2,8 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::ids::UserId;
 use deadpool_postgres::Pool;
-use uuid::Uuid;
 
 use super::Revocations;
 use super::credentials::{Email, NewPassword};
@@ -150,7 +150,7 @@ impl Recovery {
     /// Queues another verification mail for `user`, unless the address is verified.
     pub async fn resend_verification(
         &self,
-        user: Uuid,
+        user: UserId,
     ) -> Result<VerificationResent, ServiceError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
@@ -168,7 +168,7 @@ impl Recovery {
     }
 
     /// The email of `user` (what the per-address limit of a resend is keyed by).
-    pub async fn email_of(&self, user: Uuid) -> Result<String, ServiceError> {
+    pub async fn email_of(&self, user: UserId) -> Result<String, ServiceError> {
         users::profile(&self.pool.get().await?, user)
             .await?
             .map(|(email, _)| email)

@@ -156,7 +156,7 @@ impl Refresh {
         let ancestry =
             tokio::task::spawn_blocking(move || key.ancestry(&secret, steps, &current_hash))
                 .await
-                .map_err(|e| ServiceError::Internal(format!("chain walk failed: {e}")))?;
+                .map_err(|e| ServiceError::internal("walking a refresh token's chain", e))?;
         match ancestry {
             Ancestry::Genuine => {
                 refresh::revoke_reused(connection, session, presented.generation(), ip).await?;

@@ -1,7 +1,7 @@
 //! What follows a revocation the database committed.
 
+use crate::ids::SessionId;
 use portcullis::PostgresLiveness;
-use uuid::Uuid;
 
 use crate::store::sessions::RevokeReason;
 
@@ -19,9 +19,9 @@ impl Revocations {
     }
 
     /// The database revoked `sessions` for `reason`, and committed.
-    pub fn committed(&self, sessions: &[Uuid], reason: RevokeReason) {
+    pub fn committed(&self, sessions: &[SessionId], reason: RevokeReason) {
         for session in sessions {
-            self.liveness.forget(*session);
+            self.liveness.forget(session.as_uuid());
         }
         metrics::counter!("session_revocations_total", "reason" => reason.as_str())
             .increment(sessions.len() as u64);

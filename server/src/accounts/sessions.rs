@@ -2,8 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::ids::{SessionId, UserId};
 use deadpool_postgres::Pool;
-use uuid::Uuid;
 
 use super::Revocations;
 use crate::error::ServiceError;
@@ -16,14 +16,14 @@ pub enum RevokeScope {
     /// One session, for this reason.
     One {
         /// The session.
-        session: Uuid,
+        session: SessionId,
         /// Why ([`RevokeReason::Logout`], [`RevokeReason::RevokedByUser`]).
         reason: RevokeReason,
     },
     /// Every live session but `keep` (all when `None`).
     AllBut {
         /// The session to keep.
-        keep: Option<Uuid>,
+        keep: Option<SessionId>,
         /// Why ([`RevokeReason::LogoutAll`], [`RevokeReason::RevokeOthers`]).
         reason: RevokeReason,
     },
@@ -43,7 +43,7 @@ impl Sessions {
     }
 
     /// The user's live sessions, newest use first.
-    pub async fn list(&self, user: Uuid) -> Result<Vec<SessionRow>, ServiceError> {
+    pub async fn list(&self, user: UserId) -> Result<Vec<SessionRow>, ServiceError> {
         let client = self.pool.get().await?;
         sessions::list_live(&client, user).await
     }
@@ -52,7 +52,7 @@ impl Sessions {
     /// many were live and are now revoked.
     pub async fn revoke(
         &self,
-        user: Uuid,
+        user: UserId,
         scope: RevokeScope,
         ip: Option<IpAddr>,
     ) -> Result<u64, ServiceError> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use uuid::Uuid;
+use crate::ids::{SessionId, UserId};
 
 use crate::access_token::AccessTokenIssuer;
 use crate::error::ServiceError;
@@ -21,7 +21,7 @@ pub struct TokenPair {
     /// Seconds until the refresh token stops working unless used.
     pub refresh_expires_in: u64,
     /// The session both belong to.
-    pub session_id: Uuid,
+    pub session_id: SessionId,
 }
 
 /// Signs access tokens and keys refresh tokens.
@@ -50,15 +50,15 @@ impl Tokens {
     /// `refresh_expires_at` unless used.
     pub fn pair(
         &self,
-        user: Uuid,
-        session: Uuid,
+        user: UserId,
+        session: SessionId,
         refresh_token: RefreshToken,
         refresh_expires_at: SystemTime,
     ) -> Result<TokenPair, ServiceError> {
         let access_token = self
             .access
             .issue(user, session)
-            .map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
+            .map_err(|e| ServiceError::internal("signing an access token", e))?;
         Ok(TokenPair {
             access_token,
             expires_in: self.access.ttl().as_secs(),

@@ -19,6 +19,7 @@ use crate::accounts::{self, LoginOutcome, NewPassword, RefreshClient, RevokeScop
 use crate::client_ip::ClientIp;
 use crate::device;
 use crate::error::ServiceError;
+use crate::ids::UserId;
 use crate::store::sessions::{Device, RevokeReason};
 
 pub(super) struct AuthApi {
@@ -111,7 +112,7 @@ impl From<TokenPair> for TokenPairBody {
             expires_in: pair.expires_in,
             refresh_token: pair.refresh_token.expose(),
             refresh_expires_in: pair.refresh_expires_in,
-            session_id: pair.session_id,
+            session_id: pair.session_id.as_uuid(),
         }
     }
 }
@@ -167,14 +168,16 @@ impl AuthApi {
             .limits
             .register(ip)
             .map_err(ServiceError::RateLimited)?;
-        let password = NewPassword::parse(body.password.into_inner())?;
+        let password = NewPassword::parse(body.password.into_inner().into())?;
         let user_id = self
             .state
             .accounts
             .credentials
             .register(&email, password)
             .await?;
-        Ok(RegisterResponse::Created(Json(Registered { user_id })))
+        Ok(RegisterResponse::Created(Json(Registered {
+            user_id: user_id.as_uuid(),
+        })))
     }
 
     /// Sign in: opens a session for this device and returns its token pair.
@@ -237,7 +240,10 @@ impl AuthApi {
                 "account login limit reached; a known client may still sign in"
             );
         }
-        match credentials.login(&email, body.password, device).await {
+        match credentials
+            .login(&email, body.password.into(), device)
+            .await
+        {
             Ok(pair) => Ok(self.signed_in(pair, transport)),
             Err(refusal) => {
                 if refusal.counts {
@@ -341,7 +347,7 @@ impl AuthApi {
     ) -> Result<WithCookies<NoContent>, ApiError> {
         let Json(body) = body;
         // Checked before any limit sees it, as at registration.
-        let new_password = NewPassword::parse(body.new_password.into_inner())?;
+        let new_password = NewPassword::parse(body.new_password.into_inner().into())?;
         // As for login, each attempt takes a token per session and per user before
         // verifying and gets them back unless the current password was wrong.
         let attempt = self
@@ -356,7 +362,7 @@ impl AuthApi {
             .change_password(
                 auth.user(),
                 auth.session(),
-                body.current_password,
+                body.current_password.into(),
                 new_password,
                 ip,
             )
@@ -384,7 +390,7 @@ impl AuthApi {
     /// The user of the live session whose access token the request carries, if any: a
     /// login may carry one to prove it comes from a client of the account. A missing or
     /// refused token is simply no proof.
-    async fn signed_in_as(&self, request: &Request) -> Option<Uuid> {
+    async fn signed_in_as(&self, request: &Request) -> Option<UserId> {
         if !request
             .headers()
             .contains_key(poem::http::header::AUTHORIZATION)
@@ -395,6 +401,7 @@ impl AuthApi {
             .await
             .ok()?
             .user_uuid()
+            .map(UserId::from_uuid)
     }
 
     /// Revokes `scope` and answers 204, clearing the cookies of a cookie request.
@@ -433,7 +440,7 @@ impl AuthApi {
                     ),
                 ];
                 let body = CookieSessionBody {
-                    session_id: pair.session_id,
+                    session_id: pair.session_id.as_uuid(),
                     expires_in: pair.expires_in,
                     refresh_expires_in: pair.refresh_expires_in,
                 };

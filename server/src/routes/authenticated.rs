@@ -3,12 +3,12 @@
 //! the OpenAPI document. A cookie request that changes state must pass the CSRF check
 //! first ([`crate::origin::check`]).
 
+use crate::ids::{SessionId, UserId};
 use poem::{IntoResponse as _, Request, RequestBody};
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use portcullis::{AuthContext, AuthError, Authenticator, TokenSource};
-use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::transport::{self, Transport};
@@ -26,20 +26,20 @@ const COOKIE_SCHEME: &str = "CookieAuth";
 /// OpenAPI document lists the bearer and cookie schemes for it.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    user: Uuid,
-    session: Uuid,
+    user: UserId,
+    session: SessionId,
     transport: Transport,
     context: AuthContext,
 }
 
 impl Authenticated {
     /// The user.
-    pub fn user(&self) -> Uuid {
+    pub fn user(&self) -> UserId {
         self.user
     }
 
     /// The session.
-    pub fn session(&self) -> Uuid {
+    pub fn session(&self) -> SessionId {
         self.session
     }
 
@@ -59,8 +59,8 @@ impl Authenticated {
     fn from_context(context: &AuthContext, transport: Transport) -> Result<Self, ApiError> {
         match (context.user_uuid(), context.session_uuid()) {
             (Some(user), Some(session)) => Ok(Self {
-                user,
-                session,
+                user: UserId::from_uuid(user),
+                session: SessionId::from_uuid(session),
                 transport,
                 context: context.clone(),
             }),

@@ -107,15 +107,19 @@ impl From<ServiceError> for ApiError {
                 body("rate_limited"),
                 wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
             ),
-            ServiceError::Database(detail) => {
-                tracing::warn!(%detail, "database unavailable");
+            ServiceError::Database(cause) => {
+                tracing::warn!(
+                    error = %crate::error::chain(cause),
+                    code = cause.code().map(tokio_postgres::error::SqlState::code),
+                    "database unavailable"
+                );
                 Self::Unavailable(Json(ErrorBody::new(
                     "database_unavailable",
                     "the database does not answer; retry shortly",
                 )))
             }
-            ServiceError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
+            ServiceError::Internal { .. } => {
+                tracing::error!(error = %crate::error::chain(&error), "internal error");
                 Self::Internal(Json(ErrorBody::new(
                     "internal_error",
                     "an internal error occurred",

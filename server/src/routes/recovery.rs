@@ -163,7 +163,7 @@ impl RecoveryApi {
     ) -> Result<NoContent, ApiError> {
         let Json(body) = body;
         // Checked before any limit sees it, as at registration.
-        let new_password = NewPassword::parse(body.new_password.into_inner())?;
+        let new_password = NewPassword::parse(body.new_password.into_inner().into())?;
         self.state
             .limits
             .account_recovery(ip)

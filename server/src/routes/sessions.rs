@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::accounts::RevokeScope;
 use crate::client_ip::ClientIp;
 use crate::error::ServiceError;
+use crate::ids::SessionId;
 use crate::store::sessions::RevokeReason;
 
 pub(super) struct SessionsApi {
@@ -109,10 +110,10 @@ impl SessionsApi {
         let user_id = auth.user();
         let (email, email_verified) = self.state.accounts.credentials.profile(user_id).await?;
         Ok(MeResponse::Ok(Json(Me {
-            user_id,
+            user_id: user_id.as_uuid(),
             email,
             email_verified,
-            session_id: auth.session(),
+            session_id: auth.session().as_uuid(),
         })))
     }
 
@@ -125,7 +126,7 @@ impl SessionsApi {
             .into_iter()
             .map(|row| SessionBody {
                 current: row.id == current,
-                id: row.id,
+                id: row.id.as_uuid(),
                 device_name: row.device_name,
                 device_label: row.device_label,
                 user_agent: row.user_agent,
@@ -149,7 +150,7 @@ impl SessionsApi {
         id: Path<String>,
     ) -> Result<WithCookies<NoContent>, ApiError> {
         // Any text may arrive here; one that is not a session id names no session.
-        let session = Uuid::parse_str(&id).map_err(|_| ServiceError::SessionNotFound)?;
+        let session: SessionId = id.parse().map_err(|_| ServiceError::SessionNotFound)?;
         let scope = RevokeScope::One {
             session,
             reason: RevokeReason::RevokedByUser,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::ids::UserId;
 use deadpool_postgres::GenericClient;
-use uuid::Uuid;
 
 use super::sessions::interval;
 use crate::error::ServiceError;
@@ -45,7 +45,7 @@ impl TokenPurpose {
 /// Run for an unknown account too, with a random id, so both cost the same statement.
 pub async fn delete_for_user(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
     purpose: TokenPurpose,
 ) -> Result<(), ServiceError> {
     let statement = client.prepare_cached(DELETE_FOR_USER).await?;
@@ -59,7 +59,7 @@ pub async fn delete_for_user(
 pub async fn insert(
     client: &impl GenericClient,
     token_hash: &[u8],
-    user: Uuid,
+    user: UserId,
     purpose: TokenPurpose,
     ttl: Duration,
 ) -> Result<(), ServiceError> {
@@ -79,7 +79,7 @@ pub async fn consume(
     client: &impl GenericClient,
     token_hash: &[u8],
     purpose: TokenPurpose,
-) -> Result<Option<Uuid>, ServiceError> {
+) -> Result<Option<UserId>, ServiceError> {
     let statement = client.prepare_cached(CONSUME).await?;
     let row = client
         .query_opt(&statement, &[&token_hash, &purpose.as_str()])
@@ -93,7 +93,7 @@ pub async fn peek(
     client: &impl GenericClient,
     token_hash: &[u8],
     purpose: TokenPurpose,
-) -> Result<Option<Uuid>, ServiceError> {
+) -> Result<Option<UserId>, ServiceError> {
     let statement = client.prepare_cached(PEEK).await?;
     let row = client
         .query_opt(&statement, &[&token_hash, &purpose.as_str()])

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::ids::{SessionId, UserId};
 use deadpool_postgres::GenericClient;
-use uuid::Uuid;
 
 use super::sessions::{RevokeReason, interval};
 use crate::error::ServiceError;
@@ -163,9 +163,9 @@ impl Event {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Subject {
     /// The user, when known.
-    pub user: Option<Uuid>,
+    pub user: Option<UserId>,
     /// The session, when one is concerned.
-    pub session: Option<Uuid>,
+    pub session: Option<SessionId>,
     /// The client IP.
     pub ip: Option<IpAddr>,
 }
@@ -195,7 +195,7 @@ pub async fn record(
 /// How many events of `kind` the session has.
 pub async fn count_for_session(
     client: &impl GenericClient,
-    session: Uuid,
+    session: SessionId,
     kind: EventKind,
 ) -> Result<u64, ServiceError> {
     let statement = client.prepare_cached(COUNT_FOR_SESSION).await?;

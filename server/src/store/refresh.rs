@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::ids::{SessionId, UserId};
 use deadpool_postgres::GenericClient;
-use uuid::Uuid;
 
 use super::sessions::interval;
 use crate::error::ServiceError;
@@ -50,9 +50,10 @@ impl Outcome {
             "expired" => Self::Expired,
             "unknown" => Self::Unknown,
             other => {
-                return Err(ServiceError::Internal(format!(
-                    "session_guard_refresh answered an unknown outcome {other:?}"
-                )));
+                return Err(ServiceError::internal(
+                    "reading session_guard_refresh's outcome",
+                    format!("an outcome this server does not know: {other:?}"),
+                ));
             }
         })
     }
@@ -75,7 +76,7 @@ impl Outcome {
 #[derive(Debug, Clone, Copy)]
 pub struct RotateRequest<'a> {
     /// The session the token names (`None` for the old format).
-    pub session: Option<Uuid>,
+    pub session: Option<SessionId>,
     /// The token's generation.
     pub generation: u32,
     /// The stored form of the token's secret.
@@ -100,9 +101,9 @@ pub struct Rotation {
     /// What happened.
     pub outcome: Outcome,
     /// The session.
-    pub session: Option<Uuid>,
+    pub session: Option<SessionId>,
     /// Its user.
-    pub user: Option<Uuid>,
+    pub user: Option<UserId>,
     /// The session's current generation, after the rotation.
     pub generation: Option<u32>,
     /// The stored hash of the current generation (used to check a stale token).
@@ -153,7 +154,7 @@ pub async fn rotate(
 /// revoked it (and recorded the `refresh_reuse` event).
 pub async fn revoke_reused(
     client: &impl GenericClient,
-    session: Uuid,
+    session: SessionId,
     generation: u32,
     ip: Option<IpAddr>,
 ) -> Result<bool, ServiceError> {
@@ -188,7 +189,7 @@ mod tests {
         }
         assert!(matches!(
             Outcome::from_sql("forked"),
-            Err(ServiceError::Internal(_))
+            Err(ServiceError::Internal { .. })
         ));
     }
 }

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::ids::{SessionId, UserId};
 use deadpool_postgres::GenericClient;
-use uuid::Uuid;
 
 use crate::error::ServiceError;
 
@@ -64,7 +64,7 @@ const SIGNED_IN_BEFORE: &str = "SELECT count(*) > 0, coalesce(bool_or( \
 /// Whether `user` signed in before at all, and whether from `label` on the network of `ip`.
 pub async fn signed_in_before(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
     label: Option<&str>,
     ip: IpAddr,
 ) -> Result<(bool, bool), ServiceError> {
@@ -161,7 +161,7 @@ pub enum SessionState {
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
     /// The session id.
-    pub id: Uuid,
+    pub id: SessionId,
     /// Live, revoked or expired.
     pub state: SessionState,
     /// The parser's label.
@@ -204,7 +204,7 @@ pub struct Device {
 #[derive(Debug, Clone)]
 pub struct SessionRow {
     /// The session id.
-    pub id: Uuid,
+    pub id: SessionId,
     /// The client's name for the device.
     pub device_name: Option<String>,
     /// The parser's label.
@@ -223,12 +223,12 @@ pub struct SessionRow {
 /// and idle deadline.
 pub async fn create(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
     device: &Device,
     idle: Duration,
     absolute: Duration,
     token_hash: &[u8],
-) -> Result<(Uuid, SystemTime), ServiceError> {
+) -> Result<(SessionId, SystemTime), ServiceError> {
     let statement = client.prepare_cached(CREATE).await?;
     let row = client
         .query_one(
@@ -251,7 +251,7 @@ pub async fn create(
 /// The user's live sessions, newest use first.
 pub async fn list_live(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
 ) -> Result<Vec<SessionRow>, ServiceError> {
     let statement = client.prepare_cached(LIST_LIVE).await?;
     let rows = client.query(&statement, &[&user]).await?;
@@ -272,8 +272,8 @@ pub async fn list_live(
 /// Revokes one of the user's sessions if it is live.
 pub async fn revoke_one(
     client: &impl GenericClient,
-    user: Uuid,
-    session: Uuid,
+    user: UserId,
+    session: SessionId,
     reason: RevokeReason,
 ) -> Result<Revocation, ServiceError> {
     let statement = client.prepare_cached(REVOKE_ONE).await?;
@@ -300,11 +300,11 @@ pub async fn revoke_one(
 /// at most `cap` live ones remain with `keep` among them; returns the revoked ids.
 pub async fn revoke_beyond_cap(
     client: &impl GenericClient,
-    user: Uuid,
-    keep: Uuid,
+    user: UserId,
+    keep: SessionId,
     cap: u32,
     reason: RevokeReason,
-) -> Result<Vec<Uuid>, ServiceError> {
+) -> Result<Vec<SessionId>, ServiceError> {
     let others_kept = i64::from(cap.saturating_sub(1));
     let statement = client.prepare_cached(REVOKE_BEYOND).await?;
     let rows = client
@@ -316,7 +316,7 @@ pub async fn revoke_beyond_cap(
 /// Every session of the user, live or ended (until the purge deletes it), newest first.
 pub async fn list_all(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
 ) -> Result<Vec<SessionRecord>, ServiceError> {
     let statement = client.prepare_cached(LIST_ALL).await?;
     let rows = client.query(&statement, &[&user]).await?;
@@ -358,10 +358,10 @@ pub async fn revoke_every_live(
 /// Revokes every live session of the user but `keep`; returns the revoked ids.
 pub async fn revoke_all_but(
     client: &impl GenericClient,
-    user: Uuid,
-    keep: Option<Uuid>,
+    user: UserId,
+    keep: Option<SessionId>,
     reason: RevokeReason,
-) -> Result<Vec<Uuid>, ServiceError> {
+) -> Result<Vec<SessionId>, ServiceError> {
     let statement = client.prepare_cached(REVOKE_ALL_BUT).await?;
     let rows = client
         .query(&statement, &[&user, &keep, &reason.as_str()])
@@ -373,8 +373,8 @@ pub async fn revoke_all_but(
 /// that what the caller does next cannot race its revocation.
 pub async fn lock_live(
     client: &impl GenericClient,
-    user: Uuid,
-    session: Uuid,
+    user: UserId,
+    session: SessionId,
 ) -> Result<bool, ServiceError> {
     let statement = client.prepare_cached(LOCK_LIVE).await?;
     let row = client.query_opt(&statement, &[&session, &user]).await?;
@@ -385,7 +385,7 @@ pub async fn lock_live(
 /// `window`, and not revoked as stolen.
 pub async fn used_from(
     client: &impl GenericClient,
-    user: Uuid,
+    user: UserId,
     ip: IpAddr,
     window: Duration,
 ) -> Result<bool, ServiceError> {

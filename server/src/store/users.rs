@@ -1,7 +1,7 @@
 //! `users`.
 
+use crate::ids::UserId;
 use deadpool_postgres::GenericClient;
-use uuid::Uuid;
 
 use crate::error::ServiceError;
 
@@ -23,7 +23,7 @@ pub async fn insert(
     client: &impl GenericClient,
     email: &str,
     password_hash: &str,
-) -> Result<Option<Uuid>, ServiceError> {
+) -> Result<Option<UserId>, ServiceError> {
     let statement = client.prepare_cached(INSERT).await?;
     let row = client
         .query_opt(&statement, &[&email, &password_hash])
@@ -35,7 +35,7 @@ pub async fn insert(
 #[derive(Debug, Clone)]
 pub struct Account {
     /// The user's id.
-    pub id: Uuid,
+    pub id: UserId,
     /// The password hash.
     pub password_hash: String,
     /// Whether the owner verified the address.
@@ -59,7 +59,7 @@ pub async fn by_email(
 /// The account's email and whether it is verified, by id.
 pub async fn profile(
     client: &impl GenericClient,
-    id: Uuid,
+    id: UserId,
 ) -> Result<Option<(String, bool)>, ServiceError> {
     let statement = client.prepare_cached(PROFILE).await?;
     let row = client.query_opt(&statement, &[&id]).await?;
@@ -69,7 +69,7 @@ pub async fn profile(
 /// Marks the account's address verified; its email, or `None` when it is gone.
 pub async fn mark_email_verified(
     client: &impl GenericClient,
-    id: Uuid,
+    id: UserId,
 ) -> Result<Option<String>, ServiceError> {
     let statement = client.prepare_cached(MARK_VERIFIED).await?;
     let row = client.query_opt(&statement, &[&id]).await?;
@@ -79,7 +79,7 @@ pub async fn mark_email_verified(
 /// The account's email and password hash, by id.
 pub async fn by_id(
     client: &impl GenericClient,
-    id: Uuid,
+    id: UserId,
 ) -> Result<Option<(String, String)>, ServiceError> {
     let statement = client.prepare_cached(BY_ID).await?;
     let row = client.query_opt(&statement, &[&id]).await?;
@@ -93,7 +93,7 @@ pub async fn by_id(
 /// user before any session, so neither waits for the other in the opposite order.
 pub async fn lock_hash(
     client: &impl GenericClient,
-    id: Uuid,
+    id: UserId,
 ) -> Result<Option<String>, ServiceError> {
     let statement = client.prepare_cached(LOCK_HASH).await?;
     let row = client.query_opt(&statement, &[&id]).await?;
@@ -103,7 +103,7 @@ pub async fn lock_hash(
 /// Replaces the password hash.
 pub async fn set_password(
     client: &impl GenericClient,
-    id: Uuid,
+    id: UserId,
     password_hash: &str,
 ) -> Result<(), ServiceError> {
     let statement = client.prepare_cached(SET_PASSWORD).await?;

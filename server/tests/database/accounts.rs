@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use crate::app::accounts::{Email, NewPassword, RefreshClient, RevokeScope, TokenPair};
 use crate::app::error::ServiceError;
+use crate::app::ids::{SessionId, UserId};
 use crate::app::store::sessions::{Device, RevokeReason};
 use crate::app::{App, AppState, prepare};
 use portcullis_testdb::TestDb;
@@ -46,7 +47,7 @@ impl Server {
         Self { state, db, keys }
     }
 
-    async fn register(&self, email: &str) -> Uuid {
+    async fn register(&self, email: &str) -> UserId {
         self.state
             .accounts
             .credentials
@@ -64,7 +65,7 @@ impl Server {
         self.state
             .accounts
             .credentials
-            .login(&email_of(email), PASSWORD.to_owned(), device)
+            .login(&email_of(email), PASSWORD.into(), device)
             .await
             .unwrap_or_else(|refusal| panic!("login refused: {:?}", refusal.error))
     }
@@ -82,7 +83,7 @@ impl Server {
     }
 
     /// `(revoked_reason, live)` of a session, straight from the table.
-    async fn session_row(&self, session: Uuid) -> (Option<String>, bool) {
+    async fn session_row(&self, session: SessionId) -> (Option<String>, bool) {
         let row = self
             .db
             .connect()
@@ -126,7 +127,7 @@ fn email_of(text: &str) -> Email {
 }
 
 fn new_password(text: &str) -> NewPassword {
-    NewPassword::parse(text.to_owned()).expect("a password the policy accepts")
+    NewPassword::parse(text.into()).expect("a password the policy accepts")
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -157,7 +158,7 @@ async fn a_registered_account_signs_in_under_its_normalised_email_only_with_its_
         ("bob@example.com", PASSWORD),
     ] {
         let refusal = credentials
-            .login(&email_of(email), password.to_owned(), Device::default())
+            .login(&email_of(email), password.into(), Device::default())
             .await
             .expect_err("no session for wrong credentials");
         assert!(
@@ -270,7 +271,9 @@ async fn revoking_ends_only_the_named_sessions_of_their_own_user_and_records_it(
         Err(ServiceError::SessionNotFound)
     ));
     assert!(matches!(
-        sessions.revoke(ada, only(Uuid::new_v4()), None).await,
+        sessions
+            .revoke(ada, only(SessionId::from_uuid(Uuid::new_v4())), None)
+            .await,
         Err(ServiceError::SessionNotFound)
     ));
     assert_eq!(
@@ -294,7 +297,7 @@ async fn revoking_ends_only_the_named_sessions_of_their_own_user_and_records_it(
     };
     assert_eq!(sessions.revoke(ada, others, None).await.unwrap(), 1);
 
-    let live: Vec<Uuid> = sessions
+    let live: Vec<SessionId> = sessions
         .list(ada)
         .await
         .unwrap()
@@ -334,7 +337,7 @@ async fn a_password_change_revokes_the_other_sessions_and_wrong_ones_end_the_ses
         credentials.change_password(
             ada,
             session,
-            current.to_owned(),
+            current.into(),
             new_password(new),
             Some(ip("203.0.113.7")),
         )
@@ -344,7 +347,7 @@ async fn a_password_change_revokes_the_other_sessions_and_wrong_ones_end_the_ses
         .change_password(
             ada,
             here.session_id,
-            PASSWORD.to_owned(),
+            PASSWORD.into(),
             new_password("a new password"),
             None,
         )
@@ -358,7 +361,7 @@ async fn a_password_change_revokes_the_other_sessions_and_wrong_ones_end_the_ses
     let old = credentials
         .login(
             &email_of("ada@example.com"),
-            PASSWORD.to_owned(),
+            PASSWORD.into(),
             Device::default(),
         )
         .await;
