@@ -85,6 +85,7 @@ mod axum;
 pub mod body;
 mod context;
 mod crypto;
+mod diagnostics;
 mod error;
 mod extract;
 pub mod future;
