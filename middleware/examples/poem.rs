@@ -6,6 +6,9 @@
 //! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:3003/hello
 //! ```
 
+use std::process::ExitCode;
+
+use anyhow::Context as _;
 use poem::listener::TcpListener;
 use poem::{EndpointExt as _, Route, Server, get, handler};
 use portcullis::poem::SessionGuardMiddleware;
@@ -27,17 +30,28 @@ fn health() -> &'static str {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt::init(); // where the layer's warnings go
+    if let Err(error) = run().await {
+        eprintln!("error: {error:#}"); // with every cause: `a: b: c`
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run() -> anyhow::Result<()> {
     portcullis::install_crypto_provider();
 
-    let keys = RemoteJwks::new("http://127.0.0.1:8080/.well-known/jwks.json")?;
+    // Nothing there, not a key set, no usable key: say so now, not as 401s later.
+    let keys = RemoteJwks::fetch("http://127.0.0.1:8080/.well-known/jwks.json").await?;
     let verifier = TokenVerifier::builder(keys)
         .issuer("portcullis-server")
         .audience("portcullis-server")
         .build();
     let database: DatabaseConfig = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "host=/var/run/postgresql,127.0.0.1 dbname=portcullis_server".into())
-        .parse()?;
+        .parse()
+        .context("DATABASE_URL")?;
     let liveness = PostgresLiveness::builder(database).start()?;
     liveness.ready().await?;
     let guard = SessionGuardMiddleware::new(Authenticator::new(verifier, liveness));

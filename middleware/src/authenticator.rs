@@ -4,13 +4,21 @@
 //! [`Authenticator`].
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::context::AuthContext;
+use crate::diagnostics::{ErrorChain, LogThrottle};
 use crate::error::AuthError;
 use crate::extract::{RequestHead, TokenSource};
-use crate::liveness::{DynLivenessCheck, Liveness, LivenessCell, LivenessCheck, Tick};
+use crate::liveness::{
+    DynLivenessCheck, Liveness, LivenessCell, LivenessCheck, LivenessError, Tick,
+};
 use crate::token_cache::{DEFAULT_TOKEN_CACHE_CAPACITY, VerifiedToken, VerifiedTokenCache};
 use crate::verify::TokenVerifier;
+
+/// At most one warning per this long about requests whose session could not be checked:
+/// during an outage every request meets it, and the log must stay readable.
+const UNAVAILABLE_LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// What to do when the liveness store cannot answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +49,8 @@ pub struct Authenticator {
     liveness: Arc<dyn DynLivenessCheck>,
     source: TokenSource,
     unavailable: UnavailablePolicy,
+    /// Shared by clones, so a process warns once per window however many clones it has.
+    unavailable_log: Arc<LogThrottle>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -62,6 +72,7 @@ impl Authenticator {
             liveness: Arc::new(liveness),
             source: TokenSource::Bearer,
             unavailable: UnavailablePolicy::FailClosed,
+            unavailable_log: Arc::new(LogThrottle::new(UNAVAILABLE_LOG_WINDOW)),
         }
     }
 
@@ -123,13 +134,39 @@ impl Authenticator {
         self.remember_cell(token.as_bytes(), &context, held);
         let liveness = match liveness {
             Ok(liveness) => liveness,
-            Err(e) if self.unavailable == UnavailablePolicy::FailOpen => {
-                tracing::warn!(error = %e, "liveness unavailable; failing open");
-                Liveness::Live
+            Err(e) => {
+                self.warn_unavailable(&e);
+                match self.unavailable {
+                    UnavailablePolicy::FailOpen => Liveness::Live,
+                    UnavailablePolicy::FailClosed => return Err(AuthError::Unavailable(e)),
+                }
             }
-            Err(e) => return Err(AuthError::Unavailable(e)),
         };
         Self::admit(context, liveness)
+    }
+
+    /// The one trace of a store that cannot answer (the 503 itself is logged at debug
+    /// only, as every refusal): a warning with the cause, at most once per
+    /// [`UNAVAILABLE_LOG_WINDOW`], saying how many were suppressed since the last one.
+    fn warn_unavailable(&self, error: &LivenessError) {
+        let Some(suppressed) = self.unavailable_log.admit(Instant::now()) else {
+            return;
+        };
+        let window_secs = UNAVAILABLE_LOG_WINDOW.as_secs();
+        match self.unavailable {
+            UnavailablePolicy::FailClosed => tracing::warn!(
+                error = %ErrorChain(error),
+                suppressed,
+                window_secs,
+                "session liveness could not be checked; request refused with 503"
+            ),
+            UnavailablePolicy::FailOpen => tracing::warn!(
+                error = %ErrorChain(error),
+                suppressed,
+                window_secs,
+                "session liveness could not be checked; request let through (fail open)"
+            ),
+        }
     }
 
     /// The answer when it is known without awaiting anything: the token was verified
@@ -457,6 +494,75 @@ mod tests {
         let open = Authenticator::new(verifier(), Down)
             .with_unavailable_policy(UnavailablePolicy::FailOpen);
         assert!(open.authenticate(&headers).await.is_ok());
+    }
+
+    /// Where a test subscriber writes: its JSON lines, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogLines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogLines {
+        /// The warnings written so far, each as its JSON object.
+        fn warnings(&self) -> Vec<serde_json::Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+                .filter(|event| event["level"] == "WARN")
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_for_want_of_liveness_is_one_warning_per_window_with_its_cause() {
+        let lines = LogLines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        // The test runtime runs every future on this thread, where the guard applies.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let auth = Authenticator::new(verifier(), Down);
+        let clone = auth.clone();
+        let headers = bearer(&token("u1", "s1"));
+        for authenticator in [&auth, &clone, &auth, &clone, &auth] {
+            let refusal = authenticator.authenticate(&headers).await.unwrap_err();
+            assert_eq!(refusal.status(), 503);
+        }
+        let warnings = lines.warnings();
+        assert_eq!(warnings.len(), 1, "one line per window: {warnings:#?}");
+        let fields = &warnings[0]["fields"];
+        assert_eq!(
+            fields["message"],
+            "session liveness could not be checked; request refused with 503"
+        );
+        assert_eq!(
+            fields["error"],
+            "session liveness unavailable: database down"
+        );
+        assert_eq!(fields["suppressed"], 0);
+        assert_eq!(fields["window_secs"], 10);
+
+        // The window passes; the next refusal is written, and says what was suppressed.
+        auth.unavailable_log.rewind(UNAVAILABLE_LOG_WINDOW);
+        clone.authenticate(&headers).await.unwrap_err();
+        let warnings = lines.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert_eq!(warnings[1]["fields"]["suppressed"], 4);
+        clone.authenticate(&headers).await.unwrap_err();
+        assert_eq!(lines.warnings().len(), 2, "a new window, held again");
     }
 
     #[tokio::test]

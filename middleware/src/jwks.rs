@@ -2,7 +2,9 @@
 //! cached set does not hold, at most once per `min_refresh_interval`.
 //!
 //! This is how a service behind the template verifies tokens knowing only the server's
-//! URL: `RemoteJwks::new("https://auth.example.com/.well-known/jwks.json")?`.
+//! URL: `RemoteJwks::fetch("https://auth.example.com/.well-known/jwks.json").await?`,
+//! which fetches the keys once at start-up and fails then, with the URL and the cause,
+//! if they cannot be had.
 //!
 //! The URL must be `https://`: keys fetched in the clear could be swapped on the way, and
 //! whoever swaps them signs any token. `http://` is taken only to this machine
@@ -12,26 +14,56 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::diagnostics::ErrorChain;
 use crate::keys::{KeyError, KeySet, VerificationKey};
 
 /// The largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
-/// Why the key set could not be fetched.
+/// Why the key set could not be fetched, or is of no use. Each names the URL; the
+/// cause is the error's [`source`](std::error::Error::source) where another library
+/// found it, so print the whole chain (`a: b: c`), not just the first line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwksError {
-    /// The request failed or timed out.
-    #[error("fetching {url}: {reason}")]
-    Fetch {
+    /// No answer: nothing listens there, the host is unknown or unreachable, TLS failed,
+    /// or it did not answer in time.
+    #[error("cannot fetch the JWKS from {url}")]
+    Unreachable {
         /// The JWKS URL.
         url: String,
-        /// What went wrong.
+        /// What the HTTP client said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An answer other than 2xx (redirects are not followed).
+    #[error("the JWKS URL {url} answered {status}, not 200 with a key set")]
+    Status {
+        /// The JWKS URL.
+        url: String,
+        /// What it answered.
+        status: http::StatusCode,
+    },
+    /// An answer that is not a JWKS document (`{"keys": [...]}`): an HTML page, other
+    /// JSON, too large, not UTF-8.
+    #[error("the answer of {url} is not a JWKS document ({{\"keys\": [...]}}): {reason}")]
+    NotJwks {
+        /// The JWKS URL.
+        url: String,
+        /// What is wrong with it.
         reason: String,
     },
-    /// The document is not a usable JWKS.
-    #[error(transparent)]
-    Keys(#[from] KeyError),
+    /// A JWKS document without one key this crate can verify with (EdDSA, ES256 or
+    /// RS256, with a `kid`): every token would be refused.
+    #[error("the JWKS at {url} holds no key to verify tokens with{}", skipped_keys(.skipped))]
+    NoUsableKey {
+        /// The JWKS URL.
+        url: String,
+        /// Why each key it holds was skipped; empty when it holds none.
+        skipped: Vec<KeyError>,
+    },
     /// The URL is not an `http://` or `https://` URL with a host.
     #[error("JWKS URL {url:?} is not an http(s) URL with a host")]
     InvalidUrl {
@@ -44,6 +76,19 @@ pub enum JwksError {
         /// The URL as given.
         url: String,
     },
+}
+
+/// The tail of [`JwksError::NoUsableKey`]'s message: why each key was skipped.
+fn skipped_keys(skipped: &[KeyError]) -> String {
+    if skipped.is_empty() {
+        return " (its key list is empty)".to_owned();
+    }
+    let reasons: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    format!(
+        " ({} published, none usable: {})",
+        skipped.len(),
+        reasons.join("; ")
+    )
 }
 
 /// Checks that `url` may carry keys: `https://`, or `http://` to a loopback host.
@@ -106,8 +151,29 @@ impl std::fmt::Debug for RemoteJwks {
 }
 
 impl RemoteJwks {
-    /// A key set fetched from `url` on first use. Refuses a URL that is not `https://`
-    /// (or `http://` to this machine).
+    /// The key set at `url`, fetched now: the start-up check. Fails, naming the URL and
+    /// the cause, when nothing answers there, when the answer is not 2xx or not a JWKS
+    /// document (an HTML page, other JSON), or when the set holds no key to verify with.
+    /// A service that starts with a wrong URL would otherwise answer 401 to every valid
+    /// token, and say why only in a log line.
+    ///
+    /// ```no_run
+    /// # async fn start() -> Result<(), portcullis::JwksError> {
+    /// let keys = portcullis::RemoteJwks::fetch("https://auth.example.com/.well-known/jwks.json").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With other intervals: [`with_intervals`](Self::with_intervals), then
+    /// [`refresh`](Self::refresh), which checks the same.
+    pub async fn fetch(url: impl Into<String>) -> Result<Self, JwksError> {
+        let jwks = Self::new(url)?;
+        jwks.refresh().await?;
+        Ok(jwks)
+    }
+
+    /// A key set fetched from `url` on first use, without a check: a wrong URL shows
+    /// only as refused tokens and a warning. Prefer [`fetch`](Self::fetch) at start-up.
+    /// Refuses a URL that is not `https://` (or `http://` to this machine).
     pub fn new(url: impl Into<String>) -> Result<Self, JwksError> {
         Self::with_intervals(url, Duration::from_secs(10), Duration::from_secs(300))
     }
@@ -140,10 +206,12 @@ impl RemoteJwks {
         })
     }
 
-    /// Fetches the set now, whatever the intervals say.
+    /// Fetches the set now, whatever the intervals say, and returns how many usable keys
+    /// it holds. Fails as [`fetch`](Self::fetch) does; on failure the keys fetched
+    /// before are kept.
     pub async fn refresh(&self) -> Result<usize, JwksError> {
         let _one_at_a_time = self.inner.refreshing.lock().await;
-        self.fetch().await
+        self.download().await
     }
 
     /// The set as last fetched.
@@ -170,9 +238,12 @@ impl RemoteJwks {
             // Someone else may have refreshed while we waited.
             let age = self.age();
             if age.is_none_or(|age| age >= self.inner.min_refresh_interval)
-                && let Err(e) = self.fetch().await
+                && let Err(e) = self.download().await
             {
-                tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+                tracing::warn!(
+                    error = %ErrorChain(&e),
+                    "JWKS refresh failed; keeping the previous keys"
+                );
             }
         }
         self.current().get(kid).cloned()
@@ -186,39 +257,64 @@ impl RemoteJwks {
             .map(|at| at.elapsed())
     }
 
-    async fn fetch(&self) -> Result<usize, JwksError> {
+    /// Fetches and checks the set, and keeps it when it holds a usable key.
+    async fn download(&self) -> Result<usize, JwksError> {
         *self
             .inner
             .fetched
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        let fetch_error = |reason: String| JwksError::Fetch {
-            url: self.inner.url.clone(),
-            reason,
+        let url = || self.inner.url.clone();
+        let unreachable = |e: reqwest::Error| JwksError::Unreachable {
+            url: url(),
+            // The URL is in our message already.
+            source: e.without_url().into(),
         };
+        let not_jwks = |reason: String| JwksError::NotJwks { url: url(), reason };
         let mut response = self
             .inner
             .client
             .get(&self.inner.url)
             .send()
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| fetch_error(e.to_string()))?;
+            .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(JwksError::Status { url: url(), status });
+        }
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| fetch_error(e.to_string()))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(fetch_error(format!(
-                    "document larger than {MAX_JWKS_BYTES} bytes"
-                )));
+                return Err(not_jwks(format!("larger than {MAX_JWKS_BYTES} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
-        let text = String::from_utf8(body).map_err(|_| fetch_error("not UTF-8".into()))?;
-        let keys = KeySet::from_jwks_json(&text)?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| {
+            // An HTML page says so by its type better than by where JSON parsing stopped.
+            let hint = match content_type.filter(|kind| !kind.contains("json")) {
+                Some(kind) => format!(" (it sent {kind})"),
+                None if body.trim_ascii_start().starts_with(b"<") => {
+                    " (it looks like HTML)".to_owned()
+                }
+                None => String::new(),
+            };
+            not_jwks(format!("{e}{hint}"))
+        })?;
+        let (keys, skipped) = KeySet::usable_keys(&set);
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKey {
+                url: url(),
+                skipped,
+            });
+        }
+        for error in &skipped {
+            tracing::warn!(url = %self.inner.url, error = %error, "skipping a JWKS key");
+        }
         let count = keys.len();
         *self
             .inner
@@ -353,7 +449,10 @@ mod tests {
             .unwrap()
             .port();
         let jwks = RemoteJwks::new(format!("http://127.0.0.1:{port}/jwks.json")).unwrap();
-        assert!(matches!(jwks.refresh().await, Err(JwksError::Fetch { .. })));
+        assert!(matches!(
+            jwks.refresh().await,
+            Err(JwksError::Unreachable { .. })
+        ));
         let verifier = TokenVerifier::builder(jwks)
             .issuer(ISSUER)
             .audience(AUDIENCE)
@@ -361,6 +460,203 @@ mod tests {
         assert_eq!(
             verifier.verify(&sign("k1", ED_PRIVATE)).await.unwrap_err(),
             TokenError::UnknownKey
+        );
+    }
+
+    /// A loopback HTTP server answering `status`, `content_type` and `body` at
+    /// `/jwks.json` (and 404 elsewhere); its JWKS URL.
+    async fn answering(status: u16, content_type: &'static str, body: &'static str) -> String {
+        let status = http::StatusCode::from_u16(status).unwrap();
+        let app = Router::new().route(
+            "/jwks.json",
+            get(
+                move || async move { (status, [(http::header::CONTENT_TYPE, content_type)], body) },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/jwks.json")
+    }
+
+    /// What a service's `main` does: check the keys at `jwks_url`, then serve `/hello`
+    /// behind the layer on a loopback port. Its address, or why it did not start.
+    async fn start_guarded_service(jwks_url: &str) -> Result<std::net::SocketAddr, JwksError> {
+        let keys = RemoteJwks::fetch(jwks_url).await?;
+        let verifier = TokenVerifier::builder(keys)
+            .issuer(ISSUER)
+            .audience(AUDIENCE)
+            .build();
+        let liveness = crate::InMemoryLiveness::new();
+        liveness.insert("s", "u", None);
+        let guard = crate::SessionGuardLayer::new(crate::Authenticator::new(verifier, liveness));
+        let app = Router::new()
+            .route(
+                "/hello",
+                get(
+                    |axum::Extension(auth): axum::Extension<crate::AuthContext>| async move {
+                        auth.user_id().to_string()
+                    },
+                ),
+            )
+            .layer(guard);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(addr)
+    }
+
+    /// The start-up error for `url`, printed as `main` prints it: every cause.
+    async fn start_up_error(url: &str) -> (JwksError, String) {
+        let error = start_guarded_service(url).await.expect_err(url);
+        let printed = ErrorChain(&error).to_string();
+        assert!(printed.contains(url), "the URL is named: {printed}");
+        (error, printed)
+    }
+
+    #[tokio::test]
+    async fn a_good_jwks_starts_the_service_and_its_tokens_pass() {
+        let published = Arc::new(Mutex::new(JwkSet {
+            keys: vec![public_jwk("k1", ED_PRIVATE)],
+        }));
+        let url = jwks_server(published, Arc::new(AtomicUsize::new(0))).await;
+        let addr = start_guarded_service(&url).await.unwrap();
+        let client = reqwest::Client::new();
+        let response = client
+            .get(format!("http://{addr}/hello"))
+            .bearer_auth(sign("k1", ED_PRIVATE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "u");
+        let refused = client
+            .get(format!("http://{addr}/hello"))
+            .bearer_auth(sign("k1", ED_OTHER_PRIVATE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_stops_the_start_up_saying_the_connection_was_refused() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/jwks.json");
+        let (error, printed) = start_up_error(&url).await;
+        assert!(matches!(error, JwksError::Unreachable { .. }), "{error:?}");
+        assert!(
+            printed.starts_with(&format!("cannot fetch the JWKS from {url}: ")),
+            "{printed}"
+        );
+        assert!(
+            printed.to_lowercase().contains("connection refused"),
+            "the cause is named: {printed}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_a_jwks_stops_the_start_up() {
+        let html = answering(
+            200,
+            "text/html; charset=utf-8",
+            "<!doctype html><p>Welcome</p>",
+        )
+        .await;
+        let (error, printed) = start_up_error(&html).await;
+        assert!(matches!(error, JwksError::NotJwks { .. }), "{error:?}");
+        assert!(printed.contains("is not a JWKS document"), "{printed}");
+        assert!(printed.contains("text/html"), "{printed}");
+
+        let html_as_json = answering(200, "application/json", "\n<html></html>").await;
+        let (_, printed) = start_up_error(&html_as_json).await;
+        assert!(printed.ends_with("(it looks like HTML)"), "{printed}");
+
+        let empty_object = answering(200, "application/json", "{}").await;
+        let (error, printed) = start_up_error(&empty_object).await;
+        assert!(matches!(error, JwksError::NotJwks { .. }), "{error:?}");
+        assert!(printed.contains("missing field `keys`"), "{printed}");
+
+        let other_json = answering(200, "application/json", r#"{"keys": "none"}"#).await;
+        let (error, _) = start_up_error(&other_json).await;
+        assert!(matches!(error, JwksError::NotJwks { .. }), "{error:?}");
+
+        let not_found = answering(200, "application/json", "{}")
+            .await
+            .replace("/jwks.json", "/.well-known/jwks.json");
+        let (error, printed) = start_up_error(&not_found).await;
+        assert!(
+            matches!(error, JwksError::Status { status, .. } if status == 404),
+            "{error:?}"
+        );
+        assert!(printed.contains("answered 404 Not Found"), "{printed}");
+
+        let failing = answering(500, "text/plain", "oops").await;
+        let (error, _) = start_up_error(&failing).await;
+        assert!(matches!(error, JwksError::Status { status, .. } if status == 500));
+    }
+
+    #[tokio::test]
+    async fn a_jwks_without_a_usable_key_stops_the_start_up() {
+        let empty = answering(200, "application/json", r#"{"keys": []}"#).await;
+        let (error, printed) = start_up_error(&empty).await;
+        assert!(
+            matches!(&error, JwksError::NoUsableKey { skipped, .. } if skipped.is_empty()),
+            "{error:?}"
+        );
+        assert_eq!(
+            printed,
+            format!(
+                "the JWKS at {empty} holds no key to verify tokens with (its key list is empty)"
+            )
+        );
+
+        // Only keys this crate cannot verify with: a shared secret, a P-384 key.
+        let unusable = answering(
+            200,
+            "application/json",
+            r#"{"keys": [
+                {"kty": "oct", "kid": "shared", "k": "c2VjcmV0"},
+                {"kty": "EC", "kid": "p384", "crv": "P-384", "alg": "ES384",
+                 "x": "AAAA", "y": "AAAA"}
+            ]}"#,
+        )
+        .await;
+        let (error, printed) = start_up_error(&unusable).await;
+        assert!(
+            matches!(&error, JwksError::NoUsableKey { skipped, .. } if skipped.len() == 2),
+            "{error:?}"
+        );
+        assert!(printed.contains("2 published, none usable"), "{printed}");
+        assert!(
+            printed.contains(r#"key "shared": a symmetric (oct) key"#),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(r#"key "p384": EC P384 with alg ES384 is not supported"#),
+            "{printed}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refresh_to_an_unusable_set_keeps_the_keys_it_had() {
+        let published = Arc::new(Mutex::new(JwkSet {
+            keys: vec![public_jwk("k1", ED_PRIVATE)],
+        }));
+        let url = jwks_server(Arc::clone(&published), Arc::new(AtomicUsize::new(0))).await;
+        let jwks = RemoteJwks::fetch(&url).await.unwrap();
+        published.lock().unwrap().keys.clear();
+        assert!(matches!(
+            jwks.refresh().await,
+            Err(JwksError::NoUsableKey { .. })
+        ));
+        assert!(
+            jwks.current().get(Some("k1")).is_some(),
+            "the old key stays"
         );
     }
 

@@ -78,6 +78,23 @@ pub enum KeyError {
     /// A JWKS document that is not JSON of the right shape.
     #[error("not a JWKS document: {0}")]
     Jwks(String),
+    /// A published key this crate does not verify with: a symmetric key, another
+    /// algorithm or curve, or no `kid`.
+    #[error("{}: {reason}", describe_kid(.kid.as_deref()))]
+    Unsupported {
+        /// The key id, if it has one.
+        kid: Option<String>,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// `key "k1"`, or what to call a key that has no id.
+fn describe_kid(kid: Option<&str>) -> String {
+    match kid {
+        Some(kid) => format!("key {kid:?}"),
+        None => "a key without kid".to_owned(),
+    }
 }
 
 /// One key that verifies signatures, with its id and its one algorithm.
@@ -148,11 +165,10 @@ impl VerificationKey {
     /// `alg` is absent (OKP Ed25519: EdDSA, EC P-256: ES256, RSA: RS256). Symmetric
     /// (`oct`) keys are refused: they do not belong in a published key set.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
-        let kid = jwk.common.key_id.clone().unwrap_or_default();
-        let invalid = |algorithm, reason: &str| KeyError::Invalid {
+        let kid = jwk.common.key_id.clone().filter(|kid| !kid.is_empty());
+        let unsupported = |reason: String| KeyError::Unsupported {
             kid: kid.clone(),
-            algorithm,
-            reason: reason.to_owned(),
+            reason,
         };
         let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
             (AlgorithmParameters::OctetKeyPair(p), None | Some(KeyAlgorithm::EdDSA))
@@ -167,23 +183,34 @@ impl VerificationKey {
             }
             (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
             (AlgorithmParameters::OctetKey(_), _) => {
-                return Err(invalid(
-                    Algorithm::HS256,
-                    "symmetric keys are not published",
+                return Err(unsupported(
+                    "a symmetric (oct) key, which is never published".to_owned(),
                 ));
             }
-            _ => {
-                return Err(invalid(
-                    Algorithm::EdDSA,
-                    "unsupported key type or algorithm",
-                ));
+            (parameters, alg) => {
+                let key_type = match parameters {
+                    AlgorithmParameters::EllipticCurve(p) => format!("EC {:?}", p.curve),
+                    AlgorithmParameters::OctetKeyPair(p) => format!("OKP {:?}", p.curve),
+                    AlgorithmParameters::RSA(_) => "RSA".to_owned(),
+                    _ => "this key type".to_owned(),
+                };
+                let alg = alg
+                    .map(|alg| format!(" with alg {alg}"))
+                    .unwrap_or_default();
+                return Err(unsupported(format!(
+                    "{key_type}{alg} is not supported (EdDSA on Ed25519, ES256 on P-256 or RS256)"
+                )));
             }
         };
-        if kid.is_empty() {
-            return Err(invalid(algorithm, "a published key needs a kid"));
-        }
-        let decoding =
-            DecodingKey::from_jwk(jwk).map_err(|e| invalid(algorithm, &e.to_string()))?;
+        let Some(kid) = kid else {
+            return Err(unsupported("a published key needs a kid".to_owned()));
+        };
+        let invalid = |reason: &str| KeyError::Invalid {
+            kid: kid.clone(),
+            algorithm,
+            reason: reason.to_owned(),
+        };
+        let decoding = DecodingKey::from_jwk(jwk).map_err(|e| invalid(&e.to_string()))?;
         Ok(Self {
             kid: kid.into(),
             algorithm,
@@ -233,11 +260,22 @@ impl KeySet {
 
     /// The usable keys of a parsed JWKS; see [`KeySet::from_jwks_json`].
     pub fn from_jwks(set: &JwkSet) -> Self {
-        Self::new(set.keys.iter().filter_map(|jwk| {
+        let (keys, skipped) = Self::usable_keys(set);
+        for error in skipped {
+            tracing::warn!(error = %error, "skipping a JWKS key");
+        }
+        keys
+    }
+
+    /// The usable keys of a parsed JWKS, and why each of the others is skipped.
+    pub(crate) fn usable_keys(set: &JwkSet) -> (Self, Vec<KeyError>) {
+        let mut skipped = Vec::new();
+        let keys = Self::new(set.keys.iter().filter_map(|jwk| {
             VerificationKey::from_jwk(jwk)
-                .inspect_err(|e| tracing::warn!(error = %e, "skipping a JWKS key"))
+                .map_err(|e| skipped.push(e))
                 .ok()
-        }))
+        }));
+        (keys, skipped)
     }
 
     /// The key a token's `kid` names. A token without `kid` is accepted only when the

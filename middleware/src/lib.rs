@@ -25,9 +25,14 @@
 //! A service that trusts a Portcullis server needs two things: the server's JWKS URL (keys,
 //! [`RemoteJwks`]) and the server's PostgreSQL (liveness, [`PostgresLiveness`] on the
 //! same database, whose `sessions` table and revocation trigger it reads).
-//! [`postgres::DatabaseConfig`] reads that `DATABASE_URL`, `sslmode` included.
-//! [`PostgresLiveness::ready`] says at start-up whether it can work. Only the routes
-//! behind the guard need a session.
+//! [`postgres::DatabaseConfig`] reads that `DATABASE_URL`, `sslmode` included, and
+//! refuses by name a URL that is not PostgreSQL's. At start-up, [`RemoteJwks::fetch`]
+//! fails unless the URL answers a key set this crate can verify with, and
+//! [`PostgresLiveness::ready`] unless the store can work; each error names what is wrong
+//! in its [`source`](std::error::Error::source) chain, which the examples print whole.
+//! Once running, the layer's only voice is `tracing`: install a subscriber to see its
+//! warnings (a refusal because liveness could not be decided, at most one line per 10 s;
+//! a failed key refresh). Only the routes behind the guard need a session.
 //!
 //! With axum (feature `axum`): `/hello` is guarded, `/health` is open.
 //!
@@ -85,6 +90,7 @@ mod axum;
 pub mod body;
 mod context;
 mod crypto;
+mod diagnostics;
 mod error;
 mod extract;
 pub mod future;

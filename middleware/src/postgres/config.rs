@@ -113,6 +113,17 @@ pub enum DatabaseConfigError {
     /// Not a connection string this crate can take apart.
     #[error("not a valid connection string")]
     Malformed,
+    /// A URL of another database or protocol (`mysql://`, `sqlite:`, `http://`), which
+    /// tokio-postgres would misread as a broken key-value string.
+    #[error(
+        "`{scheme}…` is not a PostgreSQL URL: Portcullis needs `postgres://` or \
+         `postgresql://` (or a libpq key=value string)"
+    )]
+    NotPostgres {
+        /// The string up to the end of its scheme (`mysql://`, `sqlite:`): never the
+        /// credentials after it.
+        scheme: String,
+    },
     /// An `sslmode` this crate does not know (libpq's `allow` included: it would try a
     /// plain connection first).
     #[error("sslmode must be disable, prefer, require, verify-ca or verify-full, not {0:?}")]
@@ -274,6 +285,11 @@ impl FromStr for DatabaseConfig {
     /// Parses a libpq URL (`postgres://user@host:5432/db?sslmode=require`) or key-value
     /// string (`host=db sslmode=verify-full sslrootcert=/etc/ca.pem`).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(scheme) = foreign_scheme(text) {
+            return Err(DatabaseConfigError::NotPostgres {
+                scheme: scheme.to_owned(),
+            });
+        }
         let Some((rest, ssl)) = split_tls_parameters(text) else {
             // Not well-formed: tokio-postgres says what is wrong.
             return Err(invalid(text));
@@ -350,6 +366,38 @@ impl fmt::Display for DatabaseConfig {
     }
 }
 
+/// The schemes libpq reads as URLs; it matches them as written, in lower case.
+const POSTGRES_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
+
+/// The scheme of `text` (`mysql://`, `sqlite:`), with what follows it up to `//`, when
+/// `text` starts like a URL (RFC 3986: a letter, then letters, digits, `+`, `-` or `.`,
+/// then `:`) of anything but PostgreSQL. A key-value string never does: its first
+/// keyword ends at `=` or a space.
+fn foreign_scheme(text: &str) -> Option<&str> {
+    if POSTGRES_SCHEMES
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
+    {
+        return None;
+    }
+    let colon = text.find(':')?;
+    let name = &text[..colon];
+    let mut chars = name.chars();
+    let is_scheme = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return None;
+    }
+    let end = if text[colon..].starts_with("://") {
+        colon + 3
+    } else {
+        colon + 1
+    };
+    Some(&text[..end])
+}
+
 fn invalid(text: &str) -> DatabaseConfigError {
     match text.parse::<tokio_postgres::Config>() {
         Err(e) => DatabaseConfigError::Invalid(e),
@@ -381,7 +429,7 @@ impl TlsParameters {
 /// written, for tokio-postgres. `None` when the string is not well-formed.
 fn split_tls_parameters(text: &str) -> Option<(Cow<'_, str>, TlsParameters)> {
     let mut ours = TlsParameters::default();
-    let is_url = ["postgres://", "postgresql://"]
+    let is_url = POSTGRES_SCHEMES
         .iter()
         .any(|scheme| text.starts_with(scheme));
     if is_url {
@@ -597,6 +645,57 @@ mod tests {
                 assert!(!error.contains("hunter2"), "{text}: {error}");
             }
         }
+    }
+
+    #[test]
+    fn a_url_of_another_database_is_refused_by_name_without_its_password() {
+        for (text, scheme) in [
+            ("mysql://u:secret@h/db", "mysql://"),
+            ("http://u:secret@h:5432/db", "http://"),
+            ("sqlite:secret.db", "sqlite:"),
+            ("sqlite::memory:", "sqlite:"),
+            ("POSTGRES://u:secret@h/db", "POSTGRES://"),
+            ("postgres+psycopg://u:secret@h/db", "postgres+psycopg://"),
+            ("jdbc:postgresql://h/secret", "jdbc:"),
+        ] {
+            let error = text.parse::<DatabaseConfig>().expect_err(text);
+            assert!(
+                matches!(&error, DatabaseConfigError::NotPostgres { scheme: s } if s == scheme),
+                "{text}: {error:?}"
+            );
+            let message = error.to_string();
+            assert_eq!(
+                message,
+                format!(
+                    "`{scheme}…` is not a PostgreSQL URL: Portcullis needs `postgres://` or \
+                     `postgresql://` (or a libpq key=value string)"
+                )
+            );
+            assert!(!message.contains("secret"), "{message}");
+        }
+        // Both PostgreSQL schemes and key-value strings are still read.
+        for text in [
+            "postgres://u:secret@h/db",
+            "postgresql://u:secret@h/db",
+            "host=h user=u password=secret dbname=db",
+            "host=/var/run/postgresql,127.0.0.1 dbname=db",
+            "hostaddr=::1 dbname=db",
+        ] {
+            parsed(text);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named_with_its_setting_and_the_cause() {
+        let error = "host=h sslmode=verify-full sslrootcert=/nonexistent/ca.pem"
+            .parse::<DatabaseConfig>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("cannot use sslrootcert /nonexistent/ca.pem as trusted certificates"),
+            "{error}"
+        );
+        assert!(error.contains("No such file or directory"), "{error}");
     }
 
     #[test]
