@@ -18,6 +18,9 @@ use crate::config::{Config, LogFormat};
 use crate::error::chain;
 use crate::store::sessions::{RevokeReason, SessionRecord, SessionState};
 
+/// The column `--help` wraps at.
+const HELP_WIDTH: usize = 90;
+
 /// What follows the command list in `--help`.
 const AFTER_HELP: &str = "Settings come from environment variables, read once at start-up \
                           (`config` lists them); the sessions commands read the same ones as \
@@ -67,15 +70,19 @@ pub enum SessionsCommand {
 
 /// `sessions revoke`: `--email` (and maybe `--session`), or `--all-users` alone.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
-#[group(required = true, multiple = true)]
 pub struct RevokeArgs {
-    /// The account whose sessions end.
-    #[arg(long, value_parser = parse_email, conflicts_with = "all_users")]
+    /// The account whose sessions end (or `--all-users`).
+    #[arg(
+        long,
+        value_parser = parse_email,
+        required_unless_present = "all_users",
+        conflicts_with = "all_users"
+    )]
     email: Option<Email>,
-    /// Only this session of the account.
+    /// Only this session of the account, by its id.
     #[arg(long, value_parser = parse_session, requires = "email")]
     session: Option<SessionId>,
-    /// Every live session of every user.
+    /// Every live session of every user, instead of one account's.
     #[arg(long)]
     all_users: bool,
 }
@@ -121,6 +128,8 @@ pub fn main_from<Api: OpenApi + 'static>(
         .name(app.name())
         .bin_name(app.name())
         .version(app.version())
+        // The same wrapping on every terminal, so the README can show it as printed.
+        .term_width(HELP_WIDTH)
         .about(format!(
             "{}: accounts, sessions and devices over HTTP, on Portcullis",
             app.name()
