@@ -114,8 +114,8 @@
 //! |---|---|---|
 //! | `postgres` | on | [`PostgresLiveness`], and [`postgres`]: every `sslmode` with rustls, the pool, the `LISTEN` connection |
 //! | `remote-jwks` | on | [`RemoteJwks`]: keys from a URL (`https://`, or `http://` to this machine) |
-//! | `axum` | off | [`AuthContext`] as an axum extractor |
-//! | `poem` | off | [`poem`]: the Poem middleware and extractor |
+//! | `axum` | off | [`AuthContext`] as an axum extractor, [`AuthError`] as a response |
+//! | `poem` | off | [`poem`]: the Poem middleware and extractor; [`AuthError`] as a Poem `ResponseError` |
 //! | `tonic` | off | [`SessionGuard`] keeps its service's gRPC name |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -49,7 +49,7 @@
 //! ```
 //!
 //! Inside a handler, [`AssuranceRequirement::check`] does the same, and [`AuthError`] is
-//! a Poem [`ResponseError`](poem::error::ResponseError): `requirement.check(&auth)?`.
+//! a Poem [`ResponseError`]: `requirement.check(&auth)?`.
 
 use std::time::Duration;
 
