@@ -8,6 +8,34 @@
 //! }
 //! let _routes: axum::Router = axum::Router::new().route("/me", axum::routing::get(me));
 //! ```
+//!
+//! # Step-up
+//!
+//! A route that needs more of the user's authentication gets its own layer, with a
+//! requirement; the layer goes on the route (or on a router of such routes), so each
+//! request is authenticated once:
+//!
+//! ```
+//! # portcullis::install_crypto_provider();
+//! use std::time::Duration;
+//! use axum::{Router, routing::{get, post}};
+//! use portcullis::{Aal, Authenticator, InMemoryLiveness, KeySet, SessionGuardLayer,
+//!     TokenVerifier, VerificationKey};
+//!
+//! # async fn me() {}
+//! # async fn delete_account() {}
+//! # let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
+//! # let verifier = TokenVerifier::builder(keys).issuer("iss").audience("aud").build();
+//! let guard = SessionGuardLayer::new(Authenticator::new(verifier, InMemoryLiveness::new()));
+//! let privileged = guard.clone().require_aal(Aal::Aal2).max_auth_age(Duration::from_secs(600));
+//! let app: Router = Router::new()
+//!     .route("/me", get(me).layer(guard))
+//!     .route("/account/delete", post(delete_account).layer(privileged));
+//! ```
+//!
+//! Inside a handler, [`AssuranceRequirement::check`](crate::AssuranceRequirement::check)
+//! does the same, and [`AuthError`] is an axum `IntoResponse`:
+//! `requirement.check(&auth)?` in a handler returning `Result<_, AuthError>`.
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +43,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::context::AuthContext;
+use crate::error::AuthError;
 
 /// The handler asked for an [`AuthContext`] on a route without the
 /// [`SessionGuardLayer`](crate::SessionGuardLayer): a wiring mistake, answered with 500.
@@ -31,6 +60,16 @@ impl IntoResponse for MissingAuthContext {
             r#"{"error":"internal_error","message":"authentication is not configured for this route"}"#,
         )
             .into_response()
+    }
+}
+
+/// A refusal returned from a handler answers as the layer would: the status, the
+/// challenge and the JSON body.
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        // A handler's answer is HTTP; gRPC requests are refused by the layer itself.
+        self.to_response(&http::HeaderMap::new())
+            .map(axum::body::Body::from)
     }
 }
 
@@ -137,5 +176,134 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), 500);
+    }
+}
+
+/// Step-up on axum over real TCP: a plain route, a route with its own privileged layer,
+/// and a handler that checks a requirement itself.
+#[cfg(test)]
+mod step_up_tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::{get, post};
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use serde_json::json;
+
+    use crate::test_tokens::{now, token_with, verifier};
+    use crate::{
+        Aal, AssuranceRequirement, AuthContext, AuthError, Authenticator, InMemoryLiveness,
+        SessionGuardLayer,
+    };
+
+    async fn me(auth: AuthContext) -> String {
+        format!("{} {}", auth.user_id(), auth.aal())
+    }
+
+    async fn export(auth: AuthContext) -> Result<&'static str, AuthError> {
+        AssuranceRequirement::new()
+            .max_auth_age(Duration::from_secs(60))
+            .check(&auth)?;
+        Ok("exported")
+    }
+
+    #[tokio::test]
+    async fn routes_with_their_own_requirement_challenge_tokens_that_fall_short() {
+        let store = InMemoryLiveness::new();
+        store.insert("s1", "u1", None);
+        let guard = SessionGuardLayer::new(Authenticator::new(verifier(), store));
+        let privileged = guard
+            .clone()
+            .require_aal(Aal::Aal2)
+            .max_auth_age(Duration::from_secs(600));
+        let app = Router::new()
+            .route("/me", get(me).layer(guard.clone()))
+            .route("/account/delete", post(me).layer(privileged))
+            .route("/export", post(export).layer(guard));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let http = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let send = |method: http::Method, path: &str, token: &str| {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}{path}"))
+                .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Empty::new())
+                .unwrap();
+            let future = http.request(request);
+            async move {
+                let response = future.await.unwrap();
+                let status = response.status().as_u16();
+                let challenge = response
+                    .headers()
+                    .get(http::header::WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, challenge, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        let now = now();
+        let password = token_with(
+            "u1",
+            "s1",
+            &json!({"aal": "aal1", "amr": ["pwd"], "auth_time": now - 120}),
+        );
+        let second_factor = token_with(
+            "u1",
+            "s1",
+            &json!({"aal": "aal2", "amr": ["pwd", "otp", "mfa"], "auth_time": now - 120}),
+        );
+        let legacy = token_with("u1", "s1", &json!({}));
+
+        assert_eq!(send(http::Method::GET, "/me", &password).await.0, 200);
+        assert_eq!(send(http::Method::GET, "/me", &legacy).await.2, "u1 aal1");
+
+        let (status, challenge, body) =
+            send(http::Method::POST, "/account/delete", &password).await;
+        assert_eq!(status, 401);
+        assert_eq!(
+            challenge.as_deref(),
+            Some(
+                r#"Bearer error="insufficient_user_authentication", error_description="a stronger authentication is required", acr_values="aal2", max_age=600"#
+            )
+        );
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "error": "insufficient_user_authentication",
+                "message": "a stronger authentication is required",
+            })
+        );
+        assert_eq!(
+            send(http::Method::POST, "/account/delete", &second_factor).await,
+            (200, None, "u1 aal2".to_owned())
+        );
+        let (status, challenge, _) = send(http::Method::POST, "/account/delete", &legacy).await;
+        assert_eq!(status, 401);
+        assert!(
+            challenge
+                .unwrap()
+                .ends_with(r#"acr_values="aal2", max_age=600"#)
+        );
+
+        // In the handler: authenticated two minutes ago, but one minute is the limit.
+        let (status, challenge, _) = send(http::Method::POST, "/export", &second_factor).await;
+        assert_eq!(status, 401);
+        assert_eq!(
+            challenge.as_deref(),
+            Some(
+                r#"Bearer error="insufficient_user_authentication", error_description="a more recent authentication is required", max_age=60"#
+            )
+        );
+        let just_now = token_with("u1", "s1", &json!({"auth_time": now}));
+        assert_eq!(
+            send(http::Method::POST, "/export", &just_now).await.2,
+            "exported"
+        );
     }
 }

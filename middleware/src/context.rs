@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use crate::assurance::{Aal, AuthMethod};
+
 /// The id of a user: the token's `sub` claim.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(Arc<str>);
@@ -101,6 +103,17 @@ pub struct Claims {
     /// Token id.
     #[serde(default)]
     pub jti: Option<String>,
+    /// The assurance level of the user's authentication; absent means [`Aal::Aal1`]. A
+    /// value other than `"aal1"` or `"aal2"` makes the token invalid.
+    #[serde(default)]
+    pub aal: Option<Aal>,
+    /// How the user authenticated (RFC 8176); absent means none are named.
+    #[serde(default)]
+    pub amr: Vec<AuthMethod>,
+    /// When the user last authenticated actively (signed in or stepped up), seconds since
+    /// the Unix epoch. Unlike `iat`, a refresh does not move it.
+    #[serde(default)]
+    pub auth_time: Option<u64>,
 }
 
 impl Claims {
@@ -127,6 +140,10 @@ struct Verified {
     /// store looks the pair up. `None` when either is not a UUID.
     #[cfg(feature = "postgres")]
     uuids: Option<(uuid::Uuid, uuid::Uuid)>,
+    /// `aal` and `auth_time` beside the ids rather than behind `claims`, so checking a
+    /// route's requirement reads what the request has just touched.
+    aal: Aal,
+    auth_time: Option<u64>,
     claims: Arc<Claims>,
 }
 
@@ -139,6 +156,8 @@ impl AuthContext {
             uuids: uuid::Uuid::parse_str(&claims.sid)
                 .ok()
                 .zip(uuid::Uuid::parse_str(&claims.sub).ok()),
+            aal: claims.aal.unwrap_or_default(),
+            auth_time: claims.auth_time,
             claims,
         }))
     }
@@ -182,5 +201,29 @@ impl AuthContext {
     /// When the access token expires.
     pub fn expires_at(&self) -> SystemTime {
         self.0.claims.expires_at()
+    }
+
+    /// The assurance level of the user's authentication (`aal`; [`Aal::Aal1`] when the
+    /// token has none).
+    pub fn aal(&self) -> Aal {
+        self.0.aal
+    }
+
+    /// How the user authenticated (`amr`; empty when the token names none).
+    pub fn amr(&self) -> &[AuthMethod] {
+        &self.0.claims.amr
+    }
+
+    /// When the user last authenticated actively (`auth_time`), if the token says.
+    pub fn auth_time(&self) -> Option<SystemTime> {
+        // In range: the verifier refuses an `auth_time` a `SystemTime` cannot hold.
+        self.0
+            .auth_time
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    /// `auth_time` as sent: seconds since the Unix epoch.
+    pub(crate) fn auth_time_secs(&self) -> Option<u64> {
+        self.0.auth_time
     }
 }

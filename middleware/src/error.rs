@@ -4,11 +4,17 @@
 //! body is `{"error": code, "message": text}`; neither says which check failed, so a
 //! caller learns nothing about keys, sessions or users from a refusal. gRPC callers get a
 //! real gRPC status instead (UNAUTHENTICATED, or UNAVAILABLE).
+//!
+//! The one refusal that says more is a valid token of a live session whose
+//! authentication falls short of the route's [`AssuranceRequirement`]: RFC 9470's
+//! challenge names the requirement (`acr_values`, `max_age`), so that the client can step
+//! up. It is only ever sent to a caller that proved it holds a valid token.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::assurance::{AssuranceRequirement, Shortfall};
 use crate::liveness::{Liveness, LivenessError};
 use crate::verify::TokenError;
 
@@ -34,15 +40,26 @@ pub enum AuthError {
     /// Whether the session is live could not be decided.
     #[error(transparent)]
     Unavailable(#[from] LivenessError),
+    /// The token is valid and its session live, but the user's authentication is too weak
+    /// or too old for the route (RFC 9470 `insufficient_user_authentication`).
+    #[error("insufficient user authentication: {}", shortfall_text(*.shortfall))]
+    InsufficientAuthentication {
+        /// What the route requires; the challenge states it.
+        required: AssuranceRequirement,
+        /// What the token lacks.
+        shortfall: Shortfall,
+    },
 }
 
 impl AuthError {
     /// The HTTP status of the refusal.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingToken | Self::InvalidToken(_) | Self::SessionNotLive(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            // RFC 9470 §3: a step-up challenge is a 401, as RFC 6750's are.
+            Self::MissingToken
+            | Self::InvalidToken(_)
+            | Self::SessionNotLive(_)
+            | Self::InsufficientAuthentication { .. } => StatusCode::UNAUTHORIZED,
             Self::MalformedHeader => StatusCode::BAD_REQUEST,
             Self::CrossSite => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -58,6 +75,11 @@ impl AuthError {
             Self::InvalidToken(e) => e.reason(),
             Self::SessionNotLive(liveness) => liveness.reason(),
             Self::Unavailable(_) => "liveness_unavailable",
+            Self::InsufficientAuthentication { shortfall, .. } => match shortfall {
+                Shortfall::Level => "aal_too_low",
+                Shortfall::Age => "authentication_too_old",
+                Shortfall::LevelAndAge => "aal_too_low_and_authentication_too_old",
+            },
         }
     }
 
@@ -69,6 +91,7 @@ impl AuthError {
             Self::CrossSite => "cross_site_request",
             Self::InvalidToken(_) | Self::SessionNotLive(_) => "invalid_token",
             Self::Unavailable(_) => "session_check_unavailable",
+            Self::InsufficientAuthentication { .. } => "insufficient_user_authentication",
         }
     }
 
@@ -82,6 +105,7 @@ impl AuthError {
                 "the access token is invalid, expired or revoked"
             }
             Self::Unavailable(_) => "the session cannot be checked right now; retry shortly",
+            Self::InsufficientAuthentication { shortfall, .. } => shortfall_text(*shortfall),
         }
     }
 
@@ -117,10 +141,25 @@ impl AuthError {
                 "session_check_unavailable",
                 "the session cannot be checked right now; retry shortly"
             ),
+            Self::InsufficientAuthentication { shortfall, .. } => match shortfall {
+                Shortfall::Level => body!(
+                    "insufficient_user_authentication",
+                    "a stronger authentication is required"
+                ),
+                Shortfall::Age => body!(
+                    "insufficient_user_authentication",
+                    "a more recent authentication is required"
+                ),
+                Shortfall::LevelAndAge => body!(
+                    "insufficient_user_authentication",
+                    "a stronger and more recent authentication is required"
+                ),
+            },
         }
     }
 
-    /// The RFC 6750 challenge, when the status calls for one.
+    /// The RFC 6750 challenge (RFC 9470's for insufficient authentication), when the
+    /// status calls for one.
     pub fn www_authenticate(&self) -> Option<HeaderValue> {
         let challenge = match self {
             // RFC 6750 §3.1: no error code when the request had no credentials.
@@ -130,6 +169,18 @@ impl AuthError {
             }
             Self::InvalidToken(_) | Self::SessionNotLive(_) => {
                 r#"Bearer error="invalid_token", error_description="the access token is invalid""#
+            }
+            Self::InsufficientAuthentication {
+                required,
+                shortfall,
+            } => {
+                let challenge = format!(
+                    r#"Bearer error="insufficient_user_authentication", error_description="{}"{}"#,
+                    shortfall_text(*shortfall),
+                    required.challenge_params()
+                );
+                // Visible ASCII only: static text, level names and digits.
+                return HeaderValue::try_from(challenge).ok();
             }
             Self::CrossSite | Self::Unavailable(_) => return None,
         };
@@ -174,6 +225,17 @@ impl AuthError {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
         response
+    }
+}
+
+/// The description of a shortfall: the JSON body's `message`, the challenge's
+/// `error_description` and the gRPC message. Plain ASCII without `"`, `\` or `%`, so it
+/// goes into a quoted string and a `grpc-message` as it is.
+fn shortfall_text(shortfall: Shortfall) -> &'static str {
+    match shortfall {
+        Shortfall::Level => "a stronger authentication is required",
+        Shortfall::Age => "a more recent authentication is required",
+        Shortfall::LevelAndAge => "a stronger and more recent authentication is required",
     }
 }
 
@@ -267,6 +329,15 @@ mod tests {
         }
     }
 
+    fn insufficient(shortfall: Shortfall) -> AuthError {
+        AuthError::InsufficientAuthentication {
+            required: AssuranceRequirement::new()
+                .require_aal(crate::Aal::Aal2)
+                .max_auth_age(std::time::Duration::from_secs(300)),
+            shortfall,
+        }
+    }
+
     #[test]
     fn the_prerendered_bodies_say_what_code_and_message_say() {
         for error in [
@@ -276,12 +347,53 @@ mod tests {
             AuthError::InvalidToken(TokenError::Expired),
             AuthError::SessionNotLive(Liveness::Revoked),
             AuthError::Unavailable(LivenessError("x".into())),
+            insufficient(Shortfall::Level),
+            insufficient(Shortfall::Age),
+            insufficient(Shortfall::LevelAndAge),
         ] {
             let body: serde_json::Value = serde_json::from_slice(error.body()).unwrap();
             assert_eq!(
                 body,
                 serde_json::json!({ "error": error.code(), "message": error.message() })
             );
+        }
+    }
+
+    /// RFC 9470 §3: 401, `error`, `error_description`, then the requirement; only the
+    /// parts the route has.
+    #[test]
+    fn insufficient_authentication_is_a_401_with_the_step_up_challenge() {
+        use crate::Aal;
+        use std::time::Duration;
+
+        let requirement = AssuranceRequirement::new();
+        for (required, shortfall, challenge) in [
+            (
+                requirement.require_aal(Aal::Aal2),
+                Shortfall::Level,
+                r#"Bearer error="insufficient_user_authentication", error_description="a stronger authentication is required", acr_values="aal2""#,
+            ),
+            (
+                requirement.max_auth_age(Duration::from_secs(300)),
+                Shortfall::Age,
+                r#"Bearer error="insufficient_user_authentication", error_description="a more recent authentication is required", max_age=300"#,
+            ),
+            (
+                requirement
+                    .require_aal(Aal::Aal2)
+                    .max_auth_age(Duration::from_secs(0)),
+                Shortfall::LevelAndAge,
+                r#"Bearer error="insufficient_user_authentication", error_description="a stronger and more recent authentication is required", acr_values="aal2", max_age=0"#,
+            ),
+        ] {
+            let error = AuthError::InsufficientAuthentication {
+                required,
+                shortfall,
+            };
+            let response = error.to_response(&HeaderMap::new());
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(response.headers()[WWW_AUTHENTICATE], challenge);
+            assert_eq!(error.code(), "insufficient_user_authentication");
         }
     }
 
@@ -299,5 +411,15 @@ mod tests {
         let unavailable =
             AuthError::Unavailable(LivenessError("down".into())).to_response(&headers);
         assert_eq!(unavailable.headers()["grpc-status"], "14");
+        let step_up = insufficient(Shortfall::Age).to_response(&headers);
+        assert_eq!(step_up.headers()["grpc-status"], "16");
+        assert_eq!(
+            step_up.headers()["grpc-message"],
+            "a more recent authentication is required"
+        );
+        assert_eq!(
+            step_up.headers()[WWW_AUTHENTICATE],
+            r#"Bearer error="insufficient_user_authentication", error_description="a more recent authentication is required", acr_values="aal2", max_age=300"#
+        );
     }
 }

@@ -17,8 +17,8 @@
 //!   axum extractor (feature `axum`) and the Poem middleware and extractor ([`poem`],
 //!   feature `poem`).
 //! - Refusals are [`AuthError`]s that know their response: 401 with an RFC 6750
-//!   challenge, 400 for a malformed header, 503 when liveness cannot be decided, or a gRPC
-//!   status for gRPC requests.
+//!   challenge (RFC 9470's for step-up), 400 for a malformed header, 503 when liveness
+//!   cannot be decided, or a gRPC status for gRPC requests.
 //!
 //! # Set-up
 //!
@@ -72,18 +72,60 @@
 //!
 //! Call [`install_crypto_provider`] once at start-up.
 //!
+//! # Step-up
+//!
+//! Tokens say how the user authenticated: [`AuthContext::aal`] (`aal1`, `aal2`),
+//! [`AuthContext::amr`] (RFC 8176 methods: `pwd`, `otp`, `hwk`, ...) and
+//! [`AuthContext::auth_time`]. A route can require a level and a freshness:
+//! [`SessionGuardLayer::require_aal`] and [`SessionGuardLayer::max_auth_age`] (the same on
+//! [`poem::SessionGuardMiddleware`]; [`SessionGuard::with_requirement`] for one tonic
+//! service). A valid token of a live session that falls short gets 401 with RFC 9470's
+//! challenge, which states the route's requirement, or `UNAUTHENTICATED` with the same
+//! challenge in the metadata for gRPC:
+//!
+//! ```text
+//! WWW-Authenticate: Bearer error="insufficient_user_authentication",
+//!   error_description="a stronger authentication is required", acr_values="aal2", max_age=600
+//! ```
+//!
+//! The client authenticates again (the Portcullis server's `POST /auth/step-up`) and
+//! retries with the new token. A token without `aal` is `aal1`; one without `auth_time`
+//! never meets a `max_auth_age` (`iat` is when the token was minted, which a refresh moves,
+//! not when the user authenticated).
+//!
+//! ```
+//! # portcullis::install_crypto_provider();
+//! use std::time::Duration;
+//! use portcullis::{Aal, Authenticator, InMemoryLiveness, KeySet, SessionGuardLayer,
+//!     TokenVerifier, VerificationKey};
+//!
+//! # let keys = KeySet::new([VerificationKey::hmac("k1", &[7; 32]).unwrap()]);
+//! # let verifier = TokenVerifier::builder(keys).issuer("iss").audience("aud").build();
+//! let guard = SessionGuardLayer::new(Authenticator::new(verifier, InMemoryLiveness::new()));
+//! // A second factor, used within the last ten minutes; clones share the caches.
+//! let privileged = guard.clone().require_aal(Aal::Aal2).max_auth_age(Duration::from_secs(600));
+//! // axum: `.route("/me", get(me).layer(guard))`
+//! //       `.route("/account/delete", post(delete).layer(privileged))`
+//! # let _ = (guard, privileged);
+//! ```
+//!
+//! In a handler, [`AssuranceRequirement::check`] applies a requirement by hand; with the
+//! `axum` or `poem` feature, [`AuthError`] is a response there, so `?` answers with the
+//! challenge.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `postgres` | on | [`PostgresLiveness`], and [`postgres`]: every `sslmode` with rustls, the pool, the `LISTEN` connection |
 //! | `remote-jwks` | on | [`RemoteJwks`]: keys from a URL (`https://`, or `http://` to this machine) |
-//! | `axum` | off | [`AuthContext`] as an axum extractor |
-//! | `poem` | off | [`poem`]: the Poem middleware and extractor |
+//! | `axum` | off | [`AuthContext`] as an axum extractor, [`AuthError`] as a response |
+//! | `poem` | off | [`poem`]: the Poem middleware and extractor; [`AuthError`] as a Poem `ResponseError` |
 //! | `tonic` | off | [`SessionGuard`] keeps its service's gRPC name |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod assurance;
 mod authenticator;
 #[cfg(feature = "axum")]
 mod axum;
@@ -108,6 +150,7 @@ mod test_tokens;
 mod token_cache;
 mod verify;
 
+pub use assurance::{Aal, AssuranceRequirement, AuthMethod, Shortfall};
 pub use authenticator::{Authenticator, UnavailablePolicy};
 #[cfg(feature = "axum")]
 pub use axum::MissingAuthContext;

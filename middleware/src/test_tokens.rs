@@ -85,3 +85,13 @@ pub(crate) fn sign(kid: &str, claims: &Value) -> String {
 pub(crate) fn token(user: &str, session: &str) -> String {
     sign("ed", &claims(user, session))
 }
+
+/// An EdDSA token for `user` and `session` with `extra` claims added (or replaced).
+pub(crate) fn token_with(user: &str, session: &str, extra: &Value) -> String {
+    let mut claims = claims(user, session);
+    let object = claims.as_object_mut().expect("claims are an object");
+    for (name, value) in extra.as_object().expect("extra claims are an object") {
+        object.insert(name.clone(), value.clone());
+    }
+    sign("ed", &claims)
+}

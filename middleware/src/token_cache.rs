@@ -109,6 +109,9 @@ mod tests {
             iat: None,
             nbf: None,
             jti: None,
+            aal: None,
+            amr: Vec::new(),
+            auth_time: None,
         }))
     }
 

@@ -61,7 +61,9 @@ pub enum TokenError {
     /// `aud` does not include the expected audience.
     #[error("wrong audience")]
     WrongAudience,
-    /// A required claim (`exp`, `sub`, `sid`, `iss`, `aud`) is missing or mistyped.
+    /// A required claim (`exp`, `sub`, `sid`, `iss`, `aud`) is missing or mistyped, or an
+    /// optional one (`aal`, `amr`, `auth_time`, ...) is mistyped: an `aal` other than
+    /// `"aal1"` or `"aal2"`, say.
     #[error("missing or invalid claim")]
     InvalidClaims,
     /// The header has `crit` (RFC 7515 §4.1.11): extensions the recipient must understand,
@@ -270,12 +272,11 @@ impl TokenVerifier {
         if claims.sub.is_empty() || claims.sid.is_empty() {
             return Err(TokenError::InvalidClaims);
         }
-        // The caches turn `exp` into a `SystemTime`; past what one can hold that would
-        // overflow and panic. No real token lives that long.
-        if UNIX_EPOCH
-            .checked_add(Duration::from_secs(claims.exp))
-            .is_none()
-        {
+        // The caches turn `exp` (and `AuthContext::auth_time` turns `auth_time`) into a
+        // `SystemTime`; past what one can hold that would overflow and panic. No real token
+        // lives that long.
+        let representable = |secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)).is_some();
+        if !representable(claims.exp) || !claims.auth_time.is_none_or(representable) {
             return Err(TokenError::InvalidClaims);
         }
         Ok(claims)
