@@ -46,6 +46,7 @@ use quick_cache::sync::{Cache, GuardResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use uuid::Uuid;
 
+use super::arena::{ArenaCell, CellArena, SlotRef};
 use super::feed::{FeedEvent, Revocation, RevocationFeed};
 use super::query::{SessionQuery, SessionRecord, SessionState};
 use super::{Liveness, LivenessCell, LivenessCheck, LivenessError, Tick};
@@ -76,47 +77,24 @@ pub struct LivenessStats {
     pub forgot_everything: u64,
 }
 
-/// A session the cache tracks: whose it is, when it started, and the cell its tokens
-/// read.
+/// Releases the slot of what the cache evicts to stay in bounds: a cell no one would
+/// update any more must not go on saying "live" to the tokens that hold it.
 #[derive(Debug, Clone)]
-struct Tracked {
-    /// Its user; `None` when there is no such session.
-    owner: Option<Uuid>,
-    /// When it was created (the epoch when there is no such session).
-    started: SystemTime,
-    cell: LivenessCell,
+struct ReleaseOnEviction {
+    arena: Arc<CellArena>,
 }
 
-impl Tracked {
-    /// Stops tracking: the cell says nothing from now on, and its hits are counted here.
-    fn retire(&self, hits: &AtomicU64) {
-        self.cell.invalidate();
-        hits.fetch_add(self.cell.take_hits(), Ordering::Relaxed);
-    }
-
-    /// Whether a bulk revocation of sessions started before `before`, but `except`,
-    /// covers this one (whose id is `session`).
-    fn covered(&self, session: Uuid, before: SystemTime, except: Option<Uuid>) -> bool {
-        self.owner.is_some() && self.started < before && except != Some(session)
-    }
-}
-
-/// Retires what the cache evicts to stay in bounds: a cell no one would update any more
-/// must not go on saying "live" to the tokens that hold it.
-#[derive(Debug, Clone)]
-struct RetireOnEviction {
-    hits: Arc<AtomicU64>,
-}
-
-impl Lifecycle<Uuid, Tracked> for RetireOnEviction {
+impl Lifecycle<Uuid, SlotRef> for ReleaseOnEviction {
     type RequestState = ();
 
-    fn on_evict(&self, (): &mut (), _session: Uuid, tracked: Tracked) {
-        tracked.retire(&self.hits);
+    fn on_evict(&self, (): &mut (), _session: Uuid, slot: SlotRef) {
+        self.arena.release(slot);
     }
 }
 
-type SessionMap = Cache<Uuid, Tracked, UnitWeighter, DefaultHashBuilder, RetireOnEviction>;
+/// Each cached session is its id (the key revocations name) and its slot in the arena,
+/// which holds its state, start and owner.
+type SessionMap = Cache<Uuid, SlotRef, UnitWeighter, DefaultHashBuilder, ReleaseOnEviction>;
 
 /// How many counters each kind of event is spread over in the [`RaceGuard`].
 const STRIPES: usize = 256;
@@ -236,7 +214,9 @@ impl<Q: SessionQuery> LivenessCacheBuilder<Q> {
     /// clone of the cache is dropped. Must be called inside a Tokio runtime.
     pub fn start(self, feed: impl RevocationFeed) -> LivenessCache<Q> {
         let capacity = self.capacity.max(1);
-        let hits = Arc::new(AtomicU64::new(0));
+        // Room for what the cache holds, and for the slots of entries on their way in
+        // or out while it is full.
+        let arena = Arc::new(CellArena::new(capacity.saturating_add(capacity / 4)));
         let inner = Arc::new(Inner {
             query: self.query,
             sessions: Cache::with(
@@ -244,11 +224,12 @@ impl<Q: SessionQuery> LivenessCacheBuilder<Q> {
                 capacity,
                 UnitWeighter,
                 DefaultHashBuilder::default(),
-                RetireOnEviction {
-                    hits: Arc::clone(&hits),
+                ReleaseOnEviction {
+                    arena: Arc::clone(&arena),
                 },
             ),
-            hits,
+            arena,
+            hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             guard: RaceGuard::new(),
             feed: FeedState::default(),
@@ -294,9 +275,11 @@ struct Inner<Q> {
     query: Q,
     /// Keyed by the session's UUID: the key revocations name.
     sessions: SessionMap,
-    /// Answers given by cells, collected from them when they leave the cache and when
+    /// The cells, and the users they belong to.
+    arena: Arc<CellArena>,
+    /// Answers given from memory, collected from the arena when
     /// [`LivenessCache::stats`] is asked: the hit count.
-    hits: Arc<AtomicU64>,
+    hits: AtomicU64,
     misses: AtomicU64,
     guard: RaceGuard,
     feed: FeedState,
@@ -348,14 +331,12 @@ impl<Q: SessionQuery> LivenessCache<Q> {
         self.inner.apply(revocation);
     }
 
-    /// Cache and feed counters. Walks the cache to collect the cells' hits.
+    /// Cache and feed counters.
     pub fn stats(&self) -> LivenessStats {
         let inner = &self.inner;
-        for (_, tracked) in inner.sessions.iter() {
-            inner
-                .hits
-                .fetch_add(tracked.cell.take_hits(), Ordering::Relaxed);
-        }
+        inner
+            .hits
+            .fetch_add(inner.arena.take_hits(), Ordering::Relaxed);
         LivenessStats {
             hits: inner.hits.load(Ordering::Relaxed),
             misses: inner.misses.load(Ordering::Relaxed),
@@ -396,13 +377,12 @@ impl<Q: SessionQuery> LivenessCache<Q> {
     }
 }
 
-/// What an entry says for a token of `user`.
-fn answer_for(tracked: &Tracked, liveness: Liveness, user: Uuid) -> Liveness {
-    if tracked.owner == Some(user) {
-        liveness
-    } else {
-        Liveness::Unknown
-    }
+/// Microseconds since the Unix epoch (0 before it): how the arena keeps instants.
+fn micros(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
 }
 
 impl<Q: SessionQuery> LivenessCheck for LivenessCache<Q> {
@@ -411,9 +391,8 @@ impl<Q: SessionQuery> LivenessCheck for LivenessCache<Q> {
             // Not ids a session could have: no such session, and nothing to ask.
             return Some(Liveness::Unknown);
         };
-        let tracked = self.inner.sessions.get(&session)?;
-        let liveness = tracked.cell.read(Tick::now())?;
-        Some(answer_for(&tracked, liveness, user))
+        let slot = self.inner.sessions.get(&session)?;
+        self.inner.answer(session, slot, user, Tick::now())
     }
 
     async fn check(&self, context: &AuthContext) -> Result<Liveness, LivenessError> {
@@ -428,12 +407,7 @@ impl<Q: SessionQuery> LivenessCheck for LivenessCache<Q> {
         let ticket = inner.guard.ticket(session_id, user);
         let record = inner.query.session(session_id).await?;
         let (owner, state, remaining, started) = match record {
-            None => (
-                None,
-                Liveness::Unknown,
-                Duration::ZERO,
-                SystemTime::UNIX_EPOCH,
-            ),
+            None => (None, Liveness::Unknown, Duration::ZERO, 0),
             Some(SessionRecord {
                 owner,
                 state,
@@ -444,7 +418,7 @@ impl<Q: SessionQuery> LivenessCheck for LivenessCache<Q> {
                     SessionState::Revoked => (Liveness::Revoked, Duration::ZERO),
                     SessionState::Expired => (Liveness::Expired, Duration::ZERO),
                 };
-                (Some(owner), state, remaining, started)
+                (Some(owner), state, remaining, micros(started))
             }
         };
         let answer = if owner == Some(user) {
@@ -473,39 +447,46 @@ impl<Q: SessionQuery> LivenessCheck for LivenessCache<Q> {
         };
         #[cfg(test)]
         self.paused_before_caching().await;
-        let tracked = match inner.sessions.get_value_or_guard(&session_id, None) {
-            GuardResult::Value(tracked) if tracked.owner == owner => {
-                tracked.cell.set(state, until);
-                Some(tracked)
-            }
-            GuardResult::Value(_) => {
-                // Tracked as someone else's (or as absent) before: not this answer's to
-                // overwrite; the next request asks afresh.
-                inner.stop_tracking(session_id);
-                None
+        let arena = &inner.arena;
+        let cached = match inner.sessions.get_value_or_guard(&session_id, None) {
+            GuardResult::Value(slot) => {
+                let view = arena.view(slot);
+                if view.is_some_and(|view| arena.user_id(view.user) == owner)
+                    && arena.set(slot, state, until)
+                {
+                    Some(slot)
+                } else {
+                    // Tracked as someone else's (or as absent) before: not this answer's
+                    // to overwrite; the next request asks afresh.
+                    inner.stop_tracking(session_id);
+                    None
+                }
             }
             GuardResult::Guard(guard) => {
-                let tracked = Tracked {
-                    owner,
-                    started,
-                    cell: LivenessCell::new(state, until),
+                // No slot left (the arena is full of entries on their way out): answer,
+                // remember nothing.
+                let Some(slot) = arena.allocate(owner, started, state, until) else {
+                    return Ok(answer);
                 };
-                match guard.insert(tracked.clone()) {
-                    Ok(()) => Some(tracked),
+                match guard.insert(slot) {
+                    Ok(()) => Some(slot),
                     // Removed meanwhile, by something that evicts: nothing to keep.
-                    Err(_) => None,
+                    Err(slot) => {
+                        arena.release(slot);
+                        None
+                    }
                 }
             }
             GuardResult::Timeout => None,
         };
-        if let Some(tracked) = tracked
+        if let Some(slot) = cached
             && live
             && !self.quiet_since(&ticket)
         {
             // An event came between the check above and the write, and may have acted
             // before the write: take the cell back. (Events bump the guard before they
             // act, the write comes before this load: one of the two sees the other.)
-            tracked.retire(&inner.hits);
+            arena.invalidate(slot);
             inner.stop_tracking(session_id);
         }
         Ok(answer)
@@ -513,34 +494,60 @@ impl<Q: SessionQuery> LivenessCheck for LivenessCache<Q> {
 
     fn watch(&self, context: &AuthContext) -> Option<LivenessCell> {
         let (session, user) = context.session_and_user_uuids()?;
-        let tracked = self.inner.sessions.get(&session)?;
-        (tracked.owner == Some(user)).then_some(tracked.cell)
+        let slot = self.inner.sessions.get(&session)?;
+        let arena = &self.inner.arena;
+        let view = arena.view(slot)?;
+        (arena.user_id(view.user) == Some(user)).then(|| {
+            LivenessCell::in_arena(ArenaCell {
+                arena: Arc::clone(arena),
+                slot,
+            })
+        })
     }
 }
 
 impl<Q> Inner<Q> {
-    /// Evicts `session` and invalidates its cell.
-    fn stop_tracking(&self, session: Uuid) {
-        if let Some((_, tracked)) = self.sessions.remove(&session) {
-            tracked.retire(&self.hits);
+    /// What `session`'s slot says for a token of `user` at `now`, from memory; `None`
+    /// when the query must be asked.
+    fn answer(&self, session: Uuid, slot: SlotRef, user: Uuid, now: Tick) -> Option<Liveness> {
+        let arena = &self.arena;
+        let view = arena.view(slot)?;
+        let liveness = view.liveness(now)?;
+        if arena.user_id(view.user) != Some(user) {
+            arena.hit();
+            return Some(Liveness::Unknown);
         }
-    }
-
-    /// Evicts every session and invalidates every cell.
-    fn stop_tracking_all(&self) {
-        for (_, tracked) in self.sessions.drain() {
-            tracked.retire(&self.hits);
-        }
-    }
-
-    /// Ends the cells of the sessions a bulk revocation covers: the database ended them
-    /// in the same transaction that logged it.
-    fn end_covered(&self, user: Option<Uuid>, before: SystemTime, except: Option<Uuid>) {
-        for (session, tracked) in self.sessions.iter() {
-            if (user.is_none() || tracked.owner == user) && tracked.covered(session, before, except)
-            {
-                tracked.cell.set(Liveness::Revoked, None);
+        if liveness == Liveness::Live && arena.covered(&view) {
+            // A bulk revocation covers it: the database ended it in the transaction
+            // that logged the revocation, unless it is the one session spared.
+            let mut spared_through = 0;
+            for (before, spared) in arena.watermarks(view.user) {
+                if view.started < before {
+                    if spared != Some(session) {
+                        arena.set(slot, Liveness::Revoked, None);
+                        arena.hit();
+                        return Some(Liveness::Revoked);
+                    }
+                    spared_through = spared_through.max(before);
+                }
             }
+            arena.spare(slot, spared_through);
+        }
+        arena.hit();
+        Some(liveness)
+    }
+
+    /// Evicts `session` and releases its slot.
+    fn stop_tracking(&self, session: Uuid) {
+        if let Some((_, slot)) = self.sessions.remove(&session) {
+            self.arena.release(slot);
+        }
+    }
+
+    /// Evicts every session and releases every slot.
+    fn stop_tracking_all(&self) {
+        for (_, slot) in self.sessions.drain() {
+            self.arena.release(slot);
         }
     }
 
@@ -556,11 +563,11 @@ impl<Q> Inner<Q> {
                 except,
             } => {
                 self.guard.user_changed(user);
-                self.end_covered(Some(user), before, except);
+                self.arena.revoke_user_before(user, micros(before), except);
             }
             Revocation::AllSessionsBefore { before, except } => {
                 self.guard.everything_changed();
-                self.end_covered(None, before, except);
+                self.arena.revoke_all_before(micros(before), except);
             }
             Revocation::Everything => self.forget_everything(),
         }
@@ -1016,8 +1023,9 @@ pub(crate) mod tests {
                 except: Some(spared),
             }))
             .await;
-        assert_eq!(old_cell.read(Tick::now()), Some(Liveness::Revoked));
+        assert_eq!(old_cell.read(Tick::now()), None, "covered: the cell asks");
         assert_eq!(harness.check(user, old).await, Liveness::Revoked);
+        assert_eq!(old_cell.read(Tick::now()), Some(Liveness::Revoked));
         for (owner, session) in [(user, spared), (user, new), (other_user, others)] {
             assert_eq!(harness.check(owner, session).await, Liveness::Live);
         }

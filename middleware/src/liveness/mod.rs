@@ -23,6 +23,8 @@
 //! [`LivenessCheck`] says how another store implements it.
 
 #[cfg(feature = "postgres")]
+mod arena;
+#[cfg(feature = "postgres")]
 pub(crate) mod cache;
 mod cell;
 #[cfg(feature = "postgres")]
