@@ -19,6 +19,8 @@ use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
+#[cfg(test)]
+pub(crate) use listen::parse_payload;
 pub use listen::{DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, PostgresListenFeed};
 pub(crate) use listen::{LISTENER_CONNECT_TIMEOUT, error_text};
 use query::LIVENESS_SQL;
