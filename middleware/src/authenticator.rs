@@ -120,7 +120,10 @@ impl Authenticator {
     ) -> Result<AuthContext, AuthError> {
         let token = self.source.extract(request)?;
         let (context, held) = match self.tokens.get(token.as_bytes(), Tick::now()) {
-            Some(verified) => (verified.context, Held::Cached(verified.liveness)),
+            Some(verified) => (
+                verified.context.clone(),
+                Held::Cached(verified.liveness.clone()),
+            ),
             None => (
                 AuthContext::new(Arc::new(self.verifier.verify(token).await?)),
                 Held::NotCached,
@@ -184,7 +187,7 @@ impl Authenticator {
         if let Some(token) = candidate
             && let Some(verified) = self.tokens.get(token, now)
         {
-            return self.answer_from_memory(token, verified, now);
+            return self.answer_from_memory(token, &verified, now);
         }
         let token = match self.source.extract(request) {
             Ok(token) => token,
@@ -195,7 +198,7 @@ impl Authenticator {
             return None;
         }
         let verified = self.tokens.get(token.as_bytes(), now)?;
-        self.answer_from_memory(token.as_bytes(), verified, now)
+        self.answer_from_memory(token.as_bytes(), &verified, now)
     }
 
     /// The hot path: one load of the session's cell. Without a cell, or when it says
@@ -203,15 +206,19 @@ impl Authenticator {
     fn answer_from_memory(
         &self,
         token: &[u8],
-        verified: VerifiedToken,
+        verified: &VerifiedToken,
         now: Tick,
     ) -> Option<Result<AuthContext, AuthError>> {
         if let Some(liveness) = verified.liveness.as_ref().and_then(|cell| cell.read(now)) {
-            return Some(Self::admit(verified.context, liveness));
+            return Some(Self::admit(verified.context.clone(), liveness));
         }
         let liveness = self.liveness.check_cached(&verified.context)?;
-        self.remember_cell(token, &verified.context, Held::Cached(verified.liveness));
-        Some(Self::admit(verified.context, liveness))
+        self.remember_cell(
+            token,
+            &verified.context,
+            Held::Cached(verified.liveness.clone()),
+        );
+        Some(Self::admit(verified.context.clone(), liveness))
     }
 
     /// Keeps `token` (verified) with the cell the store hands out now for its session,
@@ -354,6 +361,7 @@ mod tests {
             .get(token.as_bytes(), Tick::now())
             .expect("the token is cached")
             .liveness
+            .clone()
     }
 
     #[tokio::test]

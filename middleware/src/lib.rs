@@ -163,10 +163,18 @@ pub use jwks::{JwksError, RemoteJwks};
 pub use keys::{Algorithm, KeyError, KeySet, MIN_HMAC_SECRET_BYTES, VerificationKey};
 pub use layer::{SessionGuard, SessionGuardLayer};
 #[cfg(feature = "postgres")]
-pub use liveness::postgres::{
-    DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, LivenessStats, NotReady, PostgresLiveness,
-    PostgresLivenessBuilder,
+pub use liveness::cache::{
+    DEFAULT_CACHE_CAPACITY, DEFAULT_LIVE_TTL, LivenessCache, LivenessCacheBuilder, LivenessStats,
 };
+#[cfg(feature = "postgres")]
+pub use liveness::feed::{FeedEvent, Revocation, RevocationFeed};
+#[cfg(feature = "postgres")]
+pub use liveness::postgres::{
+    DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, NotReady, PostgresListenFeed, PostgresLiveness,
+    PostgresLivenessBuilder, PostgresSessionQuery,
+};
+#[cfg(feature = "postgres")]
+pub use liveness::query::{SessionQuery, SessionRecord, SessionState};
 pub use liveness::{InMemoryLiveness, Liveness, LivenessCell, LivenessCheck, LivenessError};
 pub use token_cache::DEFAULT_TOKEN_CACHE_CAPACITY;
 pub use verify::{

@@ -33,6 +33,10 @@ pub(crate) struct VerifiedToken {
 /// request, measured with callgrind), and only tokens that passed verification,
 /// well-formed ASCII, are ever inserted.
 ///
+/// An entry is shared (`Arc`), so that a lookup, which clones what it finds, adds to
+/// the token's own counter only: the cell inside it may point at an arena shared by every
+/// session, whose counter every request would otherwise fight over.
+///
 /// `quick_cache` (CLOCK-Pro, sharded, foldhash) rather than a cache with per-entry
 /// timers: a lookup is one hash of the token and one probe, and an entry costs little
 /// more than the token itself. Expiry is checked on every read against the token's own
@@ -40,7 +44,7 @@ pub(crate) struct VerifiedToken {
 /// alive: the store invalidates the cells of sessions it stops tracking.
 #[derive(Clone)]
 pub(crate) struct VerifiedTokenCache {
-    cache: Arc<Cache<Arc<[u8]>, VerifiedToken>>,
+    cache: Arc<Cache<Arc<[u8]>, Arc<VerifiedToken>>>,
 }
 
 impl VerifiedTokenCache {
@@ -52,7 +56,7 @@ impl VerifiedTokenCache {
     }
 
     /// What is known of `token` if it was verified before and has not expired by `now`.
-    pub(crate) fn get(&self, token: &[u8], now: Tick) -> Option<VerifiedToken> {
+    pub(crate) fn get(&self, token: &[u8], now: Tick) -> Option<Arc<VerifiedToken>> {
         let verified = self.cache.get(token)?;
         if verified.expires <= now {
             self.cache.remove(token);
@@ -79,7 +83,7 @@ impl VerifiedTokenCache {
             expires: Tick::after(remaining),
             liveness,
         };
-        self.cache.insert(Arc::from(token), verified);
+        self.cache.insert(Arc::from(token), Arc::new(verified));
     }
 
     #[cfg(test)]
@@ -122,7 +126,7 @@ mod tests {
         cache.insert(b"live", claims(60), Some(cell.clone()));
         let verified = cache.get(b"live", Tick::now()).unwrap();
         assert_eq!(verified.context.user_id().as_str(), "u");
-        assert!(verified.liveness.unwrap().is(&cell));
+        assert!(verified.liveness.as_ref().unwrap().is(&cell));
         assert!(cache.get(b"other", Tick::now()).is_none());
     }
 

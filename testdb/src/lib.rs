@@ -37,9 +37,11 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
 mod cluster;
+mod nats;
 mod proxy;
 
 pub use cluster::{ClusterUnavailable, PrivateCluster, StopMode};
+pub use nats::{NatsServer, NatsUnavailable};
 pub use proxy::PostgresProxy;
 
 /// Prefix of every per-test database name.

@@ -113,3 +113,27 @@ fn without_a_server_the_tests_fail_with_one_clear_line() {
     assert!(lines[0].contains("pg_ctlcluster"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A broker of the test's own: `JetStream` on, the same port after a restart, gone after a
+/// stop.
+#[tokio::test]
+async fn a_nats_server_restarts_on_its_port_with_jetstream() {
+    use portcullis_testdb::NatsServer;
+    use tokio::io::AsyncReadExt as _;
+
+    async fn greeting(port: u16) -> std::io::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut buffer = vec![0; 4096];
+        let read = stream.read(&mut buffer).await?;
+        Ok(String::from_utf8_lossy(&buffer[..read]).into_owned())
+    }
+
+    let mut nats = NatsServer::start().await.expect("nats-server is installed");
+    let port = nats.port();
+    assert_eq!(nats.url(), format!("nats://127.0.0.1:{port}"));
+    assert!(greeting(port).await.unwrap().contains("\"jetstream\":true"));
+    nats.stop();
+    assert!(greeting(port).await.is_err(), "stopped");
+    nats.restart().await.unwrap();
+    assert!(greeting(port).await.unwrap().starts_with("INFO "));
+}

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::Liveness;
+#[cfg(feature = "postgres")]
+use super::arena::ArenaCell;
 
 /// Monotonic time as nanoseconds since the first time anything here asked for it: one
 /// integer, so that a state and its deadline fit one atomic word.
@@ -47,7 +49,7 @@ const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 const NO_DEADLINE: u64 = u64::MAX >> TAG_BITS;
 
 /// The state tags. `ASK` (zero) is "the store must be asked".
-const ASK: u64 = 0;
+pub(crate) const ASK: u64 = 0;
 const LIVE: u64 = 1;
 const REVOKED: u64 = 2;
 const EXPIRED: u64 = 3;
@@ -62,16 +64,43 @@ fn tag(liveness: Liveness) -> u64 {
     }
 }
 
-fn pack(liveness: Liveness, until: Option<Instant>) -> u64 {
+/// `liveness` until `until`, as one word.
+pub(crate) fn pack(liveness: Liveness, until: Option<Instant>) -> u64 {
     let deadline = until.map_or(NO_DEADLINE, |at| Tick::at(at).0.min(NO_DEADLINE));
     (deadline << TAG_BITS) | tag(liveness)
 }
 
+/// What a word says at `now`: `None` when it says "ask", or its deadline has passed.
+#[inline]
+pub(crate) fn unpack(word: u64, now: Tick) -> Option<Liveness> {
+    if word >> TAG_BITS <= now.0 {
+        return None;
+    }
+    match word & TAG_MASK {
+        LIVE => Some(Liveness::Live),
+        REVOKED => Some(Liveness::Revoked),
+        EXPIRED => Some(Liveness::Expired),
+        UNKNOWN => Some(Liveness::Unknown),
+        _ => None,
+    }
+}
+
+/// A cell of its own, for stores that keep few ([`LivenessCell::new`]).
 #[derive(Debug, Default)]
-struct Shared {
+struct OwnCell {
     word: AtomicU64,
     /// Requests this cell answered: the store's cache-hit count.
     hits: AtomicU64,
+}
+
+/// Where a cell's word lives.
+#[derive(Debug, Clone)]
+enum Place {
+    /// An allocation of its own.
+    Own(Arc<OwnCell>),
+    /// A slot in a [`LivenessCache`](crate::LivenessCache)'s arena.
+    #[cfg(feature = "postgres")]
+    Slot(ArenaCell),
 }
 
 /// A session's liveness as its store knows it, shared with every cached token of the
@@ -90,9 +119,17 @@ struct Shared {
 ///   cache, or it lost its feed of revocations) it must [`invalidate`](Self::invalidate)
 ///   the cell first: a cell no one will revoke must not say "live".
 ///
-/// Cheap to clone: clones are the same cell.
-#[derive(Debug, Clone, Default)]
-pub struct LivenessCell(Arc<Shared>);
+/// Cheap to clone: clones are the same cell. A cell made with [`new`](Self::new) is an
+/// allocation of its own; the cells of a [`LivenessCache`](crate::LivenessCache) are
+/// slots of one arena, far smaller.
+#[derive(Debug, Clone)]
+pub struct LivenessCell(Place);
+
+impl Default for LivenessCell {
+    fn default() -> Self {
+        Self(Place::Own(Arc::default()))
+    }
+}
 
 impl LivenessCell {
     /// A cell saying `liveness` until `until` (`None`: until the store changes it).
@@ -102,49 +139,75 @@ impl LivenessCell {
         cell
     }
 
+    /// A cell that is a slot of an arena.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn in_arena(cell: ArenaCell) -> Self {
+        Self(Place::Slot(cell))
+    }
+
     /// From now on the cell says `liveness`, until `until` (`None`: until the store
     /// changes it again).
     pub fn set(&self, liveness: Liveness, until: Option<Instant>) {
-        self.0.word.store(pack(liveness, until), Ordering::SeqCst);
+        match &self.0 {
+            Place::Own(cell) => cell.word.store(pack(liveness, until), Ordering::SeqCst),
+            #[cfg(feature = "postgres")]
+            Place::Slot(cell) => {
+                cell.arena.set(cell.slot, liveness, until);
+            }
+        }
     }
 
     /// From now on the cell says nothing: every request whose token holds it asks the
     /// store ([`LivenessCheck::check_cached`](super::LivenessCheck::check_cached), then
     /// [`check`](super::LivenessCheck::check)), which may hand out a new cell.
     pub fn invalidate(&self) {
-        self.0.word.store(ASK, Ordering::SeqCst);
+        match &self.0 {
+            Place::Own(cell) => cell.word.store(ASK, Ordering::SeqCst),
+            #[cfg(feature = "postgres")]
+            Place::Slot(cell) => {
+                cell.arena.invalidate(cell.slot);
+            }
+        }
     }
 
     /// How many requests the cell answered since the last call: for a store's hit
-    /// counter, which adds these up.
+    /// counter, which adds these up. The cells of a
+    /// [`LivenessCache`](crate::LivenessCache) count into the cache's
+    /// [`stats`](crate::LivenessCache::stats) instead, and say 0 here.
     pub fn take_hits(&self) -> u64 {
-        self.0.hits.swap(0, Ordering::Relaxed)
+        match &self.0 {
+            Place::Own(cell) => cell.hits.swap(0, Ordering::Relaxed),
+            #[cfg(feature = "postgres")]
+            Place::Slot(_) => 0,
+        }
     }
 
     /// Whether both are the same cell.
     pub(crate) fn is(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        match (&self.0, &other.0) {
+            (Place::Own(a), Place::Own(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "postgres")]
+            (Place::Slot(a), Place::Slot(b)) => Arc::ptr_eq(&a.arena, &b.arena) && a.slot == b.slot,
+            #[cfg(feature = "postgres")]
+            _ => false,
+        }
     }
 
     /// The answer at `now`, or `None` when the store must be asked (invalidated, or past
     /// its deadline). Counts a hit when it answers.
+    #[inline]
     pub(crate) fn read(&self, now: Tick) -> Option<Liveness> {
-        let word = self.0.word.load(Ordering::Acquire);
-        if word >> TAG_BITS <= now.0 {
-            return None;
+        match &self.0 {
+            #[cfg(feature = "postgres")]
+            Place::Slot(cell) => cell.arena.read(cell.slot, now),
+            Place::Own(cell) => {
+                let liveness = unpack(cell.word.load(Ordering::Acquire), now)?;
+                cell.hits.fetch_add(1, Ordering::Relaxed);
+                Some(liveness)
+            }
         }
-        let liveness = match word & TAG_MASK {
-            LIVE => Liveness::Live,
-            REVOKED => Liveness::Revoked,
-            EXPIRED => Liveness::Expired,
-            UNKNOWN => Liveness::Unknown,
-            _ => return None,
-        };
-        self.0.hits.fetch_add(1, Ordering::Relaxed);
-        Some(liveness)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -4,6 +4,14 @@
 //! [`PostgresLiveness`](crate::PostgresLiveness) (cache + `LISTEN` for revocations, behind
 //! the `postgres` feature) and [`InMemoryLiveness`] (tests and single-process apps).
 //!
+//! A store with a database and a feed of revocations is built from parts (behind the
+//! `postgres` feature): [`LivenessCache`](crate::LivenessCache) holds the cells and the
+//! rules (bounds, the race between a query and a revocation, eviction), and takes a
+//! [`SessionQuery`](crate::SessionQuery) to ask on a miss and a
+//! [`RevocationFeed`](crate::RevocationFeed) to hear revocations from. `PostgresLiveness`
+//! is that cache with the PostgreSQL query and the `LISTEN` feed; another feed is a
+//! module, not a fork.
+//!
 //! A request whose token was verified before costs one lookup: the verified-token cache
 //! holds, beside the token's claims, the [`LivenessCell`] its store handed out for the
 //! session ([`LivenessCheck::watch`]), and the store keeps that cell current as sessions
@@ -14,10 +22,18 @@
 //!
 //! [`LivenessCheck`] says how another store implements it.
 
+#[cfg(feature = "postgres")]
+mod arena;
+#[cfg(feature = "postgres")]
+pub(crate) mod cache;
 mod cell;
+#[cfg(feature = "postgres")]
+pub(crate) mod feed;
 mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(feature = "postgres")]
+pub(crate) mod query;
 
 use std::future::Future;
 use std::pin::Pin;

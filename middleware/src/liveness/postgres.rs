@@ -1,57 +1,36 @@
-//! Liveness from PostgreSQL, cached, with revocations pushed over `LISTEN`.
+//! [`PostgresLiveness`]: the [`LivenessCache`] on the `sessions` table of a Portcullis
+//! database, with revocations pushed over `LISTEN` ([`PostgresListenFeed`]).
 //!
-//! - The cache holds one [`LivenessCell`] per session, which the store hands to every
-//!   verified token of the session ([`LivenessCheck::watch`]): a request of a cached token
-//!   reads the cell and nothing else.
-//! - A live answer holds for a bounded time (`live_ttl`, default 15 s) and never past
-//!   the session's own deadline; a revoked, expired or unknown answer holds for as long as
-//!   tokens ask (each token entry ends at its own `exp`).
-//! - One dedicated connection (not from the pool: pooled connections drop notifications)
-//!   listens on the revocation channel. A notification evicts that session and
-//!   invalidates its cell at once, so the next request of any of its tokens asks the
-//!   database; `*` does that to every session.
-//! - When that connection drops, the cache is cleared (every cell invalidated) and
-//!   nothing live is cached until it is back; it reconnects with backoff. Revocations
-//!   missed meanwhile are therefore seen on the next request.
-//! - The cache is bounded; a session it evicts has its cell invalidated first, so a token
-//!   that still holds the cell asks again rather than trusting what no one updates.
-//! - An entry is what the database says of a session, whoever asked: its user and its
-//!   state, under its id (the key notifications name). A token of another user that
-//!   carries the id is answered "unknown" from the entry, and what it asked is never
-//!   cached as the session's answer.
-//! - A query racing a notification (or a [`PostgresLiveness::forget`], or the listener
-//!   dropping) never leaves its possibly stale live answer in a cell: it checks before
-//!   caching and again after, and invalidates the cell if anything came between.
-//!
-//! The listener needs a direct or session-mode connection: a transaction-pooling proxy
-//! does not deliver notifications.
+//! What the cache does (cells, bounds, the race guard) is [`LivenessCache`]'s; this adds
+//! the PostgreSQL query ([`PostgresSessionQuery`]), the feed, and
+//! [`PostgresLiveness::ready`], which says at start-up whether the database can serve
+//! them.
 //!
 //! Starting never waits for the database, so a service starts while PostgreSQL is down;
 //! [`PostgresLiveness::ready`] says whether the store can work, and what is wrong if not.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+mod listen;
+mod query;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use quick_cache::sync::{Cache, GuardResult};
-use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::{Liveness, LivenessCell, LivenessCheck, LivenessError, Tick};
+#[cfg(test)]
+pub(crate) use listen::parse_payload;
+pub use listen::{DEFAULT_CHANNEL, LISTENER_APPLICATION_NAME, PostgresListenFeed};
+pub(crate) use listen::{LISTENER_CONNECT_TIMEOUT, error_text};
+use query::LIVENESS_SQL;
+pub use query::PostgresSessionQuery;
+
+use super::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_LIVE_TTL, LivenessCache, LivenessStats};
+use super::feed::Revocation;
+use super::{Liveness, LivenessCell, LivenessCheck, LivenessError};
 use crate::context::AuthContext;
-use crate::postgres::{DatabaseConfig, Listener};
-
-/// The channel the schema's trigger notifies on.
-pub const DEFAULT_CHANNEL: &str = "session_revoked";
-/// The payload meaning "every session ended".
-const EVERY_SESSION: &str = "*";
-/// What the listener calls itself in `pg_stat_activity`.
-pub const LISTENER_APPLICATION_NAME: &str = "portcullis-listener";
-
-/// How long the listener may take to connect.
-const LISTENER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::postgres::DatabaseConfig;
 
 /// Whether a trigger on `sessions` calls a function that names the channel `$1`: the
 /// schema's revocation trigger, by what it does rather than by its name.
@@ -60,81 +39,8 @@ const REVOCATION_TRIGGER_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_trigger t 
      WHERE t.tgrelid = 'sessions'::regclass AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
        AND position(quote_literal($1) IN p.prosrc) > 0)";
 
-const LIVENESS_SQL: &str = "SELECT user_id, revoked_at IS NOT NULL, \
-     least(idle_expires_at, absolute_expires_at) <= now(), \
-     (extract(epoch FROM least(idle_expires_at, absolute_expires_at) - now()) * 1000)::int8 \
-     FROM sessions WHERE id = $1";
-
-/// What the database says of one session, whoever asked.
-#[derive(Debug, Clone, Copy)]
-struct Session {
-    /// Its user; `None` when there is no such session.
-    owner: Option<Uuid>,
-    /// Live, revoked or expired; unknown when there is no such session.
-    state: Liveness,
-    /// Time left before its idle or absolute deadline, when live.
-    remaining: Duration,
-}
-
-impl Session {
-    /// The answer for a token of `user`: the session's state if it is theirs.
-    fn answer(&self, user: Uuid) -> Liveness {
-        if self.owner == Some(user) {
-            self.state
-        } else {
-            Liveness::Unknown
-        }
-    }
-}
-
-/// A session the store tracks: whose it is, and the cell its tokens read.
-#[derive(Debug, Clone)]
-struct Tracked {
-    /// Its user; `None` when there is no such session.
-    owner: Option<Uuid>,
-    cell: LivenessCell,
-}
-
-impl Tracked {
-    /// Stops tracking: the cell says nothing from now on, and its hits are counted here.
-    fn retire(&self, hits: &AtomicU64) {
-        self.cell.invalidate();
-        hits.fetch_add(self.cell.take_hits(), Ordering::Relaxed);
-    }
-}
-
-/// Retires what the cache evicts to stay in bounds: a cell no one would update any more
-/// must not go on saying "live" to the tokens that hold it.
-#[derive(Debug, Clone)]
-struct RetireOnEviction {
-    hits: Arc<AtomicU64>,
-}
-
-impl Lifecycle<Uuid, Tracked> for RetireOnEviction {
-    type RequestState = ();
-
-    fn on_evict(&self, (): &mut (), _session: Uuid, tracked: Tracked) {
-        tracked.retire(&self.hits);
-    }
-}
-
-type SessionCache = Cache<Uuid, Tracked, UnitWeighter, DefaultHashBuilder, RetireOnEviction>;
-
-/// Counters for metrics: cache hits and misses, and the listener's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LivenessStats {
-    /// Answers served from the cache.
-    pub hits: u64,
-    /// Answers that needed the database.
-    pub misses: u64,
-    /// Whether the revocation listener is connected now.
-    pub listener_connected: bool,
-    /// How many times the listener has connected (1 after a clean start).
-    pub listener_connects: u64,
-    /// Revocation notifications received.
-    pub notifications: u64,
-}
+/// The role the pool connects as, quoted as an identifier where it needs to be.
+const CURRENT_ROLE_SQL: &str = "SELECT quote_ident(current_user)";
 
 /// Why a [`PostgresLiveness`] cannot work, from [`PostgresLiveness::ready`]. Each message
 /// names the database (without credentials) and what to do.
@@ -169,6 +75,22 @@ pub enum NotReady {
         target: String,
         /// What PostgreSQL said of the query.
         reason: String,
+    },
+    /// The role the store connects as may not run the liveness query: every request would
+    /// be refused with 503.
+    #[error(
+        "session liveness: role {role} lacks the {privilege} privilege on table {table} at \
+         {target}; grant it (GRANT {privilege} ON {table} TO {role})"
+    )]
+    MissingPrivilege {
+        /// Where, without credentials.
+        target: String,
+        /// The role, as PostgreSQL quotes it.
+        role: String,
+        /// The table it may not read.
+        table: &'static str,
+        /// The privilege it lacks.
+        privilege: &'static str,
     },
     /// No trigger on `sessions` notifies the channel: revocations would never reach the
     /// cache.
@@ -260,99 +182,37 @@ impl PostgresLivenessBuilder {
                 .pool(self.pool_size, self.query_timeout)
                 .map_err(|e| LivenessError(format!("building the pool: {e}")))?,
         };
-        let capacity = self.capacity.max(1);
-        let hits = Arc::new(AtomicU64::new(0));
-        let inner = Arc::new(Inner {
-            pool,
-            cache: Cache::with(
-                usize::try_from(capacity).unwrap_or(usize::MAX),
-                capacity,
-                UnitWeighter,
-                DefaultHashBuilder::default(),
-                RetireOnEviction {
-                    hits: Arc::clone(&hits),
-                },
-            ),
-            hits,
-            epoch: AtomicU64::new(0),
-            listener_connected: AtomicBool::new(false),
-            listener_connects: AtomicU64::new(0),
-            notifications: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            live_ttl: self.live_ttl,
-            query_timeout: self.query_timeout,
-            listener: std::sync::Mutex::new(None),
-            listener_error: std::sync::Mutex::new(None),
-            target: self.database.to_string(),
-            channel: self.channel.clone(),
-            #[cfg(test)]
-            pause_before_caching: std::sync::Mutex::new(None),
-        });
-        let mut listener_config = self.database;
-        listener_config
-            .settings_mut()
-            .application_name(LISTENER_APPLICATION_NAME)
-            .keepalives_idle(Duration::from_secs(30))
-            .connect_timeout(LISTENER_CONNECT_TIMEOUT);
-        let task = tokio::spawn(listen(
-            Arc::downgrade(&inner),
-            listener_config,
-            self.channel,
-        ));
-        *inner
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
-        Ok(PostgresLiveness { inner })
+        let target = self.database.to_string();
+        let feed = PostgresListenFeed::new(self.database, self.channel.clone());
+        let cache = LivenessCache::builder(PostgresSessionQuery::new(pool, self.query_timeout))
+            .with_live_ttl(self.live_ttl)
+            .with_capacity(self.capacity)
+            .start(feed);
+        Ok(PostgresLiveness {
+            cache,
+            database: Arc::new(Database {
+                target,
+                channel: self.channel,
+            }),
+        })
     }
 }
 
-/// Session liveness from PostgreSQL's `sessions` table. Cheap to clone: clones share the
-/// cache, the pool and the listener, which stops when the last clone is dropped.
+/// Session liveness from PostgreSQL's `sessions` table: a [`LivenessCache`] on
+/// [`PostgresSessionQuery`] fed by [`PostgresListenFeed`]. Cheap to clone: clones share
+/// the cache, the pool and the listener, which stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct PostgresLiveness {
-    inner: Arc<Inner>,
+    cache: LivenessCache<PostgresSessionQuery>,
+    database: Arc<Database>,
 }
 
-struct Inner {
-    pool: Pool,
-    /// Keyed by the session's UUID. Each entry is the session's user, compared with the
-    /// token's, and its cell, whose state carries its own deadline.
-    cache: SessionCache,
-    /// Answers given by cells, collected from them when they leave the cache and when
-    /// [`PostgresLiveness::stats`] is asked: the hit count.
-    hits: Arc<AtomicU64>,
-    /// Bumped by every notification, `forget` and listener connect or drop (before it
-    /// evicts); a query that sees it change leaves no live answer cached.
-    epoch: AtomicU64,
-    listener_connected: AtomicBool,
-    listener_connects: AtomicU64,
-    notifications: AtomicU64,
-    misses: AtomicU64,
-    live_ttl: Duration,
-    query_timeout: Duration,
-    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Why the listener last failed to connect, until it connects.
-    listener_error: std::sync::Mutex<Option<String>>,
+/// What [`PostgresLiveness::ready`] checks against.
+#[derive(Debug)]
+struct Database {
     /// Where the store connects, without credentials, for errors.
     target: String,
     channel: String,
-    /// Tests only: the next query's answer waits here, just before it is cached.
-    #[cfg(test)]
-    pause_before_caching: std::sync::Mutex<Option<tests::Pause>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(task) = self
-            .listener
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
-    }
 }
 
 impl std::fmt::Debug for PostgresLiveness {
@@ -371,9 +231,9 @@ impl PostgresLiveness {
             database,
             pool: None,
             pool_size: 4,
-            live_ttl: Duration::from_secs(15),
+            live_ttl: DEFAULT_LIVE_TTL,
             query_timeout: Duration::from_secs(2),
-            capacity: 1_000_000,
+            capacity: DEFAULT_CACHE_CAPACITY,
             channel: DEFAULT_CHANNEL.to_owned(),
         }
     }
@@ -385,369 +245,131 @@ impl PostgresLiveness {
     /// token even for those milliseconds after answering "logged out". The id is the
     /// session's UUID, as the `sessions` table and [`AuthContext::session_uuid`] hold it.
     pub fn forget(&self, session: Uuid) {
-        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
-        self.inner.stop_tracking(session);
+        self.cache.forget(session);
+    }
+
+    /// Applies `revocation` at once, as the feed will: for the process that commits a
+    /// bulk revocation itself.
+    pub fn apply(&self, revocation: &Revocation) {
+        self.cache.apply(revocation);
     }
 
     /// Cache and listener counters. Walks the cache to collect the cells' hits.
     pub fn stats(&self) -> LivenessStats {
-        for (_, tracked) in self.inner.cache.iter() {
-            let hits = tracked.cell.take_hits();
-            self.inner.hits.fetch_add(hits, Ordering::Relaxed);
-        }
-        LivenessStats {
-            hits: self.inner.hits.load(Ordering::Relaxed),
-            misses: self.inner.misses.load(Ordering::Relaxed),
-            listener_connected: self.inner.listener_connected.load(Ordering::Acquire),
-            listener_connects: self.inner.listener_connects.load(Ordering::Relaxed),
-            notifications: self.inner.notifications.load(Ordering::Acquire),
-        }
+        self.cache.stats()
+    }
+
+    /// The cache underneath.
+    pub fn cache(&self) -> &LivenessCache<PostgresSessionQuery> {
+        &self.cache
     }
 
     /// Whether the store can work, checked now: PostgreSQL answers a pooled connection,
-    /// the database holds the `sessions` table this version reads and a trigger on it
-    /// that notifies the channel, and the revocation listener is connected (waiting for
-    /// it a few seconds). Call it once at start-up and stop with its error: a store on the
-    /// wrong database, or one PostgreSQL refuses, would otherwise answer every request
-    /// with 503 and say nothing.
+    /// the database holds the `sessions` table this version reads, the role may run the
+    /// liveness query, a trigger on the table notifies the channel, and the revocation
+    /// listener is connected (waiting for it a few seconds). Call it once at start-up and
+    /// stop with its error: a store on the wrong database, or one PostgreSQL refuses,
+    /// would otherwise answer every request with 503 and say nothing.
     pub async fn ready(&self) -> Result<(), NotReady> {
-        let inner = &self.inner;
-        let target = || inner.target.clone();
-        let client = tokio::time::timeout(inner.query_timeout, inner.pool.get())
+        let query = self.cache.query();
+        let timeout = query.timeout();
+        let target = || self.database.target.clone();
+        let client = tokio::time::timeout(timeout, query.pool().get())
             .await
             .map_err(|_| NotReady::Unreachable {
                 target: target(),
-                reason: format!("no connection within {:?}", inner.query_timeout),
+                reason: format!("no connection within {timeout:?}"),
             })?
             .map_err(|e| NotReady::Unreachable {
                 target: target(),
                 reason: error_text(&e),
             })?;
+        let unreachable = |e: &tokio_postgres::Error| NotReady::Unreachable {
+            target: target(),
+            reason: error_text(e),
+        };
         let checked = async {
-            if let Err(e) = client.prepare_cached(LIVENESS_SQL).await {
-                return Err(if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
-                    NotReady::MissingSchema { target: target() }
-                } else {
-                    NotReady::IncompatibleSchema {
+            let statement = match client.prepare_cached(LIVENESS_SQL).await {
+                Ok(statement) => statement,
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                    return Err(NotReady::MissingSchema { target: target() });
+                }
+                Err(e) => {
+                    return Err(NotReady::IncompatibleSchema {
                         target: target(),
-                        reason: e
-                            .as_db_error()
-                            .map_or_else(|| error_text(&e), |db| db.message().to_owned()),
-                    }
+                        reason: db_message(&e),
+                    });
+                }
+            };
+            // Run, not just prepared: PostgreSQL checks privileges when a statement runs,
+            // and a role that may not read the table must fail here, not on every request.
+            if let Err(e) = client.query_opt(&statement, &[&Uuid::nil()]).await {
+                if e.code() != Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+                    return Err(NotReady::IncompatibleSchema {
+                        target: target(),
+                        reason: db_message(&e),
+                    });
+                }
+                let role: String = client
+                    .query_one(CURRENT_ROLE_SQL, &[])
+                    .await
+                    .map_err(|e| unreachable(&e))?
+                    .get(0);
+                return Err(NotReady::MissingPrivilege {
+                    target: target(),
+                    role,
+                    table: "sessions",
+                    privilege: "SELECT",
                 });
             }
             let notifies: bool = client
-                .query_one(REVOCATION_TRIGGER_SQL, &[&inner.channel])
+                .query_one(REVOCATION_TRIGGER_SQL, &[&self.database.channel])
                 .await
-                .map_err(|e| NotReady::Unreachable {
-                    target: target(),
-                    reason: error_text(&e),
-                })?
+                .map_err(|e| unreachable(&e))?
                 .get(0);
             if !notifies {
                 return Err(NotReady::MissingRevocationTrigger {
                     target: target(),
-                    channel: inner.channel.clone(),
+                    channel: self.database.channel.clone(),
                 });
             }
             Ok(())
         };
-        tokio::time::timeout(inner.query_timeout, checked)
+        tokio::time::timeout(timeout, checked)
             .await
             .map_err(|_| NotReady::Unreachable {
                 target: target(),
-                reason: format!("no answer within {:?}", inner.query_timeout),
+                reason: format!("no answer within {timeout:?}"),
             })??;
         drop(client);
-        let deadline = Instant::now() + LISTENER_CONNECT_TIMEOUT + Duration::from_secs(1);
-        while !inner.listener_connected.load(Ordering::SeqCst) {
-            if Instant::now() >= deadline {
-                return Err(NotReady::ListenerDown {
-                    target: target(),
-                    reason: lock(&inner.listener_error)
-                        .clone()
-                        .unwrap_or_else(|| "not connected yet".to_owned()),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
-    }
-
-    #[cfg(test)]
-    async fn paused_before_caching(&self) {
-        let pause = self
-            .inner
-            .pause_before_caching
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(pause) = pause {
-            let _ = pause.reached.send(());
-            let _ = pause.resume.await;
-        }
-    }
-
-    /// Whether nothing that evicts has happened since `epoch` was read, and the listener
-    /// is up to push the next revocation.
-    fn quiet_since(&self, epoch: u64) -> bool {
-        self.inner.epoch.load(Ordering::SeqCst) == epoch
-            && self.inner.listener_connected.load(Ordering::SeqCst)
-    }
-
-    async fn query(&self, session_id: Uuid) -> Result<Session, LivenessError> {
-        let query = async {
-            let client = self
-                .inner
-                .pool
-                .get()
-                .await
-                .map_err(|e| LivenessError(e.to_string()))?;
-            let statement = client
-                .prepare_cached(LIVENESS_SQL)
-                .await
-                .map_err(|e| LivenessError(e.to_string()))?;
-            client
-                .query_opt(&statement, &[&session_id])
-                .await
-                .map_err(|e| LivenessError(e.to_string()))
-        };
-        let row = tokio::time::timeout(self.inner.query_timeout, query)
+        self.cache
+            .wait_for_feed(LISTENER_CONNECT_TIMEOUT + Duration::from_secs(1))
             .await
-            .map_err(|_| LivenessError("liveness query timed out".into()))??;
-        let Some(row) = row else {
-            return Ok(Session {
-                owner: None,
-                state: Liveness::Unknown,
-                remaining: Duration::ZERO,
-            });
-        };
-        let (state, remaining) = if row.get::<_, bool>(1) {
-            (Liveness::Revoked, Duration::ZERO)
-        } else if row.get::<_, bool>(2) {
-            (Liveness::Expired, Duration::ZERO)
-        } else {
-            let remaining_ms: i64 = row.get(3);
-            let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
-            (Liveness::Live, remaining)
-        };
-        Ok(Session {
-            owner: Some(row.get(0)),
-            state,
-            remaining,
-        })
+            .map_err(|reason| NotReady::ListenerDown {
+                target: target(),
+                reason,
+            })
     }
+}
+
+/// What PostgreSQL said, without the client's wrapping.
+fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| error_text(e), |db| db.message().to_owned())
 }
 
 impl LivenessCheck for PostgresLiveness {
     fn check_cached(&self, context: &AuthContext) -> Option<Liveness> {
-        let Some((session, user)) = context.session_and_user_uuids() else {
-            // Not ids this schema could hold: no such session, and nothing to ask.
-            return Some(Liveness::Unknown);
-        };
-        let tracked = self.inner.cache.get(&session)?;
-        let liveness = tracked.cell.read(Tick::now())?;
-        Some(if tracked.owner == Some(user) {
-            liveness
-        } else {
-            Liveness::Unknown
-        })
+        self.cache.check_cached(context)
     }
 
     async fn check(&self, context: &AuthContext) -> Result<Liveness, LivenessError> {
-        if let Some(liveness) = self.check_cached(context) {
-            return Ok(liveness);
-        }
-        let Some((session_id, user)) = context.session_and_user_uuids() else {
-            return Ok(Liveness::Unknown);
-        };
-        self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        let epoch = self.inner.epoch.load(Ordering::SeqCst);
-        let session = self.query(session_id).await?;
-        let answer = session.answer(user);
-        let live = session.state.is_live();
-        // A session that ended stays ended, and one that does not exist is not created
-        // under a known id: those hold until the store changes them. A live one holds for
-        // the live TTL at most, and never past the session's deadline.
-        let until = if live {
-            if !self.quiet_since(epoch) {
-                // A revocation may have slipped past this query, or none would be
-                // pushed to us now: answer, but do not remember.
-                return Ok(answer);
-            }
-            let ttl = self.inner.live_ttl.min(session.remaining);
-            if ttl.is_zero() {
-                return Ok(answer);
-            }
-            Some(Instant::now() + ttl)
-        } else {
-            None
-        };
-        #[cfg(test)]
-        self.paused_before_caching().await;
-        let tracked = match self.inner.cache.get_value_or_guard(&session_id, None) {
-            GuardResult::Value(tracked) if tracked.owner == session.owner => {
-                tracked.cell.set(session.state, until);
-                Some(tracked)
-            }
-            GuardResult::Value(_) => {
-                // Tracked as someone else's (or as absent) before: not this answer's to
-                // overwrite; the next request asks afresh.
-                self.inner.stop_tracking(session_id);
-                None
-            }
-            GuardResult::Guard(guard) => {
-                let tracked = Tracked {
-                    owner: session.owner,
-                    cell: LivenessCell::new(session.state, until),
-                };
-                match guard.insert(tracked.clone()) {
-                    Ok(()) => Some(tracked),
-                    // Removed meanwhile, by something that evicts: nothing to keep.
-                    Err(_) => None,
-                }
-            }
-            GuardResult::Timeout => None,
-        };
-        if let Some(tracked) = tracked
-            && live
-            && !self.quiet_since(epoch)
-        {
-            // Something that evicts came between the check above and the write, and its
-            // eviction may have run before the write: take the cell back. (The eviction
-            // bumps the epoch before it invalidates, the write comes before this load:
-            // one of the two sees the other.)
-            tracked.retire(&self.inner.hits);
-            self.inner.stop_tracking(session_id);
-        }
-        Ok(answer)
+        self.cache.check(context).await
     }
 
     fn watch(&self, context: &AuthContext) -> Option<LivenessCell> {
-        let (session, user) = context.session_and_user_uuids()?;
-        let tracked = self.inner.cache.get(&session)?;
-        (tracked.owner == Some(user)).then_some(tracked.cell)
+        self.cache.watch(context)
     }
-}
-
-impl Inner {
-    /// Evicts `session` and invalidates its cell.
-    fn stop_tracking(&self, session: Uuid) {
-        if let Some((_, tracked)) = self.cache.remove(&session) {
-            tracked.retire(&self.hits);
-        }
-    }
-
-    /// Evicts every session and invalidates every cell.
-    fn stop_tracking_all(&self) {
-        for (_, tracked) in self.cache.drain() {
-            tracked.retire(&self.hits);
-        }
-    }
-}
-
-/// Keeps one `LISTEN` connection up for as long as the store lives.
-async fn listen(store: Weak<Inner>, config: DatabaseConfig, channel: String) {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        match listen_once(&store, &config, &channel).await {
-            Ok(()) => backoff = FIRST_BACKOFF,
-            Err(e) => {
-                let reason = error_text(&e);
-                tracing::warn!(error = %reason, ?backoff, "revocation listener cannot connect");
-                if let Some(inner) = store.upgrade() {
-                    *lock(&inner.listener_error) = Some(reason);
-                }
-            }
-        }
-        let Some(inner) = store.upgrade() else { return };
-        forget_everything(&inner);
-        drop(inner);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// Connects, listens and evicts until the connection ends. `Ok` once it had connected.
-async fn listen_once(
-    store: &Weak<Inner>,
-    config: &DatabaseConfig,
-    channel: &str,
-) -> Result<(), tokio_postgres::Error> {
-    let mut listener = Listener::connect(config, channel).await?;
-    {
-        let Some(inner) = store.upgrade() else {
-            return Ok(());
-        };
-        *lock(&inner.listener_error) = None;
-        // Whatever was cached before this connection existed may have missed a message.
-        forget_everything(&inner);
-        inner.listener_connected.store(true, Ordering::SeqCst);
-        inner.listener_connects.fetch_add(1, Ordering::Relaxed);
-    }
-    tracing::info!(channel, "revocation listener connected");
-    let mut ping = tokio::time::interval(Duration::from_secs(30));
-    ping.tick().await;
-    loop {
-        tokio::select! {
-            notification = listener.recv() => {
-                let Some(notification) = notification else { break };
-                let Some(inner) = store.upgrade() else { return Ok(()) };
-                inner.epoch.fetch_add(1, Ordering::SeqCst);
-                if notification.payload() == EVERY_SESSION {
-                    inner.stop_tracking_all();
-                } else if let Ok(id) = Uuid::parse_str(notification.payload()) {
-                    inner.stop_tracking(id);
-                }
-                inner.notifications.fetch_add(1, Ordering::Release);
-                tracing::debug!(session_id = notification.payload(), "session revoked: evicted");
-            }
-            _ = ping.tick() => {
-                // A connection that silently died (no RST) would otherwise look alive.
-                let alive =
-                    tokio::time::timeout(Duration::from_secs(5), listener.client().simple_query(""))
-                        .await;
-                if !matches!(alive, Ok(Ok(_))) {
-                    tracing::warn!("revocation listener stopped answering");
-                    break;
-                }
-            }
-        }
-    }
-    if let Some(inner) = store.upgrade() {
-        inner.listener_connected.store(false, Ordering::SeqCst);
-    }
-    tracing::warn!("revocation listener disconnected; cache cleared, reconnecting");
-    Ok(())
-}
-
-fn forget_everything(inner: &Inner) {
-    inner.listener_connected.store(false, Ordering::SeqCst);
-    inner.epoch.fetch_add(1, Ordering::SeqCst);
-    inner.stop_tracking_all();
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// An error and the causes its own text does not already give, outermost first.
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -763,35 +385,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::authenticator::Authenticator;
     use crate::error::AuthError;
+    use crate::liveness::Tick;
     use crate::test_tokens::{token, verifier};
-
-    /// Where a query stopped before caching its answer: `reached` fires when it gets
-    /// there, and it goes on once `resume` fires (or is dropped).
-    pub(crate) struct Pause {
-        pub(crate) reached: tokio::sync::oneshot::Sender<()>,
-        pub(crate) resume: tokio::sync::oneshot::Receiver<()>,
-    }
-
-    impl PostgresLiveness {
-        /// Makes the next query that is about to cache its answer wait: the receiver
-        /// fires when it does, and the sender lets it go on.
-        fn pause_before_caching(
-            &self,
-        ) -> (
-            tokio::sync::oneshot::Receiver<()>,
-            tokio::sync::oneshot::Sender<()>,
-        ) {
-            let (reached, reached_rx) = tokio::sync::oneshot::channel();
-            let (resume_tx, resume) = tokio::sync::oneshot::channel();
-            *self
-                .inner
-                .pause_before_caching
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(Pause { reached, resume });
-            (reached_rx, resume_tx)
-        }
-    }
 
     /// Polls `condition` every 10 ms for up to 10 s.
     pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
@@ -943,8 +538,8 @@ pub(crate) mod tests {
         assert_eq!(held.read(Tick::now()), Some(Liveness::Live));
 
         // Shrinking the cache evicts the way filling it does: through its lifecycle.
-        store.inner.cache.set_capacity(0);
-        assert!(!store.inner.cache.contains_key(&session), "evicted");
+        store.cache.set_capacity(0);
+        assert!(!store.cache.is_tracking(session), "evicted");
         assert_eq!(held.read(Tick::now()), None, "evicted, so invalidated");
 
         revoke(&client, session).await;
@@ -1183,7 +778,7 @@ pub(crate) mod tests {
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
 
-        let (reached, resume) = store.pause_before_caching();
+        let (reached, resume) = store.cache.pause_before_caching();
         let asking = tokio::spawn({
             let auth = auth.clone();
             let headers = headers.clone();
@@ -1269,6 +864,49 @@ mod readiness {
             matches!(error, NotReady::MissingRevocationTrigger { .. }),
             "{error:?}"
         );
+    }
+
+    /// A role that may connect but not read `sessions` fails at start, with a message that
+    /// names the table and the privilege, rather than answering 503 to every request.
+    #[tokio::test]
+    async fn a_role_that_may_not_read_sessions_says_so() {
+        let db = TestDb::new().await;
+        let admin = db.connect().await;
+        let role = format!("{}_reader", db.name());
+        admin
+            .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN"))
+            .await
+            .unwrap();
+        let mut config = db.config().clone();
+        config.user(&role);
+        let store = PostgresLiveness::builder(config.into()).start().unwrap();
+        let error = store.ready().await.unwrap_err();
+        drop(store);
+        admin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'; \
+                 DROP ROLE \"{role}\""
+            ))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &error,
+                NotReady::MissingPrivilege {
+                    table: "sessions",
+                    privilege: "SELECT",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains(&role), "names the role: {message}");
+        assert!(
+            message.contains("SELECT privilege on table sessions"),
+            "names the table and the privilege: {message}"
+        );
+        assert!(message.contains(db.name()), "names the database: {message}");
     }
 
     #[tokio::test]

@@ -6,6 +6,8 @@
 //!   opens single connections, builds the connection pool, and feeds
 //!   [`PostgresLiveness`](crate::PostgresLiveness): one process, one TLS set-up.
 //! - [`Listener`] keeps one connection `LISTEN`ing and hands over the notifications.
+//! - [`RevocationLog`] reads the schema's log of revocations in order, for a relay that
+//!   publishes it to a broker, and switches between the `LISTEN` and NATS feeds.
 //! - The types a user names are here too: [`Pool`], and the crates behind them,
 //!   [`tokio_postgres`] and [`deadpool_postgres`], so no version of them has to match by
 //!   hand.
@@ -26,9 +28,13 @@
 
 mod config;
 mod listen;
+mod revocation_log;
 mod tls;
 
 pub use config::{Connection, DatabaseConfig, DatabaseConfigError, RootCerts, SslMode};
 pub use deadpool_postgres::{self, Pool};
 pub use listen::Listener;
+pub use revocation_log::{
+    LogBatch, LogCursor, LogEntry, LogError, RevocationFeedKind, RevocationLog,
+};
 pub use tokio_postgres;
