@@ -808,6 +808,9 @@ pub(crate) mod tests {
             iat: None,
             nbf: None,
             jti: None,
+            aal: None,
+            amr: Vec::new(),
+            auth_time: None,
         }))
     }
 
