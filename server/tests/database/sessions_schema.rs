@@ -146,10 +146,12 @@ async fn insert_shapes(client: &Client, user: Uuid) {
             .execute(
                 "INSERT INTO sessions (user_id, device_name, ip, created_at, last_used_at, \
                          idle_expires_at, absolute_expires_at, revoked_at, revoked_reason) \
-                 VALUES ($1, $2, '192.0.2.1', now() + ($3 - 1) * interval '1 day', \
-                         now() + $3 * interval '1 day', now() + $4 * interval '1 day', \
-                         now() + $5 * interval '1 day', now() + $6 * interval '1 day', \
-                         CASE WHEN $6 IS NULL THEN NULL ELSE 'logout' END)",
+                 VALUES ($1, $2, '192.0.2.1', now() + ($3::float8 - 1) * interval '1 day', \
+                         now() + $3::float8 * interval '1 day', \
+                         now() + $4::float8 * interval '1 day', \
+                         now() + $5::float8 * interval '1 day', \
+                         now() + $6::float8 * interval '1 day', \
+                         CASE WHEN $6::float8 IS NULL THEN NULL ELSE 'logout' END)",
                 &[
                     &user,
                     &shape.name,
@@ -307,8 +309,8 @@ async fn a_floor_that_lags_behind_the_deadline_neither_purges_early_nor_keeps_to
     ] {
         let updated = client
             .execute(
-                "UPDATE sessions SET idle_expires_at = now() + $2 * interval '1 day', \
-                        idle_expires_floor = now() + $3 * interval '1 day' \
+                "UPDATE sessions SET idle_expires_at = now() + $2::float8 * interval '1 day', \
+                        idle_expires_floor = now() + $3::float8 * interval '1 day' \
                   WHERE device_name = $1",
                 &[&name, &idle, &floor],
             )
