@@ -234,12 +234,7 @@ pub(crate) async fn run(
     databases: &Databases<'_>,
     settings: Settings,
 ) -> Result<Figures> {
-    let mut accounts = Vec::with_capacity(settings.refresh_concurrency);
-    for chain in 0..settings.refresh_concurrency {
-        let email = format!("chain-{chain}@example.com");
-        let user_id = register(server, &email).await?;
-        accounts.push(Account { email, user_id });
-    }
+    let accounts = register_chains(server, settings.refresh_concurrency).await?;
     let user_ids: Vec<uuid::Uuid> = accounts.iter().map(|account| account.user_id).collect();
     let clients = i32::try_from(settings.refresh_concurrency)?;
     let new = databases.new.connect().await?;
@@ -268,21 +263,14 @@ pub(crate) async fn run(
             match side {
                 Side::Http => {
                     let tokens = fresh_chains(server, &accounts, index).await?;
-                    new.batch_execute("CHECKPOINT").await?;
-                    let before =
-                        Snapshot::take(databases.cluster, Some(server.pid()), &new).await?;
-                    // Each slice's own deadline, from its start.
-                    let bounds = Bounds::new(slice, settings.max_requests_per_worker);
-                    let workers = tokens
-                        .into_iter()
-                        .map(|token| refresh_chain(server.addr(), token, bounds));
-                    let run = load::run(workers).await?;
+                    let (run, spent) =
+                        http_slice(server, databases.cluster, &new, tokens, slice, settings)
+                            .await?;
                     if run.stats.successes() == 0 {
                         idle_http_slices += 1;
                     }
                     last_http_rate = Some(run.rate());
-                    let after = Snapshot::take(databases.cluster, Some(server.pid()), &new).await?;
-                    http_spent.add(&after.since(&before, Side::Http));
+                    http_spent.add(&spent);
                     match &mut http {
                         Some(total) => total.absorb(run),
                         None => http = Some(run),
@@ -326,18 +314,8 @@ pub(crate) async fn run(
     let http = http.ok_or("no HTTP slice ran")?;
     let http_rotations: i64 = new.query_one(ROTATIONS, &[&"http %"]).await?.get(0);
     // Slices 0..SLICES ran at full speed, SLICES..2 * SLICES throttled.
-    for (side, slices) in [
-        (&mut pgbench, 0..SLICES),
-        (&mut at_http_rate, SLICES..2 * SLICES),
-    ] {
-        for slice in slices {
-            let rotations: i64 = new
-                .query_one(ROTATIONS, &[&format!("pgbench {slice} %")])
-                .await?
-                .get(0);
-            side.rotations += rotations;
-        }
-    }
+    pgbench.rotations = pgbench_rotations(&new, 0..SLICES).await?;
+    at_http_rate.rotations = pgbench_rotations(&new, SLICES..2 * SLICES).await?;
     old_side.rotations = old.query_one(ROTATIONS, &[&"pgbench %"]).await?.get(0);
     // pgbench's backends have ended, and reported their counts as they did.
     let old_updates_after = cluster::session_updates(&old).await?;
@@ -355,6 +333,28 @@ pub(crate) async fn run(
         ),
         new_updates: None,
     })
+}
+
+/// One HTTP slice: the chains of `tokens` for `length`, after a `CHECKPOINT`; what they
+/// did and what it cost.
+async fn http_slice(
+    server: &Server,
+    cluster: &BenchCluster,
+    client: &Client,
+    tokens: Vec<String>,
+    length: Duration,
+    settings: Settings,
+) -> Result<(load::Run, Spent)> {
+    client.batch_execute("CHECKPOINT").await?;
+    let before = Snapshot::take(cluster, Some(server.pid()), client).await?;
+    // Each slice's own deadline, from its start.
+    let bounds = Bounds::new(length, settings.max_requests_per_worker);
+    let workers = tokens
+        .into_iter()
+        .map(|token| refresh_chain(server.addr(), token, bounds));
+    let run = load::run(workers).await?;
+    let after = Snapshot::take(cluster, Some(server.pid()), client).await?;
+    Ok((run, after.since(&before, Side::Http)))
 }
 
 /// One pgbench slice on one database.
@@ -405,6 +405,30 @@ impl PgbenchSlice<'_> {
         let after = Snapshot::take(self.cluster, None, self.client).await?;
         Ok((outcome, after.since(&before, Side::Pgbench)))
     }
+}
+
+/// Registers one account per chain.
+async fn register_chains(server: &Server, chains: usize) -> Result<Vec<Account>> {
+    let mut accounts = Vec::with_capacity(chains);
+    for chain in 0..chains {
+        let email = format!("chain-{chain}@example.com");
+        let user_id = register(server, &email).await?;
+        accounts.push(Account { email, user_id });
+    }
+    Ok(accounts)
+}
+
+/// Rotations the database holds for the pgbench sessions of `slices`.
+async fn pgbench_rotations(client: &Client, slices: std::ops::Range<u32>) -> Result<i64> {
+    let mut total = 0;
+    for slice in slices {
+        let rotations: i64 = client
+            .query_one(ROTATIONS, &[&format!("pgbench {slice} %")])
+            .await?
+            .get(0);
+        total += rotations;
+    }
+    Ok(total)
 }
 
 /// A registered account of one chain.
@@ -577,11 +601,18 @@ impl Figures {
     }
 
     /// Records the refresh figures of this round.
+    pub(crate) fn record(&self, round: &mut Round) {
+        self.record_costs(round);
+        self.record_checks(round);
+    }
+
+    /// Rates, CPU, WAL and HOT share.
     #[allow(
         clippy::cast_precision_loss,
-        reason = "counts and bytes stay far below 2^52"
+        clippy::too_many_lines,
+        reason = "counts and bytes stay far below 2^52; one row after another"
     )]
-    pub(crate) fn record(&self, round: &mut Round) {
+    fn record_costs(&self, round: &mut Round) {
         let stats = &self.http.stats;
         let empty = pgbench::Outcome::default();
         let pgbench = self.pgbench.outcome.as_ref().unwrap_or(&empty);
@@ -727,6 +758,16 @@ impl Figures {
         round.latency("refresh HTTP p50", stats.percentile(500));
         round.latency("refresh HTTP p99", stats.percentile(990));
         round.value("pgbench mean latency", pgbench.latency_ms, Unit::Millis);
+    }
+
+    /// That nothing failed, and every success is in the database.
+    #[allow(clippy::cast_precision_loss, reason = "counts stay far below 2^52")]
+    fn record_checks(&self, round: &mut Round) {
+        let stats = &self.http.stats;
+        let empty = pgbench::Outcome::default();
+        let pgbench = self.pgbench.outcome.as_ref().unwrap_or(&empty);
+        let old = self.old.outcome.as_ref().unwrap_or(&empty);
+        let at_rate = self.at_http_rate.outcome.as_ref().unwrap_or(&empty);
         round
             .count("refresh HTTP errors", stats.error_count() as u64)
             .target(Target::AtMost(0.0));
