@@ -19,8 +19,11 @@ commands:
   peers          7. jwt-authorizer, tower-sessions and better-auth beside the layer
   fan-out        8. notification delivery to 3, 50 and 200 listeners, revocations/s
                  with and without the trigger while refreshes run (private cluster)
-  refresh-login  2., 4. and 6. refresh against pgbench, login against the Argon2 bound,
-                 bytes of refresh state after 1, 100 and 10,000 refreshes
+  refresh        2. and 6. refresh against pgbench and against the old function (V5):
+                 PostgreSQL CPU, WAL and HOT share per refresh; bytes of refresh state
+                 after 1, 100 and 10,000 refreshes (private cluster)
+  login          4. login against the Argon2 bound, GET /me while logins load the CPU
+  refresh-login  2., 4. and 6. in the same rounds
   propagation    3. time from a revocation until three layer processes refuse the token
   memory         5. resident memory with 1M cached sessions and 100k cached tokens
   profile        callgrind on the layer's hot path (skipped without valgrind)

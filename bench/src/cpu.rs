@@ -95,6 +95,29 @@ pub(crate) async fn wait_until_reaped(pids: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// CPU time of process `pid`, its children that have ended (once reaped), and its
+/// children still running: for the postmaster, the whole cluster. A child reaped between
+/// the read of the parent and the scan of `/proc` is missed once (microseconds).
+pub(crate) fn tree_time(pid: u32) -> Result<Duration> {
+    let mut total = process_time(pid)? + ended_children_time(pid)?;
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(child) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process that ended meanwhile has nothing left to count.
+        if parent(child).ok() == Some(pid)
+            && let Ok(time) = process_time(child)
+        {
+            total += time;
+        }
+    }
+    Ok(total)
+}
+
 /// The parent of process `pid`.
 pub(crate) fn parent(pid: u32) -> Result<u32> {
     Ok(u32::try_from(stat_field(pid, 4)?)?)

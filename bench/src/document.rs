@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::machine::Machine;
 use crate::profile::Profile;
-use crate::report::Report;
+use crate::report::{Report, Section};
 use crate::{Result, Settings};
 
 /// Everything the document says.
@@ -23,20 +23,43 @@ pub(crate) struct Run<'a> {
     pub(crate) profile: Option<&'a Profile>,
     /// How long the whole run took.
     pub(crate) elapsed: Duration,
+    /// How long each figure took.
+    pub(crate) timings: &'a str,
     /// `/proc/loadavg` when the run started.
     pub(crate) load_before: &'a str,
     /// `/proc/loadavg` when it ended.
     pub(crate) load_after: &'a str,
 }
 
+/// Rows set against the same row of the run before (the BENCHMARKS.md this run replaces):
+/// what a deployment pays per refresh on the servers it scales out.
+const AGAINST_PREVIOUS: [&str; 2] = [
+    "server CPU per HTTP refresh",
+    "server CPU per login (the hash and everything else)",
+];
+
 /// Writes BENCHMARKS.md at the workspace root; returns its path.
 pub(crate) fn write(run: &Run<'_>) -> Result<PathBuf> {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md"));
-    std::fs::write(&path, render(run))?;
+    let previous = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, render(run, &previous))?;
     Ok(path)
 }
 
-fn render(run: &Run<'_>) -> String {
+/// The median cell of the row that starts with `name` in a BENCHMARKS.md, and the commit
+/// that run names.
+fn previous_median<'a>(document: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
+    let commit = document
+        .lines()
+        .find_map(|line| line.strip_prefix("| commit | ")?.strip_suffix(" |"))?;
+    let median = document.lines().find_map(|line| {
+        let mut cells = line.strip_prefix("| ")?.split(" | ");
+        (cells.next()? == name).then(|| cells.next())?
+    })?;
+    Some((median, commit))
+}
+
+fn render(run: &Run<'_>, previous: &str) -> String {
     let machine = run.machine;
     let mut out = String::new();
     let _ = write!(
@@ -57,6 +80,7 @@ fn render(run: &Run<'_>) -> String {
          | kernel | Linux {kernel} |\n\
          | rounds, load phase | {rounds}, {seconds} s |\n\
          | wall time of the run | {wall:.0} s |\n\
+         | wall time of each part | {timings} |\n\
          | load average (1, 5, 15 min) | {before} at the start, {after} at the end |\n\n",
         rounds = run.settings.rounds,
         taken = machine.started_at,
@@ -67,6 +91,7 @@ fn render(run: &Run<'_>) -> String {
         kernel = machine.kernel,
         seconds = run.settings.duration.as_secs(),
         wall = run.elapsed.as_secs_f64(),
+        timings = run.timings,
         before = run.load_before,
         after = run.load_after,
     );
@@ -92,6 +117,23 @@ fn render(run: &Run<'_>) -> String {
         let _ = writeln!(out, "\nChecks that failed:\n");
         for (section, row) in failed {
             let _ = writeln!(out, "- {}: {}", section.title, row.summary());
+        }
+    }
+
+    let compared: Vec<String> = medians_by_name(run.report)
+        .into_iter()
+        .filter(|(name, _)| AGAINST_PREVIOUS.contains(&name.as_str()))
+        .filter_map(|(name, now)| {
+            let (before, commit) = previous_median(previous, &name)?;
+            Some(format!(
+                "- {name}: {now} (the run before, at {commit}: {before})"
+            ))
+        })
+        .collect();
+    if !compared.is_empty() {
+        out.push_str("\n## Against the run before\n\n");
+        for line in compared {
+            let _ = writeln!(out, "{line}");
         }
     }
 
@@ -122,4 +164,31 @@ fn render(run: &Run<'_>) -> String {
         out.push_str(&profile.markdown());
     }
     out
+}
+
+/// Every row of every section, by name, with its median as the table prints it.
+fn medians_by_name(report: &Report) -> Vec<(String, String)> {
+    report
+        .sections
+        .iter()
+        .flat_map(Section::rows)
+        .map(|row| (row.name().to_owned(), row.median_text()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_rows_median_and_the_commit_of_the_run_before() {
+        let document = "| commit | f8a9111 |\n\
+                        | server CPU per HTTP refresh | 52.3 µs | 49.1 µs – 65.0 µs | - |  |\n";
+        assert_eq!(
+            previous_median(document, "server CPU per HTTP refresh"),
+            Some(("52.3 µs", "f8a9111"))
+        );
+        assert_eq!(previous_median(document, "server CPU per login"), None);
+        assert_eq!(previous_median("", "server CPU per HTTP refresh"), None);
+    }
 }

@@ -19,7 +19,10 @@ In the same rounds and server as figure 2. The harness times one Argon2id hash w
 the server's parameters in its own process, in a working-memory buffer it reuses (the \
 pure cost of the hash, without allocating or faulting in its 19 MiB): 11 hashes just \
 before the login phase and 11 just after, so that a change in the machine's speed \
-during the phase shows in both; the bound is cores ÷ the median of the 22. During the \
+during the phase shows in both; the bound is cores ÷ the median of the 22. After the \
+phase it times 11 hashes on each of `cores` threads at once (each its own buffer), as \
+the server's hashing threads run under load, and reports their median against the \
+hash alone. During the \
 phase, 2 × cores workers post `POST /auth/login` for one account, while one more \
 client sends `GET /me` with a token of that account every 5 ms (a paced reader, so \
 that it measures latency without taking CPU from the logins; each latency counts from \
@@ -61,11 +64,32 @@ async fn time_hashes() -> Result<Vec<Duration>> {
     tokio::task::spawn_blocking(|| argon2_hash_times(HASH_SAMPLES)).await?
 }
 
+/// [`argon2_hash_times`] on `threads` threads at once, each with its own buffer, as the
+/// server's hashing threads run under load: every hash of every thread. Hashes that
+/// share the cores' last-level cache and memory bandwidth take longer than one alone.
+async fn time_concurrent_hashes(threads: usize) -> Result<Vec<Duration>> {
+    tokio::task::spawn_blocking(move || {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| argon2_hash_times(HASH_SAMPLES)))
+                .collect();
+            let mut times = Vec::new();
+            for worker in workers {
+                times.extend(worker.join().map_err(|_| "a hashing thread panicked")??);
+            }
+            Ok(times)
+        })
+    })
+    .await?
+}
+
 /// The login figures of one run.
 #[derive(Debug)]
 pub(crate) struct Figures {
     /// Median of the hashes timed before and after the phase.
     hash_time: Duration,
+    /// Median of the hashes timed with every core hashing at once, after the phase.
+    concurrent_hash_time: Duration,
     cores: usize,
     /// The server's CPU time over the login phase.
     server_cpu: Duration,
@@ -96,8 +120,11 @@ pub(crate) async fn run(server: &Server, settings: Settings) -> Result<Figures> 
     let me = me.await??;
     hash_times.extend(time_hashes().await?);
     hash_times.sort_unstable();
+    let mut concurrent = time_concurrent_hashes(settings.cores).await?;
+    concurrent.sort_unstable();
     Ok(Figures {
         hash_time: hash_times[hash_times.len() / 2],
+        concurrent_hash_time: concurrent[concurrent.len() / 2],
         cores: settings.cores,
         server_cpu,
         logins,
@@ -166,6 +193,16 @@ impl Figures {
             "login bound, baseline (cores / hash)",
             bound,
             Unit::PerSecond,
+        );
+        round.value(
+            "argon2 hash with every core hashing at once (median, in-process)",
+            self.concurrent_hash_time.as_secs_f64() * 1000.0,
+            Unit::Millis,
+        );
+        round.value(
+            "argon2 hash, every core hashing / one alone",
+            self.concurrent_hash_time.as_secs_f64() / self.hash_time.as_secs_f64().max(1e-9),
+            Unit::Ratio,
         );
         round.value("login over HTTP", rate, Unit::PerSecond);
         round

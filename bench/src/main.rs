@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo run --release -p portcullis-bench -- all            # every figure; rewrites BENCHMARKS.md
 //! cargo run --release -p portcullis-bench -- layer --rounds 5
+//! cargo run --release -p portcullis-bench -- refresh      # figures 2 and 6 alone
+//! cargo run --release -p portcullis-bench -- login        # figure 4 alone
 //! ```
 //!
 //! Each figure runs `--rounds` times (3 by default) and is reported as the median and the
@@ -14,7 +16,7 @@
 //! harness.
 //!
 //! Layout, by figure: [`layer_cost`] (1, with [`hello`] and [`naive`] as the measured
-//! services), [`refresh`] (2, with [`pgbench`]), [`propagation`] (3), [`login`] (4),
+//! services), [`refresh`] (2, with [`pgbench`] and the private cluster of [`cluster`]), [`propagation`] (3), [`login`] (4),
 //! [`memory`] (5), [`refresh_state`] (6), [`peers`] (7, with [`rust_peers`] and
 //! [`node_peer`] as the measured services), [`fanout`] (8) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
 //! [`server`] runs the release server, [`child`] runs this harness as a child process,
@@ -25,6 +27,7 @@
 mod callgrind;
 mod child;
 mod cli;
+mod cluster;
 mod cpu;
 mod document;
 mod fanout;
@@ -103,8 +106,8 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = match args.command.as_str() {
-        "all" | "layer" | "peers" | "fan-out" | "refresh-login" | "propagation" | "memory"
-        | "profile" => match Settings::from_args(&args) {
+        "all" | "layer" | "peers" | "fan-out" | "refresh" | "login" | "refresh-login"
+        | "propagation" | "memory" | "profile" => match Settings::from_args(&args) {
             Ok(settings) => figures(&args.command, settings).await,
             Err(e) => {
                 eprintln!("portcullis-bench: {e}");
@@ -130,8 +133,8 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Runs the figures `command` names, prints the table, and for `all` rewrites
-/// BENCHMARKS.md.
+/// Runs the figures `command` names, prints the table and how long each figure took,
+/// and for `all` rewrites BENCHMARKS.md.
 async fn figures(command: &str, settings: Settings) -> Result<()> {
     let started = Instant::now();
     let machine = machine::Machine::describe(settings.cores);
@@ -139,37 +142,57 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
     let every = command == "all";
     let mut report = Report::default();
     let mut profile = None;
+    let mut timings = Timings::default();
     if every || command == "layer" {
+        let clock = Instant::now();
         report.sections.push(layer_cost::run(settings).await?);
+        timings.push("1. layer", clock);
     }
     if every || command == "peers" {
+        let clock = Instant::now();
         report.sections.push(peers::run(settings).await?);
+        timings.push("7. peers", clock);
     }
     if every || command == "fan-out" {
+        let clock = Instant::now();
         report.sections.push(fanout::run(settings).await?);
+        timings.push("8. fan-out", clock);
     }
-    if every || command == "refresh-login" || command == "propagation" {
+    let rounds = RefreshLogin {
+        refresh: every || matches!(command, "refresh" | "refresh-login"),
+        login: every || matches!(command, "login" | "refresh-login"),
+    };
+    if rounds.refresh || rounds.login || command == "propagation" {
+        let clock = Instant::now();
         eprintln!("building portcullis-server (release) ...");
         let binary = server::build().await?;
-        if every || command == "refresh-login" {
-            let (refresh, login, state) = refresh_login(&binary, settings).await?;
-            report.sections.push(refresh);
-            report.sections.push(login);
-            report.sections.push(state);
+        timings.push("building the server", clock);
+        if rounds.refresh || rounds.login {
+            let clock = Instant::now();
+            report
+                .sections
+                .extend(refresh_login(&binary, settings, rounds).await?);
+            timings.push(rounds.label(), clock);
         }
         if every || command == "propagation" {
+            let clock = Instant::now();
             report
                 .sections
                 .push(propagation::run(&binary, settings).await?);
+            timings.push("3. propagation", clock);
         }
     }
     if every || command == "memory" {
+        let clock = Instant::now();
         report.sections.push(memory::run(settings).await?);
+        timings.push("5. memory", clock);
     }
     if every || command == "profile" {
+        let clock = Instant::now();
         let outcome = profile::run(settings.rounds).await?;
         report.sections.push(outcome.section());
         profile = Some(outcome);
+        timings.push("profile", clock);
     }
     // Numbered figures in their order, the profile last.
     report.sections.sort_by_key(|section| section.title.clone());
@@ -177,11 +200,12 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
     let load_after = machine::load_average();
     println!(
         "\nportcullis-bench {command}: {} rounds, {}s load phases, {} cores, {:.0} s \
-         (load average before {load_before}, after {load_after})\n",
+         (load average before {load_before}, after {load_after}); {}\n",
         settings.rounds,
         settings.duration.as_secs(),
         settings.cores,
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        timings.text(),
     );
     print!("{}", report.text());
     if let Some(profile) = &profile {
@@ -194,6 +218,7 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
             report: &report,
             profile: profile.as_ref(),
             elapsed,
+            timings: &timings.text(),
             load_before: &load_before,
             load_after: &load_after,
         })?;
@@ -202,50 +227,125 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
     Ok(())
 }
 
-/// Figures 2, 4 and 6: each round gets a fresh database and server.
+/// How long each part of a run took, in the order they ran.
+#[derive(Debug, Default)]
+struct Timings(Vec<(&'static str, Duration)>);
+
+impl Timings {
+    fn push(&mut self, what: &'static str, since: Instant) {
+        self.0.push((what, since.elapsed()));
+    }
+
+    /// `what N s, what N s, ...`.
+    fn text(&self) -> String {
+        self.0
+            .iter()
+            .map(|(what, took)| format!("{what} {:.0} s", took.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Which of the figures that share rounds, a cluster and a server run.
+#[derive(Debug, Clone, Copy)]
+struct RefreshLogin {
+    /// Figures 2 and 6.
+    refresh: bool,
+    /// Figure 4.
+    login: bool,
+}
+
+impl RefreshLogin {
+    fn label(self) -> &'static str {
+        match (self.refresh, self.login) {
+            (true, true) => "2., 4. and 6. refresh and login",
+            (true, false) => "2. and 6. refresh",
+            _ => "4. login",
+        }
+    }
+}
+
+/// Figures 2, 4 and 6 (those `which` names), on a private PostgreSQL cluster: each round
+/// gets fresh databases and a fresh server.
 async fn refresh_login(
     binary: &std::path::Path,
     settings: Settings,
-) -> Result<(Section, Section, Section)> {
+    which: RefreshLogin,
+) -> Result<Vec<Section>> {
     let mut refresh = Section::new("2. Refresh", refresh::METHOD);
     let mut login = Section::new("4. Login", login::METHOD);
     let mut state = Section::new("6. Refresh state", refresh_state::METHOD);
+    eprintln!("refresh-login: starting a private PostgreSQL cluster ...");
+    let cluster = cluster::BenchCluster::start().await?;
     for round_index in 0..settings.rounds {
         eprintln!(
             "refresh-login: round {}/{} ...",
             round_index + 1,
             settings.rounds
         );
-        // Declared before the server, so the server is dropped (killed) first.
-        let db = portcullis_testdb::TestDb::new().await;
+        let new = cluster
+            .database(&format!("portcullis_bench_{round_index}"), None)
+            .await?;
         // As many connections as refresh chains: pgbench runs as many clients.
         let server =
-            server::Server::start(binary, &db.url(), Some(settings.refresh_concurrency)).await?;
-        eprintln!(
-            "refresh-login: {} chains over HTTP, then pgbench ...",
-            settings.refresh_concurrency
-        );
-        let refresh_figures = refresh::run(&server, &db, settings).await?;
-        eprintln!(
-            "refresh-login: Argon2 in-process, {} login workers over HTTP with /me \
-             alongside, Argon2 again ...",
-            2 * settings.cores
-        );
-        let login_figures = login::run(&server, settings).await?;
-        eprintln!("refresh-login: one chain refreshed 10,000 times ...");
-        let state_figures = refresh_state::run(&server, &db).await?;
-        let mut round = Round::default();
-        refresh_figures.record(&mut round);
-        if let Some(log) = server.log_summary() {
-            round.note(log);
+            server::Server::start(binary, &new.url(), Some(settings.refresh_concurrency)).await?;
+        refresh::register_bench_account(&server).await?;
+        let mut refresh_figures = None;
+        if which.refresh {
+            let old = cluster
+                .database(
+                    &format!("portcullis_bench_{round_index}_v{}", refresh::OLD_SCHEMA),
+                    Some(refresh::OLD_SCHEMA),
+                )
+                .await?;
+            eprintln!(
+                "refresh-login: {} chains over HTTP, pgbench, pgbench on V{} ...",
+                settings.refresh_concurrency,
+                refresh::OLD_SCHEMA
+            );
+            let databases = refresh::Databases {
+                cluster: &cluster,
+                new: &new,
+                old: &old,
+            };
+            refresh_figures = Some(refresh::run(&server, &databases, settings).await?);
         }
-        refresh.push(round);
-        let mut round = Round::default();
-        login_figures.record(&mut round);
-        login.push(round);
-        let mut round = Round::default();
-        state_figures.record(&mut round);
-        state.push(round);
+        if which.login {
+            eprintln!(
+                "refresh-login: Argon2 in-process, {} login workers over HTTP with /me \
+                 alongside, Argon2 again ...",
+                2 * settings.cores
+            );
+            let figures = login::run(&server, settings).await?;
+            let mut round = Round::default();
+            figures.record(&mut round);
+            login.push(round);
+        }
+        if let Some(mut figures) = refresh_figures {
+            eprintln!("refresh-login: one chain refreshed 10,000 times ...");
+            let state_figures = refresh_state::run(&server, &new).await?;
+            let log = server.log_summary();
+            // Its connections close and report their counts of updates.
+            drop(server);
+            figures.count_hot_updates(&new).await?;
+            let mut round = Round::default();
+            figures.record(&mut round);
+            if let Some(log) = log {
+                round.note(log);
+            }
+            refresh.push(round);
+            let mut round = Round::default();
+            state_figures.record(&mut round);
+            state.push(round);
+        }
     }
-    Ok((refresh, login, state))
+    let mut sections = Vec::new();
+    if which.refresh {
+        sections.push(refresh);
+        sections.push(state);
+    }
+    if which.login {
+        sections.push(login);
+    }
+    Ok(sections)
 }

@@ -70,6 +70,8 @@ pub(crate) struct Run<'a> {
     pub(crate) duration: Duration,
     /// Client variables (`-D name=value`), a separate copy for each client.
     pub(crate) variables: &'a [(&'a str, &'a str)],
+    /// Transactions per second over all clients (`--rate`), or as fast as they go.
+    pub(crate) rate: Option<f64>,
 }
 
 impl Run<'_> {
@@ -89,6 +91,7 @@ impl Run<'_> {
                     .iter()
                     .map(|(name, value)| format!("--define={name}={value}")),
             )
+            .args(self.rate.map(|rate| format!("--rate={:.0}", rate.max(1.0))))
             .arg(self.conninfo)
             .kill_on_drop(true);
         let limit = self.duration + Duration::from_secs(60);

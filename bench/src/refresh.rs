@@ -1,6 +1,9 @@
-//! The refresh figure: refresh-token rotations per second over HTTP, against what
-//! PostgreSQL alone does with the same stored function (`session_guard_refresh`,
-//! migration V3), measured with pgbench in the same run, at the same concurrency.
+//! The refresh figure: refresh-token rotations over HTTP against what PostgreSQL alone
+//! does with the same stored function (`session_guard_refresh`), measured with pgbench in
+//! the same round, at the same concurrency; and the same pgbench run against the schema
+//! and function of the release before (migration V5), so that the database's cost per
+//! refresh of the new schema is set against the old one's on the same machine, in the
+//! same round.
 //!
 //! # How pgbench does a real rotation every transaction
 //!
@@ -11,26 +14,24 @@
 //! server's keyed hash). pgbench keeps a separate set of variables per client for the
 //! whole run, so the script carries the client's generation in `:k` (`--define k=0` to
 //! start) and presents session `S(s, c)`, generation `k`, hash `H(s, c, k)` with
-//! successor `H(s, c, k + 1)`. The
-//! statement returns `k + 1` only when the outcome is `rotated`, and `\gset` stores it
-//! back into `:k`; any other outcome returns no row, `\gset` fails and the client aborts,
-//! so a transaction that did less work than a rotation cannot be counted. Each
-//! transaction is thus exactly what `POST /auth/refresh` runs: one prepared call, one
-//! round trip, locking the session by its primary key, checking the generation and hash
-//! and updating the row. The only extra work is a few SHA-256 and an MD5 of a few bytes
-//! in SQL. Afterwards the generations reached are summed in the database and compared
-//! with the transactions pgbench reported.
+//! successor `H(s, c, k + 1)`. The statement returns `k + 1` only when the outcome is
+//! `rotated`, and `\gset` stores it back into `:k`; any other outcome returns no row,
+//! `\gset` fails and the client aborts, so a transaction that did less work than a
+//! rotation cannot be counted. Each transaction is thus what `POST /auth/refresh` runs:
+//! one prepared call, one round trip. The only extra work is a few SHA-256 and an MD5 of
+//! a few bytes in SQL. Afterwards the generations reached are summed in the database and
+//! compared with the transactions pgbench reported.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use portcullis_testdb::TestDb;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio_postgres::Client;
 
+use crate::cluster::{self, BenchCluster, Database};
 use crate::http1::Connection;
 use crate::load::{self, Bounds, Stats};
 use crate::report::{Round, Target, Unit};
@@ -40,50 +41,101 @@ use crate::{Result, Settings, cpu, pgbench};
 const EMAIL: &str = "bench@example.com";
 /// Each round cuts its phase into this many slices per side, interleaved.
 const SLICES: u32 = 3;
+/// The schema (and `session_guard_refresh`) of the release before V6.
+pub(crate) const OLD_SCHEMA: u16 = 5;
 
 /// What a slice runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
+    /// The server, over HTTP.
     Http,
+    /// pgbench on the server's database (this build's schema).
     Pgbench,
+    /// The same, throttled to the rate the last HTTP slice reached: PostgreSQL's cost per
+    /// rotation grows as the rate falls (fewer commits share a WAL flush), so this is the
+    /// baseline that leaves only what the server's way of calling adds.
+    PgbenchAtHttpRate,
+    /// pgbench on a database at [`OLD_SCHEMA`].
+    PgbenchOld,
 }
 
-/// The order within each slice: HTTP then pgbench, then the other way round, and again,
-/// so that a drift in the machine's speed during a round weighs on both sides alike.
-const SLICE_ORDER: [[Side; 2]; 2] = [[Side::Http, Side::Pgbench], [Side::Pgbench, Side::Http]];
+/// The order within each slice: every side takes every place once, so that a drift in
+/// the machine's speed during a round weighs on all three alike.
+/// The throttled side runs right after an HTTP slice, whose rate it takes.
+const SLICE_ORDER: [[Side; 4]; 3] = [
+    [
+        Side::Http,
+        Side::PgbenchAtHttpRate,
+        Side::Pgbench,
+        Side::PgbenchOld,
+    ],
+    [
+        Side::Pgbench,
+        Side::PgbenchOld,
+        Side::Http,
+        Side::PgbenchAtHttpRate,
+    ],
+    [
+        Side::PgbenchOld,
+        Side::Http,
+        Side::PgbenchAtHttpRate,
+        Side::Pgbench,
+    ],
+];
 
 /// The route the chains post to.
 const PATH: &str = "/auth/refresh";
 /// The account's password, shared with the login figure.
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
-/// Target: HTTP refreshes per second over pgbench rotations per second.
-const TARGET_RATIO: f64 = 0.7;
+/// Target: PostgreSQL's CPU per HTTP refresh over its CPU per pgbench rotation.
+const TARGET_DATABASE_RATIO: f64 = 1.05;
+/// Target: the share of refresh updates that are HOT.
+const TARGET_HOT_SHARE: f64 = 0.90;
+/// Target: PostgreSQL's CPU per rotation, this build's schema over the old one's.
+const TARGET_NEW_OVER_OLD: f64 = 0.75;
+/// How long the database's statistics may take to count every update once the server's
+/// connections closed.
+const STATS_WAIT: Duration = Duration::from_secs(15);
 
 /// How the figure is measured, for BENCHMARKS.md.
 pub(crate) const METHOD: &str = "\
-Each round starts a fresh database and the release `portcullis-server` (rate limits off by \
-configuration, a pool of 32 connections: as many as pgbench has clients) and registers \
-32 accounts, one per chain: concurrent refreshes come from different users, and one \
-account for all would make every rotation insert into the same pages of the indexes \
-that lead with the user id. 32 refresh chains run over HTTP, each on one keep-alive \
-HTTP/1.1 connection of the harness's lean hyper client (the load generator shares the \
-two cores, so it should take as little as pgbench's own client does): each worker posts \
-its current refresh token to `POST /auth/refresh` and continues with the token it gets \
-back. pgbench runs the same stored function (`session_guard_refresh`, one prepared call \
-per transaction, 32 clients, client c on a session of chain c's account), each \
-transaction a real rotation (a client aborts if one is not). The machine's speed drifts \
-within a round, so the round cuts the phase into 3 slices per side and interleaves them: \
-HTTP, pgbench, pgbench, HTTP, HTTP, pgbench. Every slice starts from sessions never \
-refreshed before, on both sides (32 logins before an HTTP slice, 32 seeded sessions \
-before a pgbench one). Rotations/s counts 200s (or pgbench's transactions) over each \
-side's slices' time; p50 and p99 are client-side. CPU per rotation is each party's \
-utime + stime over its side's slices divided by the rotations: the server process; \
-PostgreSQL's backends (for HTTP those connected to the run's database, for pgbench its \
-connections, counted once the postmaster has reaped them); the client (the harness's \
-own process, or pgbench); and the time both cores stood idle. What is left of the \
-2 cores' time goes to the kernel's interrupt work and to other processes. Afterwards \
-the rotations written are counted in the database for both and compared with what each \
-side reported. The ratio is HTTP over pgbench in the same round.";
+Each round runs on a PostgreSQL cluster of the harness's own (`initdb` into a temporary \
+folder, a real server's durability: `fsync`, `synchronous_commit` and `full_page_writes` \
+on, 128 MB of shared buffers, autovacuum on), so that every process of the cluster \
+works for the figure alone. The round creates two databases: one with every migration, \
+for the release `portcullis-server` (rate limits off by configuration, a pool of 32 \
+connections: as many as pgbench has clients), and one migrated only up to V5, the \
+release before: its schema, indexes and `session_guard_refresh`. The server registers \
+32 accounts, one per chain (the old database gets 32 users of its own): concurrent \
+refreshes come from different users, as real traffic does. 32 refresh chains run over \
+HTTP, each on one keep-alive HTTP/1.1 connection of the harness's lean hyper client: \
+each worker posts its current refresh token to `POST /auth/refresh` and continues with \
+the token it gets back. pgbench runs the same stored function (one prepared call per \
+transaction, 32 clients, client c on a session of chain c's account), each transaction a \
+real rotation (a client aborts if one is not), on the new database and, as the old \
+function, on the V5 database; and once more on the new database throttled \
+(`--rate`) to the rate the HTTP slice just before reached, because PostgreSQL's CPU \
+per rotation grows as the rate falls (fewer commits share one WAL flush): that side is \
+the baseline that leaves only what the server's way of calling adds. The machine's \
+speed drifts within a round, so the round cuts the phase into 3 slices per side and \
+interleaves them so that each side takes each place once: HTTP, pgbench at the HTTP \
+rate, pgbench, pgbench on V5; pgbench, pgbench on V5, HTTP, pgbench at the HTTP rate; \
+pgbench on V5, HTTP, pgbench at the HTTP rate, pgbench. Every slice starts with a `CHECKPOINT` (so that each pays for its \
+own full-page images) and from sessions never refreshed before (32 logins before an \
+HTTP slice, 32 seeded sessions before a pgbench one). Rotations/s counts 200s (or \
+pgbench's transactions) over each side's slices' time; p50 and p99 are client-side. \
+PostgreSQL CPU per rotation is the utime + stime of the whole cluster (the postmaster, \
+every process it started, and those it has reaped) over a side's slices, divided by \
+its rotations; likewise the server process, the client (the harness's own process, or \
+pgbench) and the time both cores stood idle. WAL bytes per rotation is the move of \
+`pg_current_wal_insert_lsn()` over a side's slices, divided by its rotations. The HOT \
+share is `n_tup_hot_upd / n_tup_upd` of `sessions` (`pg_stat_user_tables`): on the new \
+database over the whole round (its HTTP and pgbench refreshes, and figure 6's) once the \
+server is stopped and its connections have reported their counts, on the V5 database \
+over its pgbench slices. Afterwards the rotations written are counted in each \
+database and compared with what each side reported. The HTTP/pgbench rate ratio is \
+reported, not a target: with the server, the load generator and PostgreSQL on the same \
+two cores it measures the co-location as much as the server.";
 
 /// One rotation per transaction; see the module documentation.
 const SCRIPT: &str = "\
@@ -109,7 +161,13 @@ SELECT md5('pgbench:' || $2::int || ':' || c)::uuid, u.id,
        sha256(convert_to('pgbench:' || $2::int || ':' || c || ':0', 'UTF8'))
   FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, n), LATERAL (SELECT u.n - 1 AS c) AS client";
 
-/// The backends pgbench has connected to the run's database.
+/// The old database's users, one per pgbench client.
+const OLD_USERS: &str = "\
+INSERT INTO users (email, password_hash)
+SELECT 'chain-' || i || '@example.com', 'not a hash' FROM generate_series(0, $1 - 1) AS i
+RETURNING id";
+
+/// The backends pgbench has connected to the database.
 const PGBENCH_BACKENDS: &str = "\
 SELECT pid FROM pg_stat_activity
  WHERE datname = current_database() AND application_name = 'pgbench'";
@@ -120,116 +178,257 @@ const BACKENDS_WAIT: Duration = Duration::from_secs(10);
 /// Rotations done (generations reached) by sessions whose device name matches `$1`.
 const ROTATIONS: &str = "\
 SELECT coalesce(sum(refresh_generation), 0)::bigint FROM sessions WHERE device_name LIKE $1";
+/// Every rotation the database holds.
+const ALL_ROTATIONS: &str = "SELECT coalesce(sum(refresh_generation), 0)::bigint FROM sessions";
 
-/// The refresh figures of one run.
+/// The refresh figures of one round.
 #[derive(Debug)]
 pub(crate) struct Figures {
     http: load::Run,
-    /// CPU the server, the database and the harness spent on the HTTP slices.
-    http_cpu: CpuSpent,
+    /// What the HTTP slices cost.
+    http_spent: Spent,
     /// Rotations the database holds for the HTTP chains.
     http_rotations: i64,
     /// HTTP slices in which no refresh succeeded (each must have run for its time).
     idle_http_slices: u64,
-    pgbench: pgbench::Outcome,
-    /// CPU PostgreSQL and pgbench spent on pgbench's slices.
-    pgbench_cpu: CpuSpent,
-    /// Rotations the database holds for the pgbench clients.
-    pgbench_rotations: i64,
+    /// pgbench on this build's schema.
+    pgbench: PgbenchSide,
+    /// pgbench on this build's schema, at the HTTP slices' rate.
+    at_http_rate: PgbenchSide,
+    /// pgbench on [`OLD_SCHEMA`].
+    old: PgbenchSide,
+    /// Updates of `sessions` in the old database during its slices, and the HOT ones.
+    old_updates: (i64, i64),
+    /// Updates of `sessions` in the new database over the round, and the HOT ones, once
+    /// counted ([`Figures::count_hot_updates`]).
+    new_updates: Option<(i64, i64)>,
 }
 
-/// Registers the bench account (figures 4 and 6 sign in to it) and one account per
-/// chain, then runs the HTTP chains and pgbench in interleaved slices.
-pub(crate) async fn run(server: &Server, db: &TestDb, settings: Settings) -> Result<Figures> {
-    register(server, EMAIL).await?;
-    let mut accounts = Vec::with_capacity(settings.refresh_concurrency);
-    for chain in 0..settings.refresh_concurrency {
-        let email = format!("chain-{chain}@example.com");
-        let user_id = register(server, &email).await?;
-        accounts.push(Account { email, user_id });
-    }
-    let user_ids: Vec<uuid::Uuid> = accounts.iter().map(|account| account.user_id).collect();
+/// One pgbench side's runs, cost and rotations written.
+#[derive(Debug, Default)]
+struct PgbenchSide {
+    outcome: Option<pgbench::Outcome>,
+    spent: Spent,
+    rotations: i64,
+}
 
-    let client = db.connect().await;
+/// The databases of one round.
+pub(crate) struct Databases<'a> {
+    /// The cluster both are in.
+    pub(crate) cluster: &'a BenchCluster,
+    /// This build's schema; the server's.
+    pub(crate) new: &'a Database,
+    /// At [`OLD_SCHEMA`].
+    pub(crate) old: &'a Database,
+}
+
+/// Registers the bench account, which figures 4 and 6 sign in to.
+pub(crate) async fn register_bench_account(server: &Server) -> Result<uuid::Uuid> {
+    register(server, EMAIL).await
+}
+
+/// Registers one account per chain, then runs the HTTP chains and pgbench on both
+/// databases in interleaved slices.
+pub(crate) async fn run(
+    server: &Server,
+    databases: &Databases<'_>,
+    settings: Settings,
+) -> Result<Figures> {
+    let accounts = register_chains(server, settings.refresh_concurrency).await?;
+    let user_ids: Vec<uuid::Uuid> = accounts.iter().map(|account| account.user_id).collect();
     let clients = i32::try_from(settings.refresh_concurrency)?;
+    let new = databases.new.connect().await?;
+    let old = databases.old.connect().await?;
+    let old_user_ids: Vec<uuid::Uuid> = old
+        .query(OLD_USERS, &[&clients])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let old_updates_before = cluster::session_updates(&old).await?;
+
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("rotate.sql");
     std::fs::write(&script, SCRIPT)?;
     let slice = settings.duration / SLICES;
     let mut http: Option<load::Run> = None;
-    let mut http_cpu = CpuSpent::default();
+    let mut http_spent = Spent::default();
     let mut idle_http_slices = 0;
-    let mut pgbench: Option<pgbench::Outcome> = None;
-    // pgbench's backends end with it; once the postmaster has reaped them
-    // (`cpu::wait_until_reaped`), their CPU is in its ended children's time.
-    let backend: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await?
-        .get(0);
-    let postmaster = cpu::parent(u32::try_from(backend)?)?;
-    let mut pgbench_cpu = CpuSpent::default();
+    let mut pgbench = PgbenchSide::default();
+    let mut at_http_rate = PgbenchSide::default();
+    let mut old_side = PgbenchSide::default();
+    let mut last_http_rate = None;
     for index in 0..SLICES {
         for side in SLICE_ORDER[index as usize % SLICE_ORDER.len()] {
             match side {
                 Side::Http => {
                     let tokens = fresh_chains(server, &accounts, index).await?;
-                    let before = CpuSnapshot::take(server.pid(), &client).await?;
-                    // Each slice's own deadline, from its start.
-                    let bounds = Bounds::new(slice, settings.max_requests_per_worker);
-                    let workers = tokens
-                        .into_iter()
-                        .map(|token| refresh_chain(server.addr(), token, bounds));
-                    let run = load::run(workers).await?;
+                    let (run, spent) =
+                        http_slice(server, databases.cluster, &new, tokens, slice, settings)
+                            .await?;
                     if run.stats.successes() == 0 {
                         idle_http_slices += 1;
                     }
-                    http_cpu.add(&before.elapsed(server.pid(), &client).await?);
+                    last_http_rate = Some(run.rate());
+                    http_spent.add(&spent);
                     match &mut http {
                         Some(total) => total.absorb(run),
                         None => http = Some(run),
                     }
                 }
-                Side::Pgbench => {
-                    let slice_id = i32::try_from(index)?;
-                    client.execute(SEED, &[&user_ids, &slice_id]).await?;
-                    let slice_text = index.to_string();
-                    let before = PgbenchSnapshot::take(postmaster)?;
-                    let run = pgbench::Run {
-                        conninfo: &db.url(),
-                        script: &script,
-                        clients: settings.refresh_concurrency,
-                        threads: settings.cores,
-                        duration: slice,
-                        variables: &[("k", "0"), ("slice", &slice_text)],
+                Side::Pgbench | Side::PgbenchAtHttpRate | Side::PgbenchOld => {
+                    let (client, database, users, into) = match side {
+                        Side::Pgbench => (&new, databases.new, &user_ids, &mut pgbench),
+                        Side::PgbenchAtHttpRate => {
+                            (&new, databases.new, &user_ids, &mut at_http_rate)
+                        }
+                        _ => (&old, databases.old, &old_user_ids, &mut old_side),
                     };
-                    let (outcome, backends) =
-                        tokio::join!(run.execute(), pgbench_backends(&client, clients));
-                    let outcome = outcome?;
-                    // Their time is in the postmaster's only once it has reaped them all.
-                    cpu::wait_until_reaped(&backends?).await?;
-                    pgbench_cpu.add(&before.elapsed(postmaster)?);
-                    match &mut pgbench {
+                    let rate = if side == Side::PgbenchAtHttpRate {
+                        Some(last_http_rate.ok_or("no HTTP slice before the throttled one")?)
+                    } else {
+                        None
+                    };
+                    let slice_run = PgbenchSlice {
+                        cluster: databases.cluster,
+                        client,
+                        database,
+                        script: &script,
+                        users,
+                        index,
+                        side,
+                        rate,
+                        length: slice,
+                        settings,
+                    };
+                    let (outcome, spent) = slice_run.run().await?;
+                    into.spent.add(&spent);
+                    match &mut into.outcome {
                         Some(total) => total.absorb(outcome),
-                        None => pgbench = Some(outcome),
+                        None => into.outcome = Some(outcome),
                     }
                 }
             }
         }
     }
     let http = http.ok_or("no HTTP slice ran")?;
-    let pgbench = pgbench.ok_or("no pgbench slice ran")?;
-    let http_rotations: i64 = client.query_one(ROTATIONS, &[&"http %"]).await?.get(0);
-    let pgbench_rotations: i64 = client.query_one(ROTATIONS, &[&"pgbench %"]).await?.get(0);
-
+    let http_rotations: i64 = new.query_one(ROTATIONS, &[&"http %"]).await?.get(0);
+    // Slices 0..SLICES ran at full speed, SLICES..2 * SLICES throttled.
+    pgbench.rotations = pgbench_rotations(&new, 0..SLICES).await?;
+    at_http_rate.rotations = pgbench_rotations(&new, SLICES..2 * SLICES).await?;
+    old_side.rotations = old.query_one(ROTATIONS, &[&"pgbench %"]).await?.get(0);
+    // pgbench's backends have ended, and reported their counts as they did.
+    let old_updates_after = cluster::session_updates(&old).await?;
     Ok(Figures {
         http,
-        http_cpu,
+        http_spent,
         http_rotations,
         idle_http_slices,
         pgbench,
-        pgbench_cpu,
-        pgbench_rotations,
+        at_http_rate,
+        old: old_side,
+        old_updates: (
+            old_updates_after.0 - old_updates_before.0,
+            old_updates_after.1 - old_updates_before.1,
+        ),
+        new_updates: None,
     })
+}
+
+/// One HTTP slice: the chains of `tokens` for `length`, after a `CHECKPOINT`; what they
+/// did and what it cost.
+async fn http_slice(
+    server: &Server,
+    cluster: &BenchCluster,
+    client: &Client,
+    tokens: Vec<String>,
+    length: Duration,
+    settings: Settings,
+) -> Result<(load::Run, Spent)> {
+    client.batch_execute("CHECKPOINT").await?;
+    let before = Snapshot::take(cluster, Some(server.pid()), client).await?;
+    // Each slice's own deadline, from its start.
+    let bounds = Bounds::new(length, settings.max_requests_per_worker);
+    let workers = tokens
+        .into_iter()
+        .map(|token| refresh_chain(server.addr(), token, bounds));
+    let run = load::run(workers).await?;
+    let after = Snapshot::take(cluster, Some(server.pid()), client).await?;
+    Ok((run, after.since(&before, Side::Http)))
+}
+
+/// One pgbench slice on one database.
+struct PgbenchSlice<'a> {
+    cluster: &'a BenchCluster,
+    client: &'a Client,
+    database: &'a Database,
+    script: &'a std::path::Path,
+    users: &'a [uuid::Uuid],
+    index: u32,
+    side: Side,
+    /// `--rate`, if throttled.
+    rate: Option<f64>,
+    length: Duration,
+    settings: Settings,
+}
+
+impl PgbenchSlice<'_> {
+    /// Seeds the slice's sessions, runs pgbench, and waits until its backends are gone.
+    async fn run(&self) -> Result<(pgbench::Outcome, Spent)> {
+        // Sessions of their own for the throttled slices, which share the database.
+        let offset = if self.side == Side::PgbenchAtHttpRate {
+            SLICES
+        } else {
+            0
+        };
+        let slice_id = i32::try_from(self.index + offset)?;
+        self.client.execute(SEED, &[&self.users, &slice_id]).await?;
+        self.client.batch_execute("CHECKPOINT").await?;
+        let slice_text = slice_id.to_string();
+        let url = self.database.url();
+        let before = Snapshot::take(self.cluster, None, self.client).await?;
+        let run = pgbench::Run {
+            conninfo: &url,
+            script: self.script,
+            clients: self.settings.refresh_concurrency,
+            threads: self.settings.cores,
+            duration: self.length,
+            variables: &[("k", "0"), ("slice", &slice_text)],
+            rate: self.rate,
+        };
+        let clients = i32::try_from(self.settings.refresh_concurrency)?;
+        let (outcome, backends) =
+            tokio::join!(run.execute(), pgbench_backends(self.client, clients));
+        let outcome = outcome?;
+        // Gone backends have reported their statistics and their time is the postmaster's.
+        cpu::wait_until_reaped(&backends?).await?;
+        let after = Snapshot::take(self.cluster, None, self.client).await?;
+        Ok((outcome, after.since(&before, Side::Pgbench)))
+    }
+}
+
+/// Registers one account per chain.
+async fn register_chains(server: &Server, chains: usize) -> Result<Vec<Account>> {
+    let mut accounts = Vec::with_capacity(chains);
+    for chain in 0..chains {
+        let email = format!("chain-{chain}@example.com");
+        let user_id = register(server, &email).await?;
+        accounts.push(Account { email, user_id });
+    }
+    Ok(accounts)
+}
+
+/// Rotations the database holds for the pgbench sessions of `slices`.
+async fn pgbench_rotations(client: &Client, slices: std::ops::Range<u32>) -> Result<i64> {
+    let mut total = 0;
+    for slice in slices {
+        let rotations: i64 = client
+            .query_one(ROTATIONS, &[&format!("pgbench {slice} %")])
+            .await?
+            .get(0);
+        total += rotations;
+    }
+    Ok(total)
 }
 
 /// A registered account of one chain.
@@ -268,7 +467,7 @@ async fn fresh_chains(server: &Server, accounts: &[Account], slice: u32) -> Resu
 
 /// The backends of pgbench's `clients` connections, once all are open (pgbench opens
 /// them before its first transaction). Polls for at most [`BACKENDS_WAIT`].
-async fn pgbench_backends(client: &tokio_postgres::Client, clients: i32) -> Result<Vec<u32>> {
+async fn pgbench_backends(client: &Client, clients: i32) -> Result<Vec<u32>> {
     let deadline = Instant::now() + BACKENDS_WAIT;
     loop {
         let pids: Vec<u32> = client
@@ -384,56 +583,173 @@ async fn refresh_chain(addr: SocketAddr, mut token: String, bounds: Bounds) -> S
 }
 
 impl Figures {
+    /// Counts the new database's updates of `sessions` over the round, once the server
+    /// has stopped: its connections report their counts as they close. Waits (at most
+    /// [`STATS_WAIT`]) until every rotation the database holds is counted.
+    pub(crate) async fn count_hot_updates(&mut self, database: &Database) -> Result<()> {
+        let client = database.connect().await?;
+        let rotations: i64 = client.query_one(ALL_ROTATIONS, &[]).await?.get(0);
+        let deadline = Instant::now() + STATS_WAIT;
+        loop {
+            let updates = cluster::session_updates(&client).await?;
+            if updates.0 >= rotations || Instant::now() >= deadline {
+                self.new_updates = Some(updates);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Records the refresh figures of this round.
     pub(crate) fn record(&self, round: &mut Round) {
+        self.record_costs(round);
+        self.record_checks(round);
+    }
+
+    /// Rates, CPU, WAL and HOT share.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::too_many_lines,
+        reason = "counts and bytes stay far below 2^52; one row after another"
+    )]
+    fn record_costs(&self, round: &mut Round) {
         let stats = &self.http.stats;
+        let empty = pgbench::Outcome::default();
+        let pgbench = self.pgbench.outcome.as_ref().unwrap_or(&empty);
+        let old = self.old.outcome.as_ref().unwrap_or(&empty);
+        let at_rate = self.at_http_rate.outcome.as_ref().unwrap_or(&empty);
         let http_tps = self.http.rate();
-        let ratio = http_tps / self.pgbench.tps.max(f64::EPSILON);
         round.value("refresh over HTTP (rotations/s)", http_tps, Unit::PerSecond);
         round.value(
             "refresh in pgbench, baseline (rotations/s)",
-            self.pgbench.tps,
+            pgbench.tps,
             Unit::PerSecond,
         );
-        round
-            .value("refresh HTTP / pgbench", ratio, Unit::Ratio)
-            .target(Target::AtLeast(TARGET_RATIO));
+        round.value(
+            "refresh in pgbench at the HTTP rate (rotations/s)",
+            at_rate.tps,
+            Unit::PerSecond,
+        );
+        round.value(
+            "refresh in pgbench, old function and schema (V5) (rotations/s)",
+            old.tps,
+            Unit::PerSecond,
+        );
+        round.value(
+            "refresh HTTP / pgbench (rotations/s; co-location, not a target)",
+            http_tps / pgbench.tps.max(f64::EPSILON),
+            Unit::Ratio,
+        );
         let refreshes = stats.successes();
-        let processed = usize::try_from(self.pgbench.processed).unwrap_or(usize::MAX);
+        let processed = usize::try_from(pgbench.processed).unwrap_or(usize::MAX);
+        let old_processed = usize::try_from(old.processed).unwrap_or(usize::MAX);
+        let at_rate_processed = usize::try_from(at_rate.processed).unwrap_or(usize::MAX);
+        let at_rate_database =
+            cpu::micros_each(self.at_http_rate.spent.database, at_rate_processed);
+        let http_database = cpu::micros_each(self.http_spent.database, refreshes);
+        let pgbench_database = cpu::micros_each(self.pgbench.spent.database, processed);
+        let old_database = cpu::micros_each(self.old.spent.database, old_processed);
+        round.value(
+            "server CPU per HTTP refresh",
+            cpu::micros_each(self.http_spent.server, refreshes),
+            Unit::Micros,
+        );
+        round.value(
+            "PostgreSQL CPU per HTTP refresh",
+            http_database,
+            Unit::Micros,
+        );
+        round.value(
+            "PostgreSQL CPU per pgbench rotation",
+            pgbench_database,
+            Unit::Micros,
+        );
+        round.value(
+            "PostgreSQL CPU per pgbench rotation at the HTTP rate",
+            at_rate_database,
+            Unit::Micros,
+        );
+        round.value(
+            "PostgreSQL CPU per pgbench rotation, old function and schema (V5)",
+            old_database,
+            Unit::Micros,
+        );
+        round
+            .value(
+                "PostgreSQL CPU per HTTP refresh / per pgbench rotation",
+                http_database / pgbench_database.max(f64::EPSILON),
+                Unit::Ratio,
+            )
+            .target(Target::AtMost(TARGET_DATABASE_RATIO));
+        round
+            .value(
+                "PostgreSQL CPU per HTTP refresh / per pgbench rotation at the HTTP rate",
+                http_database / at_rate_database.max(f64::EPSILON),
+                Unit::Ratio,
+            )
+            .target(Target::AtMost(TARGET_DATABASE_RATIO));
+        round
+            .value(
+                "PostgreSQL CPU per pgbench rotation, new / old function and schema",
+                pgbench_database / old_database.max(f64::EPSILON),
+                Unit::Ratio,
+            )
+            .target(Target::AtMost(TARGET_NEW_OVER_OLD));
+        let per = |bytes: i64, count: usize| bytes as f64 / count.max(1) as f64;
+        round.value(
+            "WAL bytes per HTTP refresh",
+            per(self.http_spent.wal_bytes, refreshes),
+            Unit::Count,
+        );
+        round.value(
+            "WAL bytes per pgbench rotation",
+            per(self.pgbench.spent.wal_bytes, processed),
+            Unit::Count,
+        );
+        round.value(
+            "WAL bytes per pgbench rotation at the HTTP rate",
+            per(self.at_http_rate.spent.wal_bytes, at_rate_processed),
+            Unit::Count,
+        );
+        round.value(
+            "WAL bytes per pgbench rotation, old function and schema (V5)",
+            per(self.old.spent.wal_bytes, old_processed),
+            Unit::Count,
+        );
+        let share = |(updates, hot): (i64, i64)| hot as f64 / updates.max(1) as f64;
+        if let Some(updates) = self.new_updates {
+            round
+                .value(
+                    "HOT share of refresh updates (n_tup_hot_upd / n_tup_upd)",
+                    share(updates),
+                    Unit::Ratio,
+                )
+                .target(Target::AtLeast(TARGET_HOT_SHARE));
+        }
+        round.value(
+            "HOT share of refresh updates, old function and schema (V5)",
+            share(self.old_updates),
+            Unit::Ratio,
+        );
         for (label, spent, count) in [
             (
-                "server CPU per HTTP refresh",
-                self.http_cpu.server,
-                refreshes,
-            ),
-            (
-                "PostgreSQL CPU per HTTP refresh",
-                self.http_cpu.database,
-                refreshes,
-            ),
-            (
-                "PostgreSQL CPU per pgbench rotation",
-                self.pgbench_cpu.database,
-                processed,
-            ),
-            (
                 "harness CPU per HTTP refresh (the load generator)",
-                self.http_cpu.client,
+                self.http_spent.client,
                 refreshes,
             ),
             (
                 "pgbench CPU per rotation (its client)",
-                self.pgbench_cpu.client,
+                self.pgbench.spent.client,
                 processed,
             ),
             (
                 "idle CPU per HTTP refresh (both cores)",
-                self.http_cpu.idle,
+                self.http_spent.idle,
                 refreshes,
             ),
             (
                 "idle CPU per pgbench rotation (both cores)",
-                self.pgbench_cpu.idle,
+                self.pgbench.spent.idle,
                 processed,
             ),
         ] {
@@ -441,11 +757,17 @@ impl Figures {
         }
         round.latency("refresh HTTP p50", stats.percentile(500));
         round.latency("refresh HTTP p99", stats.percentile(990));
-        round.value(
-            "pgbench mean latency",
-            self.pgbench.latency_ms,
-            Unit::Millis,
-        );
+        round.value("pgbench mean latency", pgbench.latency_ms, Unit::Millis);
+    }
+
+    /// That nothing failed, and every success is in the database.
+    #[allow(clippy::cast_precision_loss, reason = "counts stay far below 2^52")]
+    fn record_checks(&self, round: &mut Round) {
+        let stats = &self.http.stats;
+        let empty = pgbench::Outcome::default();
+        let pgbench = self.pgbench.outcome.as_ref().unwrap_or(&empty);
+        let old = self.old.outcome.as_ref().unwrap_or(&empty);
+        let at_rate = self.at_http_rate.outcome.as_ref().unwrap_or(&empty);
         round
             .count("refresh HTTP errors", stats.error_count() as u64)
             .target(Target::AtMost(0.0));
@@ -463,117 +785,101 @@ impl Figures {
                 missing,
             )
             .target(Target::AtMost(0.0));
-        let pgbench_missing = self
-            .pgbench
-            .processed
-            .abs_diff(u64::try_from(self.pgbench_rotations).unwrap_or(0));
-        round
-            .count(
-                "pgbench transactions failed or without their rotation",
-                pgbench_missing + self.pgbench.failed + u64::from(self.pgbench.aborted),
-            )
-            .target(Target::AtMost(0.0));
+        for (side, outcome, rotations) in [
+            ("", pgbench, self.pgbench.rotations),
+            (" (at the HTTP rate)", at_rate, self.at_http_rate.rotations),
+            (" (V5)", old, self.old.rotations),
+        ] {
+            let missing = outcome
+                .processed
+                .abs_diff(u64::try_from(rotations).unwrap_or(0));
+            round
+                .count(
+                    format!("pgbench transactions failed or without their rotation{side}"),
+                    missing + outcome.failed + u64::from(outcome.aborted),
+                )
+                .target(Target::AtMost(0.0));
+            if !outcome.stderr.is_empty() {
+                round.note(format!("pgbench{side} stderr: {}", outcome.stderr));
+            }
+        }
+        if self.new_updates.is_some_and(|(updates, _)| {
+            updates < self.http_rotations + self.pgbench.rotations + self.at_http_rate.rotations
+        }) {
+            round.note(format!(
+                "the statistics had not counted every rotation after {STATS_WAIT:?}"
+            ));
+        }
         for (kind, count) in stats.errors() {
             round.note(format!("refresh HTTP error: {kind} x{count}"));
         }
-        if !self.pgbench.stderr.is_empty() {
-            round.note(format!("pgbench stderr: {}", self.pgbench.stderr));
-        }
     }
 }
 
-/// CPU time of the server process, of the database's backends and of the harness, and
-/// the machine's idle time, at one moment.
-struct CpuSnapshot {
+/// What the cluster, the server, the harness and pgbench had used at one moment, and
+/// where the WAL stood.
+struct Snapshot {
+    cluster: Duration,
     server: Duration,
-    backends: HashMap<u32, Duration>,
     harness: Duration,
+    /// The harness's reaped children: pgbench.
+    pgbench: Duration,
     idle: Duration,
+    wal: i64,
 }
 
-impl CpuSnapshot {
-    async fn take(server: u32, client: &tokio_postgres::Client) -> Result<Self> {
-        let mut backends = HashMap::new();
-        for pid in cpu::database_backends(client).await? {
-            // A backend that ended meanwhile has nothing left to count.
-            if let Ok(time) = cpu::process_time(pid) {
-                backends.insert(pid, time);
-            }
-        }
+impl Snapshot {
+    async fn take(cluster: &BenchCluster, server: Option<u32>, client: &Client) -> Result<Self> {
+        let wal = cluster::wal_position(client).await?;
         Ok(Self {
-            server: cpu::process_time(server)?,
-            backends,
+            cluster: cluster.cpu()?,
+            server: server.map_or(Ok(Duration::ZERO), cpu::process_time)?,
             harness: cpu::process_time(std::process::id())?,
+            pgbench: cpu::ended_children_time(std::process::id())?,
             idle: cpu::machine_idle()?,
+            wal,
         })
     }
 
-    /// What was spent since this snapshot; backends opened since count from zero.
-    async fn elapsed(&self, server: u32, client: &tokio_postgres::Client) -> Result<CpuSpent> {
-        let now = Self::take(server, client).await?;
-        let database = now
-            .backends
-            .iter()
-            .map(|(pid, time)| {
-                time.saturating_sub(self.backends.get(pid).copied().unwrap_or_default())
-            })
-            .sum();
-        Ok(CpuSpent {
-            server: now.server.saturating_sub(self.server),
-            database,
-            client: now.harness.saturating_sub(self.harness),
-            idle: now.idle.saturating_sub(self.idle),
-        })
-    }
-}
-
-/// What pgbench's side has used at one moment: its backends' time is in the postmaster's
-/// ended children once reaped, pgbench's own in the harness's (its parent).
-struct PgbenchSnapshot {
-    database: Duration,
-    client: Duration,
-    idle: Duration,
-}
-
-impl PgbenchSnapshot {
-    fn take(postmaster: u32) -> Result<Self> {
-        Ok(Self {
-            database: cpu::ended_children_time(postmaster)?,
-            client: cpu::ended_children_time(std::process::id())?,
-            idle: cpu::machine_idle()?,
-        })
-    }
-
-    /// What was spent since this snapshot, once pgbench and its backends have ended.
-    fn elapsed(&self, postmaster: u32) -> Result<CpuSpent> {
-        let now = Self::take(postmaster)?;
-        Ok(CpuSpent {
-            server: Duration::ZERO,
-            database: now.database.saturating_sub(self.database),
-            client: now.client.saturating_sub(self.client),
-            idle: now.idle.saturating_sub(self.idle),
-        })
+    /// What `side` spent from `before` to this snapshot.
+    fn since(&self, before: &Self, side: Side) -> Spent {
+        let client = match side {
+            Side::Http => self.harness.saturating_sub(before.harness),
+            Side::Pgbench | Side::PgbenchAtHttpRate | Side::PgbenchOld => {
+                self.pgbench.saturating_sub(before.pgbench)
+            }
+        };
+        Spent {
+            server: self.server.saturating_sub(before.server),
+            database: self.cluster.saturating_sub(before.cluster),
+            client,
+            idle: self.idle.saturating_sub(before.idle),
+            wal_bytes: self.wal - before.wal,
+        }
     }
 }
 
-/// CPU spent during one side's slices, and the time no one used.
+/// CPU and WAL spent during one side's slices.
 #[derive(Debug, Default)]
-struct CpuSpent {
-    /// The server process (none on pgbench's side).
+struct Spent {
+    /// The server process (none on pgbench's sides).
     server: Duration,
-    /// PostgreSQL's backends.
+    /// The whole PostgreSQL cluster.
     database: Duration,
     /// The client: the harness's own process for HTTP, pgbench for pgbench.
     client: Duration,
     /// Idle and I/O-wait time of all cores.
     idle: Duration,
+    /// WAL written.
+    wal_bytes: i64,
 }
 
-impl CpuSpent {
+impl Spent {
     fn add(&mut self, other: &Self) {
         self.server += other.server;
         self.database += other.database;
         self.client += other.client;
         self.idle += other.idle;
+        self.wal_bytes += other.wal_bytes;
     }
 }

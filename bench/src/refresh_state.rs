@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
-use portcullis_testdb::TestDb;
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::Result;
+use crate::cluster::Database;
 use crate::refresh::{login, string_field};
 use crate::report::{Round, Target, Unit};
 use crate::server::Server;
@@ -41,11 +41,11 @@ pub(crate) struct Figures {
 }
 
 /// Logs in once and refreshes the new session's chain to the last checkpoint.
-pub(crate) async fn run(server: &Server, db: &TestDb) -> Result<Figures> {
+pub(crate) async fn run(server: &Server, db: &Database) -> Result<Figures> {
     let pair = login(server, "refresh state").await?;
     let session: Uuid = string_field(&pair, "session_id")?.parse()?;
     let mut token = string_field(&pair, "refresh_token")?;
-    let client = db.connect().await;
+    let client = db.connect().await?;
     let started = Instant::now();
     let mut footprints = Vec::with_capacity(CHECKPOINTS.len());
     let mut done = 0;

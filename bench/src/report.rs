@@ -200,6 +200,16 @@ impl Row {
         self.target.map(|target| target.met(self.value))
     }
 
+    /// The figure's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The median (or total) as the tables print it.
+    pub(crate) fn median_text(&self) -> String {
+        self.unit.format(self.value)
+    }
+
     /// Whether this is a check that something did not happen (errors, missing rows)
     /// rather than a performance target.
     pub(crate) fn is_check(&self) -> bool {

@@ -2,13 +2,16 @@
 //!
 //! Hashing is deliberately slow (tens of milliseconds), so it runs on threads of its own,
 //! one per core, behind a semaphore of as many permits: a burst of logins queues instead
-//! of starving every other request. Those threads run at a lower scheduling priority
-//! (nice [`HASHING_NICE`] on Linux, where the nice value is per thread), so when logins
-//! keep every core busy the scheduler favours the requests that need no hash, and logins
-//! lose nothing while the cores are otherwise idle. (How much that buys `GET /me` under
-//! a login flood was within the noise of `portcullis-bench`'s figure 4 on two shared
-//! cores.) Unknown emails are verified against a dummy hash so that the response
-//! time does not tell which accounts exist.
+//! of starving every other request. On Linux those threads run under `SCHED_IDLE`: any
+//! other thread that wakes up (a runtime worker with a cheap request, a PostgreSQL
+//! backend) takes the core from a hashing thread at once, instead of waiting for the end
+//! of its time slice as it does behind a thread that is merely niced; logins lose nothing
+//! while the cores are otherwise idle. (In `portcullis-bench`'s figure 4 on two cores,
+//! `GET /me`'s p50 and p99 under a login flood fell by about 3 and 4.5 times against
+//! nice 10, at the same logins per second; see docs/database-cost.md.) The price: work
+//! that keeps every core busy on its own makes logins wait for a free moment. Elsewhere
+//! the threads are niced ([`HASHING_NICE`]). Unknown emails are verified against a dummy
+//! hash so that the response time does not tell which accounts exist.
 //!
 //! Argon2's working memory (19 MiB with the default parameters) belongs to each hashing
 //! thread and is reused, instead of being allocated for every hash: a fresh allocation is
@@ -24,7 +27,8 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{Semaphore, oneshot};
 
-/// The nice value of the hashing threads: lower priority than the runtime's threads (0).
+/// The nice value of the hashing threads where `SCHED_IDLE` does not exist: lower
+/// priority than the runtime's threads (0).
 pub const HASHING_NICE: i32 = 10;
 /// What the hashing threads are called (`ps -T`, `/proc/<pid>/task/*/comm`).
 pub const HASHING_THREAD_NAME: &str = "password-hash";
@@ -179,7 +183,7 @@ impl PasswordHasher {
 /// the hasher is gone.
 fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>) {
     if let Err(e) = lower_priority() {
-        tracing::warn!(error = %e, nice = HASHING_NICE, "password hashing runs at normal priority");
+        tracing::warn!(error = %e, "password hashing runs at normal priority");
     }
     let mut blocks = Vec::new();
     loop {
@@ -196,9 +200,24 @@ fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
-/// Sets the calling thread's nice value to [`HASHING_NICE`]. On Linux the nice value
-/// belongs to the thread, and `setpriority(PRIO_PROCESS, 0, …)` changes the caller's;
-/// raising it needs no privilege.
+/// Puts the calling thread (only it: the policy belongs to the thread) under
+/// `SCHED_IDLE`, which needs no privilege.
+#[cfg(target_os = "linux")]
+fn lower_priority() -> Result<(), thread_priority::Error> {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, thread_native_id,
+    };
+    // `Min` is the only priority `SCHED_IDLE` has; it applies to the calling thread alone.
+    thread_priority::set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
+}
+
+/// Sets the calling thread's nice value to [`HASHING_NICE`], where there is no
+/// `SCHED_IDLE`.
+#[cfg(not(target_os = "linux"))]
 fn lower_priority() -> std::io::Result<()> {
     rustix::process::setpriority_process(None, HASHING_NICE).map_err(std::io::Error::from)
 }
@@ -360,7 +379,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn hashing_runs_on_named_threads_at_a_lower_priority() {
+    async fn hashing_runs_on_named_threads_under_sched_idle() {
         let hasher = PasswordHasher::new(1);
         let (name, stat) = hasher
             .on_hashing_thread(|_| {
@@ -371,15 +390,16 @@ mod tests {
             })
             .await;
         assert_eq!(name.as_deref(), Some(HASHING_THREAD_NAME));
-        // proc(5): the nice value is field 19; fields 3 onwards follow the `)` of `comm`.
+        // proc(5): the scheduling policy is field 41 (SCHED_IDLE is 5); fields 3 onwards
+        // follow the `)` of `comm`.
         let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
-        let nice: i32 = after_comm
+        let policy: i32 = after_comm
             .split_whitespace()
-            .nth(16)
+            .nth(41 - 3)
             .unwrap()
             .parse()
             .unwrap();
-        assert_eq!(nice, HASHING_NICE);
+        assert_eq!(policy, 5, "SCHED_IDLE");
     }
 
     #[tokio::test]

@@ -257,7 +257,16 @@ async fn the_design_lookups_are_served_by_indexes() {
                 "SELECT id FROM sessions WHERE user_id = '{session_id}' AND revoked_at IS NULL \
                  ORDER BY last_used_at DESC"
             ),
-            "sessions_live_by_user",
+            "sessions_live_by_user_id",
+        ),
+        (
+            "sessions that ended before the purge's cutoff",
+            "SELECT id FROM sessions \
+             WHERE least(revoked_at, idle_expires_floor, absolute_expires_at) < now() - interval '30 days' \
+               AND least(revoked_at, idle_expires_at, absolute_expires_at) < now() - interval '30 days' \
+             LIMIT 1000"
+                .to_owned(),
+            "sessions_ended_at_floor",
         ),
         (
             "a session by id (liveness)",

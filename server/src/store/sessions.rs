@@ -73,10 +73,14 @@ pub async fn signed_in_before(
     Ok((row.get(0), row.get(1)))
 }
 
-/// Deletes up to `$2` sessions that ended more than `$1` ago.
+/// Deletes up to `$2` sessions that ended more than `$1` ago. The index
+/// `sessions_ended_at_floor` (V6) finds them by `idle_expires_floor`, which is never later
+/// than `idle_expires_at` (a refresh need not move an indexed column); the exact deadline
+/// is checked on each row it finds.
 const PURGE_BATCH: &str = "DELETE FROM sessions WHERE id IN ( \
        SELECT id FROM sessions \
-       WHERE least(revoked_at, idle_expires_at, absolute_expires_at) < now() - $1::text::interval \
+       WHERE least(revoked_at, idle_expires_floor, absolute_expires_at) < now() - $1::text::interval \
+         AND least(revoked_at, idle_expires_at, absolute_expires_at) < now() - $1::text::interval \
        LIMIT $2)";
 
 /// Why a session was revoked: the `revoked_reason` column and the metrics label.

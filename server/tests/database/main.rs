@@ -8,3 +8,4 @@
 use portcullis_server as app;
 
 mod accounts;
+mod sessions_schema;
