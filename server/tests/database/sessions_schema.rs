@@ -191,7 +191,7 @@ fn sorted(names: &[&str]) -> Vec<String> {
 /// What the server lists for `user`, by device name.
 async fn listed(pool: &deadpool_postgres::Pool, user: Uuid) -> Vec<String> {
     let client = pool.get().await.unwrap();
-    sessions::list_live(&client, user)
+    sessions::list_live(&client, crate::app::UserId::from_uuid(user))
         .await
         .unwrap()
         .into_iter()
