@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::accounts::{AccountPolicy, LinkLifetimes};
 use crate::client_ip::{ClientIpHeader, TrustedProxies};
-use crate::cookies::{CookieRole, SessionCookies};
+use crate::cookies::{CookieNames, CookieRole, SessionCookies};
 use crate::mail::worker::WorkerSettings;
 use crate::mail::{Delivery, SmtpUrl};
 use crate::origin::PublicOrigin;
@@ -664,12 +664,17 @@ fn session_cookies(
     };
     let access = &settings::ACCESS_COOKIE_NAME;
     let refresh = &settings::REFRESH_COOKIE_NAME;
-    let access_name = env.text(access)?;
-    let refresh_name = env.text(refresh)?;
-    SessionCookies::new(&access_name, &refresh_name, secure).map_err(|(role, e)| {
+    let binding = &settings::BINDING_COOKIE_NAME;
+    let names = CookieNames {
+        access: &env.text(access)?,
+        refresh: &env.text(refresh)?,
+        binding: &env.text(binding)?,
+    };
+    SessionCookies::new(names, secure).map_err(|(role, e)| {
         let setting = match role {
             CookieRole::Access => access,
             CookieRole::Refresh => refresh,
+            CookieRole::Binding => binding,
         };
         ConfigError::new(setting.name, e)
     })
@@ -931,6 +936,8 @@ mod tests {
             ("ACCESS_COOKIE_NAME", "__Host-a;b"),
             ("REFRESH_COOKIE_NAME", "__Host-sg_refresh"),
             ("REFRESH_COOKIE_NAME", "__Host-sg_access"),
+            ("BINDING_COOKIE_NAME", "__Secure-sg_binding"),
+            ("BINDING_COOKIE_NAME", "__Host-sg_access"),
             ("SMTP_URL", "smtp://mail.example.com?tls=none"),
             ("SMTP_URL", "imap://mail.example.com"),
             ("MAIL_FROM", "not an address"),
@@ -1067,6 +1074,7 @@ mod tests {
                         vars.extend([
                             ("ACCESS_COOKIE_NAME", "sg_access"),
                             ("REFRESH_COOKIE_NAME", "sg_refresh"),
+                            ("BINDING_COOKIE_NAME", "sg_binding"),
                         ]);
                     }
                     config(&vars).unwrap_or_else(|e| panic!("{}={choice}: {e}", setting.name));
@@ -1111,6 +1119,7 @@ mod tests {
             ("COOKIE_SECURE", "off"),
             ("ACCESS_COOKIE_NAME", "sg_access"),
             ("REFRESH_COOKIE_NAME", "sg_refresh"),
+            ("BINDING_COOKIE_NAME", "sg_binding"),
         ])
         .unwrap();
         assert!(!plain.browser.cookies.secure());

@@ -382,7 +382,23 @@ pub const REFRESH_COOKIE_NAME: Setting = Setting {
     meaning: "The cookie holding the refresh token in cookie transport: `HttpOnly; Secure; \
               SameSite=Strict; Path=/auth`, so it is sent only to `/auth/*` (of which only \
               `/auth/refresh` reads it). With `Secure` on it must start with `__Secure-` \
-              (`__Host-` would need `Path=/`).",
+              (`__Host-` would need `Path=/`). A sibling subdomain can set a cookie of this \
+              name, so a refresh uses only the one whose session the binding cookie names.",
+};
+
+/// `BINDING_COOKIE_NAME`.
+pub const BINDING_COOKIE_NAME: Setting = Setting {
+    name: "BINDING_COOKIE_NAME",
+    group: Group::Browser,
+    kind: Kind::Text {
+        default: "__Host-sg_binding",
+    },
+    meaning: "The cookie holding the session's client binding in cookie transport: \
+              `HttpOnly; Secure; SameSite=Strict; Path=/`. It names the session this browser \
+              signed in to; a refresh by cookie needs it and uses only the refresh cookie of \
+              that session, and a retry of a rotated refresh token that carries it counts as \
+              the same client from any network. With `Secure` on it must start with \
+              `__Host-`, so no other host can set or shadow it.",
 };
 
 /// `JWT_SIGNING_KEYS`.
@@ -741,6 +757,7 @@ pub const ALL: &[&Setting] = &[
     &COOKIE_SECURE,
     &ACCESS_COOKIE_NAME,
     &REFRESH_COOKIE_NAME,
+    &BINDING_COOKIE_NAME,
     &JWT_SIGNING_KEYS,
     &REFRESH_TOKEN_KEY_FILE,
     &DEV_KEYS_DIR,
