@@ -148,6 +148,8 @@ pub struct HttpSettings {
     /// How long in-flight requests may finish after SIGTERM or ctrl-c
     /// ([`settings::SHUTDOWN_GRACE_SECONDS`]).
     pub shutdown_grace: Duration,
+    /// Whether `/docs` serves the interactive API reference ([`settings::OPENAPI_UI`]).
+    pub openapi_ui: bool,
 }
 
 /// The public origin and the session cookies of browsers.
@@ -419,6 +421,7 @@ impl Config {
                 connections: connection_settings(&env)?,
                 trusted_proxies: trusted_proxies(&env)?,
                 shutdown_grace: env.duration(&SHUTDOWN_GRACE_SECONDS)?,
+                openapi_ui: on_off(&env, &settings::OPENAPI_UI)?,
             },
             browser: BrowserSettings {
                 public_origin,
@@ -460,9 +463,10 @@ pub fn default_database_name(app_name: &str) -> String {
 
 fn account_policy(env: &Lookup<'_>) -> Result<AccountPolicy, ConfigError> {
     use settings::{
-        LOGIN_KNOWN_IP_DAYS, MAX_SESSIONS_PER_USER, NEW_SIGNIN_ALERTS,
-        PASSWORD_CHANGE_MAX_FAILURES, REFRESH_ABSOLUTE_LIFETIME_SECONDS, REFRESH_GRACE_SECONDS,
-        REFRESH_IDLE_TIMEOUT_SECONDS, REFRESH_MAX_RETRIES, REQUIRE_VERIFIED_EMAIL,
+        ALLOW_SINGLE_LABEL_EMAIL_DOMAINS, LOGIN_KNOWN_IP_DAYS, MAX_SESSIONS_PER_USER,
+        NEW_SIGNIN_ALERTS, PASSWORD_CHANGE_MAX_FAILURES, REFRESH_ABSOLUTE_LIFETIME_SECONDS,
+        REFRESH_GRACE_SECONDS, REFRESH_IDLE_TIMEOUT_SECONDS, REFRESH_MAX_RETRIES,
+        REQUIRE_VERIFIED_EMAIL,
     };
     Ok(AccountPolicy {
         idle_timeout: env.duration(&REFRESH_IDLE_TIMEOUT_SECONDS)?,
@@ -474,6 +478,7 @@ fn account_policy(env: &Lookup<'_>) -> Result<AccountPolicy, ConfigError> {
         max_sessions_per_user: env.number(&MAX_SESSIONS_PER_USER)?,
         require_verified_email: flag(env, &REQUIRE_VERIFIED_EMAIL)?,
         new_signin_alerts: flag(env, &NEW_SIGNIN_ALERTS)?,
+        allow_single_label_email_domains: flag(env, &ALLOW_SINGLE_LABEL_EMAIL_DOMAINS)?,
     })
 }
 
@@ -634,6 +639,14 @@ fn flag(env: &Lookup<'_>, setting: &Setting) -> Result<bool, ConfigError> {
     match env.text(setting)?.as_str() {
         "false" => Ok(false),
         "true" => Ok(true),
+        other => Err(not_a_choice(setting, other)),
+    }
+}
+
+fn on_off(env: &Lookup<'_>, setting: &Setting) -> Result<bool, ConfigError> {
+    match env.text(setting)?.as_str() {
+        "off" => Ok(false),
+        "on" => Ok(true),
         other => Err(not_a_choice(setting, other)),
     }
 }

@@ -5,4 +5,5 @@
 //! `PORTCULLIS_E2E_SERVER=<path>`.
 
 mod accounts;
+mod input;
 mod network;

@@ -71,6 +71,8 @@ pub struct AccountPolicy {
     pub require_verified_email: bool,
     /// Whether a login from a new device and network mails the owner.
     pub new_signin_alerts: bool,
+    /// Whether new accounts may have an address on a single-label domain.
+    pub allow_single_label_email_domains: bool,
 }
 
 /// Everything behind the account routes.

@@ -325,6 +325,20 @@ pub const SHUTDOWN_GRACE_SECONDS: Setting = Setting {
     meaning: "How long in-flight requests may finish after SIGTERM.",
 };
 
+/// `OPENAPI_UI`.
+pub const OPENAPI_UI: Setting = Setting {
+    name: "OPENAPI_UI",
+    group: Group::Http,
+    kind: Kind::Choice {
+        default: "on",
+        choices: &["on", "off"],
+    },
+    meaning: "Whether `/docs` serves the interactive API reference (Swagger UI). Its buttons \
+              send requests with the browser's session cookie; `off` (404) is advised in \
+              production. `/openapi.json` is served either way. Like every HTML page here it \
+              cannot be framed (`frame-ancestors 'none'`, `X-Frame-Options: DENY`).",
+};
+
 /// `PUBLIC_URL`.
 pub const PUBLIC_URL: Setting = Setting {
     name: "PUBLIC_URL",
@@ -707,6 +721,16 @@ pub const REQUIRE_VERIFIED_EMAIL: Setting = Setting {
               verified gets 403 `email_not_verified` (a wrong password still gets 401).",
 };
 
+/// `ALLOW_SINGLE_LABEL_EMAIL_DOMAINS`.
+pub const ALLOW_SINGLE_LABEL_EMAIL_DOMAINS: Setting = Setting {
+    name: "ALLOW_SINGLE_LABEL_EMAIL_DOMAINS",
+    group: Group::Mail,
+    kind: Kind::flag(false),
+    meaning: "`true`: registration accepts addresses whose domain is a single label \
+              (`ada@intranet`, `ada@localhost`), for an intranet whose mail server delivers \
+              to such names. Off, they get 400 `invalid_email` in every environment.",
+};
+
 /// `NEW_SIGNIN_ALERTS`.
 pub const NEW_SIGNIN_ALERTS: Setting = Setting {
     name: "NEW_SIGNIN_ALERTS",
@@ -753,6 +777,7 @@ pub const ALL: &[&Setting] = &[
     &TRUSTED_PROXIES,
     &CLIENT_IP_HEADER,
     &SHUTDOWN_GRACE_SECONDS,
+    &OPENAPI_UI,
     &PUBLIC_URL,
     &COOKIE_SECURE,
     &ACCESS_COOKIE_NAME,
@@ -790,6 +815,7 @@ pub const ALL: &[&Setting] = &[
     &EMAIL_VERIFICATION_TTL_SECONDS,
     &PASSWORD_RESET_TTL_SECONDS,
     &REQUIRE_VERIFIED_EMAIL,
+    &ALLOW_SINGLE_LABEL_EMAIL_DOMAINS,
     &NEW_SIGNIN_ALERTS,
     &RUST_LOG,
     &LOG_FORMAT,

@@ -173,6 +173,11 @@ impl AuthApi {
         let Json(body) = body;
         // Checked before any limit sees it: a bad email costs nothing and stores nothing.
         let email = accounts::Email::parse(&body.email.into_inner())?;
+        if email.has_single_label_domain()
+            && !self.state.config.accounts.allow_single_label_email_domains
+        {
+            return Err(ServiceError::InvalidEmail.into());
+        }
         self.state
             .limits
             .register(ip)

@@ -19,8 +19,8 @@ mod transport;
 
 use std::sync::Arc;
 
-use poem::http::StatusCode;
 use poem::http::header::CONTENT_LENGTH;
+use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 
@@ -85,10 +85,13 @@ pub fn app<Api: OpenApi + 'static>(
     let allowed = Arc::new(allowed);
     let max_body = state.config.http.max_body_bytes;
     let timeout = state.config.http.request_timeout;
-    Ok(account::routes(Route::new())
+    let mut routes = account::routes(Route::new())
         .at("/openapi.json", spec)
-        .at("/metrics", get(metrics::render))
-        .nest("/docs", docs)
+        .at("/metrics", get(metrics::render));
+    if state.config.http.openapi_ui {
+        routes = routes.nest("/docs", docs);
+    }
+    Ok(routes
         .nest("/", api)
         .data(state.authenticator.clone())
         .data(state.metrics.clone())
@@ -103,7 +106,45 @@ pub fn app<Api: OpenApi + 'static>(
         .catch_all_error(
             |error| async move { request_span::keep_route(error, error::framework_error) },
         )
+        .around(unframeable)
         .around(request_span::traced))
+}
+
+/// Every HTML response refuses to be framed, the Swagger UI's included: a page of another
+/// origin (a sibling subdomain too) could otherwise show it under a decoy and have the
+/// user click buttons that act with the session cookie.
+async fn unframeable<E: Endpoint>(endpoint: Arc<E>, request: Request) -> poem::Result<Response> {
+    let mut response = endpoint.call(request).await?.into_response();
+    let html = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if html {
+        let headers = response.headers_mut();
+        headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        let policy = headers
+            .get("content-security-policy")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        match policy {
+            Some(policy) if policy.contains("frame-ancestors") => {}
+            Some(policy) => {
+                if let Ok(value) =
+                    HeaderValue::from_str(&format!("{policy}; frame-ancestors 'none'"))
+                {
+                    headers.insert("content-security-policy", value);
+                }
+            }
+            None => {
+                headers.insert(
+                    "content-security-policy",
+                    HeaderValue::from_static("frame-ancestors 'none'"),
+                );
+            }
+        }
+    }
+    Ok(response)
 }
 
 /// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
