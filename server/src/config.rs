@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::accounts::{AccountPolicy, LinkLifetimes};
+use crate::accounts::{AccountPolicy, LinkLifetimes, MailLimits};
 use crate::client_ip::{ClientIpHeader, TrustedProxies};
 use crate::cookies::{CookieNames, CookieRole, SessionCookies};
 use crate::mail::worker::WorkerSettings;
 use crate::mail::{Delivery, SmtpUrl};
 use crate::origin::PublicOrigin;
 use crate::purge::Retention;
+use crate::store::mail_log::MailCaps;
 use settings::{DAY, Kind, Setting, Unit};
 
 /// The name of the stand-alone server, and what its unset defaults derive from.
@@ -227,6 +228,10 @@ pub struct MailSettings {
     /// ([`settings::EMAIL_VERIFICATION_TTL_SECONDS`],
     /// [`settings::PASSWORD_RESET_TTL_SECONDS`]).
     pub links: LinkLifetimes,
+    /// How much account mail goes out and how many reset links stay live
+    /// ([`settings::ACCOUNT_MAIL_PER_HOUR`], [`settings::ACCOUNT_MAIL_PER_DAY`],
+    /// [`settings::SIGNIN_ALERTS_PER_HOUR`], [`settings::PASSWORD_RESET_LIVE_LINKS`]).
+    pub limits: MailLimits,
 }
 
 /// What is logged and how.
@@ -630,6 +635,14 @@ fn mail_settings(
         links: LinkLifetimes {
             verification: env.duration(&settings::EMAIL_VERIFICATION_TTL_SECONDS)?,
             reset: env.duration(&settings::PASSWORD_RESET_TTL_SECONDS)?,
+        },
+        limits: MailLimits {
+            caps: MailCaps {
+                per_hour: env.number(&settings::ACCOUNT_MAIL_PER_HOUR)?,
+                per_day: env.number(&settings::ACCOUNT_MAIL_PER_DAY)?,
+                alerts_per_hour: env.number(&settings::SIGNIN_ALERTS_PER_HOUR)?,
+            },
+            live_reset_links: env.number(&settings::PASSWORD_RESET_LIVE_LINKS)?,
         },
     })
 }

@@ -231,6 +231,7 @@ pub async fn prepare<Api: OpenApi + 'static>(
         config.browser.public_origin.clone(),
         Arc::clone(&refresh_key),
         config.mail.links,
+        config.mail.limits,
     );
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let accounts = Accounts::new(

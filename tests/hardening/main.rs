@@ -7,3 +7,4 @@
 mod accounts;
 mod input;
 mod network;
+mod reset_timing;

@@ -11,6 +11,7 @@ use super::mail::AccountMail;
 use super::{AccountPolicy, Refusal, Revocations, SignIn, TokenPair};
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
+use crate::store::account_tokens::{self, TokenPurpose};
 use crate::store::events::{self, Event, EventKind, Subject};
 use crate::store::sessions::{self, Device, RevokeReason};
 use crate::store::users;
@@ -278,6 +279,8 @@ impl Credentials {
             return Err(ServiceError::SessionEnded.into());
         }
         users::set_password(&transaction, user, &new_hash).await?;
+        // A reset link asked for before the change must not undo it.
+        account_tokens::delete_for_user(&transaction, user, TokenPurpose::ResetPassword).await?;
         let reason = RevokeReason::PasswordChange;
         let revoked_ids =
             sessions::revoke_all_but(&transaction, user, Some(current_session), reason).await?;

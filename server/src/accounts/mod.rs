@@ -35,7 +35,7 @@ use deadpool_postgres::Pool;
 use portcullis::PostgresLiveness;
 
 pub use credentials::{Credentials, Email, LoginOutcome, NewPassword, device_name};
-pub use mail::{AccountMail, LinkLifetimes};
+pub use mail::{AccountMail, LinkLifetimes, MailLimits, Queued};
 pub use operator::{Operator, OperatorError, RevokeTarget};
 pub use recovery::{Recovery, VerificationResent};
 pub use refresh::{Refresh, RefreshClient};

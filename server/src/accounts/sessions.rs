@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 
 use super::Revocations;
 use crate::error::ServiceError;
+use crate::store::account_tokens::{self, TokenPurpose};
 use crate::store::events::{self, Event, Subject};
 use crate::store::sessions::{self, Revocation, RevokeReason, SessionRow};
 
@@ -66,11 +67,19 @@ impl Sessions {
                     Revocation::NotFound => return Err(ServiceError::SessionNotFound),
                 }
             }
-            RevokeScope::AllBut { keep, reason } => (
-                sessions::revoke_all_but(&client, user, keep, reason).await?,
-                reason,
-                keep,
-            ),
+            RevokeScope::AllBut { keep, reason } => {
+                if reason == RevokeReason::LogoutAll {
+                    // Signing out everywhere is what an owner does who fears someone has
+                    // the account: a reset link in their hands must die too.
+                    account_tokens::delete_for_user(&client, user, TokenPurpose::ResetPassword)
+                        .await?;
+                }
+                (
+                    sessions::revoke_all_but(&client, user, keep, reason).await?,
+                    reason,
+                    keep,
+                )
+            }
         };
         let count = revoked.len() as u64;
         if count == 0 {

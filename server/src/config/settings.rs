@@ -712,6 +712,44 @@ pub const PASSWORD_RESET_TTL_SECONDS: Setting = Setting {
     meaning: "How long the link of a password-reset mail works.",
 };
 
+/// `PASSWORD_RESET_LIVE_LINKS`.
+pub const PASSWORD_RESET_LIVE_LINKS: Setting = Setting {
+    name: "PASSWORD_RESET_LIVE_LINKS",
+    group: Group::Mail,
+    kind: Kind::count(3, 1, 10),
+    meaning: "How many password-reset links of one account work at once. A new request \
+              keeps the newest earlier ones, so someone else's request does not void the \
+              owner's link; each still works once and expires. A password change, a reset \
+              and signing out everywhere end them all.",
+};
+
+/// `ACCOUNT_MAIL_PER_HOUR`.
+pub const ACCOUNT_MAIL_PER_HOUR: Setting = Setting {
+    name: "ACCOUNT_MAIL_PER_HOUR",
+    group: Group::Mail,
+    kind: Kind::count(10, 1, 1000),
+    meaning: "Most account mails (verification, reset and sign-in alert together) one \
+              mailbox gets in an hour, counted across replicas. Past it a reset request is \
+              still answered 202 but mails nothing, and a verification resend gets 429.",
+};
+
+/// `ACCOUNT_MAIL_PER_DAY`.
+pub const ACCOUNT_MAIL_PER_DAY: Setting = Setting {
+    name: "ACCOUNT_MAIL_PER_DAY",
+    group: Group::Mail,
+    kind: Kind::count(30, 1, 10_000),
+    meaning: "Most account mails one mailbox gets in a day, as `ACCOUNT_MAIL_PER_HOUR`.",
+};
+
+/// `SIGNIN_ALERTS_PER_HOUR`.
+pub const SIGNIN_ALERTS_PER_HOUR: Setting = Setting {
+    name: "SIGNIN_ALERTS_PER_HOUR",
+    group: Group::Mail,
+    kind: Kind::count(3, 1, 100),
+    meaning: "Most sign-in alerts one account gets in an hour (within the mailbox's caps \
+              above): sign-ins that cycle user agents cannot flood the owner.",
+};
+
 /// `REQUIRE_VERIFIED_EMAIL`.
 pub const REQUIRE_VERIFIED_EMAIL: Setting = Setting {
     name: "REQUIRE_VERIFIED_EMAIL",
@@ -737,8 +775,9 @@ pub const NEW_SIGNIN_ALERTS: Setting = Setting {
     group: Group::Mail,
     kind: Kind::flag(false),
     meaning: "`true`: a login from a device (its label, such as \"Firefox 131 on Linux\") and \
-              network (the IPv4 /24, the IPv6 /64) that no kept session of the account came \
-              from mails the owner. An account's first login does not.",
+              network (the IPv4 /24, the IPv6 /64) that no kept, unrevoked session of the \
+              account came from mails the owner (at most `SIGNIN_ALERTS_PER_HOUR`). An \
+              account's first login does not.",
 };
 
 /// `RUST_LOG`.
@@ -814,6 +853,10 @@ pub const ALL: &[&Setting] = &[
     &MAIL_BATCH_SIZE,
     &EMAIL_VERIFICATION_TTL_SECONDS,
     &PASSWORD_RESET_TTL_SECONDS,
+    &PASSWORD_RESET_LIVE_LINKS,
+    &ACCOUNT_MAIL_PER_HOUR,
+    &ACCOUNT_MAIL_PER_DAY,
+    &SIGNIN_ALERTS_PER_HOUR,
     &REQUIRE_VERIFIED_EMAIL,
     &ALLOW_SINGLE_LABEL_EMAIL_DOMAINS,
     &NEW_SIGNIN_ALERTS,

@@ -10,6 +10,12 @@ use super::sessions::interval;
 use crate::error::ServiceError;
 
 const DELETE_FOR_USER: &str = "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2";
+/// Deletes the user's tokens of the purpose but the newest `$3` unexpired ones.
+const KEEP_NEWEST: &str = "DELETE FROM account_tokens \
+     WHERE user_id = $1 AND purpose = $2 AND token_hash NOT IN ( \
+       SELECT token_hash FROM account_tokens \
+       WHERE user_id = $1 AND purpose = $2 AND expires_at > now() \
+       ORDER BY created_at DESC LIMIT $3)";
 const INSERT: &str = "INSERT INTO account_tokens (token_hash, user_id, purpose, expires_at) \
      VALUES ($1, $2, $3, now() + $4::text::interval)";
 /// Uses the token up: only an unexpired one of the purpose, once.
@@ -41,8 +47,9 @@ impl TokenPurpose {
     }
 }
 
-/// Forgets every token of `purpose` of `user`: what a newer request does to older ones.
-/// Run for an unknown account too, with a random id, so both cost the same statement.
+/// Forgets every token of `purpose` of `user`: what a newer verification request does to
+/// older links, and what a password change, a reset or signing out everywhere does to
+/// reset links.
 pub async fn delete_for_user(
     client: &impl GenericClient,
     user: UserId,
@@ -51,6 +58,22 @@ pub async fn delete_for_user(
     let statement = client.prepare_cached(DELETE_FOR_USER).await?;
     client
         .execute(&statement, &[&user, &purpose.as_str()])
+        .await?;
+    Ok(())
+}
+
+/// Forgets the tokens of `purpose` of `user` but the newest `keep` that still work: what
+/// a newer reset request does, so that several links stay live (a request by someone
+/// else does not void the owner's) and their number stays bounded.
+pub async fn keep_newest(
+    client: &impl GenericClient,
+    user: UserId,
+    purpose: TokenPurpose,
+    keep: u32,
+) -> Result<(), ServiceError> {
+    let statement = client.prepare_cached(KEEP_NEWEST).await?;
+    client
+        .execute(&statement, &[&user, &purpose.as_str(), &i64::from(keep)])
         .await?;
     Ok(())
 }

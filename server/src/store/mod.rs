@@ -3,6 +3,7 @@
 
 pub mod account_tokens;
 pub mod events;
+pub mod mail_log;
 pub mod outbox;
 pub mod refresh;
 pub mod sessions;

@@ -57,11 +57,14 @@ const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_re
 /// Whether the user has any session at all (ended ones that are kept included), and
 /// whether one of them came from the device label `$2` on the network of `$3` (the IPv4
 /// /24, the IPv6 /64).
+/// A revoked session does not make its device known: a device the owner signed out, or
+/// one caught reusing a refresh token, alerts again when it signs in again.
 const SIGNED_IN_BEFORE: &str = "SELECT count(*) > 0, coalesce(bool_or( \
-       device_label IS NOT DISTINCT FROM $2 AND ip IS NOT NULL \
+       revoked_at IS NULL AND device_label IS NOT DISTINCT FROM $2 AND ip IS NOT NULL \
        AND set_masklen(ip, CASE family(ip) WHEN 4 THEN 24 ELSE 64 END) >>= $3::inet), false) \
      FROM sessions WHERE user_id = $1";
-/// Whether `user` signed in before at all, and whether from `label` on the network of `ip`.
+/// Whether `user` signed in before at all, and whether from `label` on the network of
+/// `ip` in a session nobody revoked.
 pub async fn signed_in_before(
     client: &impl GenericClient,
     user: UserId,
