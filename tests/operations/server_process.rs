@@ -383,3 +383,44 @@ fn the_readme_shows_the_usage_that_help_prints() {
         "the README's `### Operator commands` must show what `portcullis-server help` prints:\n{printed}"
     );
 }
+
+/// Issue 22, item 10: a PostgreSQL that stalls (here a proxy that keeps every connection
+/// open and forwards nothing) used to hold requests on pooled connections for the 30 s
+/// request timeout. Every statement is bounded on the client's side by
+/// `DATABASE_TIMEOUT_SECONDS`: the answer is a JSON 503 within that, and the server
+/// recovers once the database answers again.
+#[tokio::test]
+async fn a_stalled_database_gives_503_within_database_timeout_seconds_not_the_request_timeout() {
+    let db = TestDb::new().await;
+    let proxy = PostgresProxy::start(db.config()).await;
+    let url = portcullis_testdb::TestDb::url_of(&proxy.route(db.config()));
+    let server = ServerProcess::start(&url, &[("DATABASE_TIMEOUT_SECONDS", "2")]).await;
+    let api = portcullis_e2e::api::Api::new(&server);
+    let session = portcullis_e2e::api::Session::from_pair(
+        &api.signed_up("ada@example.com", "correct horse battery")
+            .await,
+    );
+    // The layer holds the session as live, so only the handler's own statements wait.
+    api.sessions(&session).await;
+
+    proxy.stall();
+    for (what, path) in [("the session list", "/sessions"), ("health", "/health")] {
+        let started = std::time::Instant::now();
+        let reply = api
+            .send(
+                format!("GET {path} while stalled"),
+                api.request(reqwest::Method::GET, path)
+                    .bearer_auth(&session.access),
+            )
+            .await;
+        let took = started.elapsed();
+        reply.expect_error(&[503], "database_unavailable");
+        assert!(
+            took < Duration::from_millis(4500),
+            "{what}: 503 after {took:?}, past DATABASE_TIMEOUT_SECONDS=2"
+        );
+    }
+    proxy.resume();
+    wait_for_health(&server, 200, Duration::from_secs(15)).await;
+    api.sessions(&session).await;
+}

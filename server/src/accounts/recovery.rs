@@ -69,12 +69,13 @@ impl Recovery {
             .try_acquire_owned()
             .map_err(|_| ServiceError::RateLimited(Duration::from_secs(1)))?;
         let recovery = self.clone();
-        tokio::spawn(async move {
+        let statements = crate::store::statement_bound();
+        tokio::spawn(crate::store::with_statement_bound(statements, async move {
             if let Err(e) = recovery.process_reset(&email, ip).await {
                 tracing::warn!(error = %e, "a password-reset request failed; it was dropped");
             }
             drop(permit);
-        });
+        }));
         Ok(())
     }
 

@@ -49,6 +49,12 @@ impl Sessions {
         sessions::list_live(&client, user).await
     }
 
+    /// Marks `session` of `user` used now (at most every 30 s): its last use moves with
+    /// use, such as listing the sessions, not only with refresh.
+    pub async fn touch(&self, user: UserId, session: SessionId) -> Result<(), ServiceError> {
+        sessions::touch(&self.pool.get().await?, user, session).await
+    }
+
     /// Revokes one session of `user`, or every other one, or all of them; returns how
     /// many were live and are now revoked.
     pub async fn revoke(

@@ -85,6 +85,7 @@ pub fn app<Api: OpenApi + 'static>(
     let allowed = Arc::new(allowed);
     let max_body = state.config.http.max_body_bytes;
     let timeout = state.config.http.request_timeout;
+    let statements = state.config.database.timeout;
     let mut routes = account::routes(Route::new())
         .at("/openapi.json", spec)
         .at("/metrics", get(metrics::render));
@@ -99,7 +100,7 @@ pub fn app<Api: OpenApi + 'static>(
         .data(state.config.http.trusted_proxies.clone())
         .data(state.config.browser.cookies.clone())
         .data(state.config.browser.public_origin.clone())
-        .around(move |endpoint, request| limited(endpoint, request, max_body, timeout))
+        .around(move |endpoint, request| limited(endpoint, request, max_body, timeout, statements))
         .around(move |endpoint, request| {
             allow::allow_on_405(endpoint, request, Arc::clone(&allowed))
         })
@@ -113,8 +114,23 @@ pub fn app<Api: OpenApi + 'static>(
 /// Every HTML response refuses to be framed, the Swagger UI's included: a page of another
 /// origin (a sibling subdomain too) could otherwise show it under a decoy and have the
 /// user click buttons that act with the session cookie.
+///
+/// And no response but the public key set is kept in a cache unless it says it may be:
+/// an account's data, a token pair or a page must not come back from the browser's cache
+/// (the Back button) after the session behind it ended.
 async fn unframeable<E: Endpoint>(endpoint: Arc<E>, request: Request) -> poem::Result<Response> {
+    let public_keys = request.uri().path() == "/.well-known/jwks.json";
     let mut response = endpoint.call(request).await?.into_response();
+    if !public_keys
+        && !response
+            .headers()
+            .contains_key(poem::http::header::CACHE_CONTROL)
+    {
+        response.headers_mut().insert(
+            poem::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
     let html = response
         .headers()
         .get(poem::http::header::CONTENT_TYPE)
@@ -147,7 +163,8 @@ async fn unframeable<E: Endpoint>(endpoint: Arc<E>, request: Request) -> poem::R
     Ok(response)
 }
 
-/// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
+/// Bounds each database statement of the request by `statements`, and refuses bodies
+/// over `max_body` bytes (by `Content-Length`, or by reading at most that
 /// much of a chunked body) and requests that take longer than `timeout`, reading a chunked
 /// body included: a client trickling one must not hold its connection for ever.
 async fn limited<E: Endpoint>(
@@ -155,6 +172,7 @@ async fn limited<E: Endpoint>(
     mut request: Request,
     max_body: usize,
     timeout: std::time::Duration,
+    statements: std::time::Duration,
 ) -> poem::Result<Response> {
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = || {
@@ -197,7 +215,9 @@ async fn limited<E: Endpoint>(
             }
         }
     }
-    match tokio::time::timeout_at(deadline, endpoint.call(request)).await {
+    // Each statement the request runs waits at most DATABASE_TIMEOUT_SECONDS.
+    let call = crate::store::with_statement_bound(statements, endpoint.call(request));
+    match tokio::time::timeout_at(deadline, call).await {
         Ok(result) => result.map(IntoResponse::into_response),
         Err(_) => Ok(timed_out()),
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::ids::UserId;
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use super::sessions::interval;
 use crate::error::ServiceError;
 
@@ -55,10 +56,8 @@ pub async fn delete_for_user(
     user: UserId,
     purpose: TokenPurpose,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(DELETE_FOR_USER).await?;
-    client
-        .execute(&statement, &[&user, &purpose.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(DELETE_FOR_USER)).await?;
+    bounded(client.execute(&statement, &[&user, &purpose.as_str()])).await?;
     Ok(())
 }
 
@@ -71,10 +70,8 @@ pub async fn keep_newest(
     purpose: TokenPurpose,
     keep: u32,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(KEEP_NEWEST).await?;
-    client
-        .execute(&statement, &[&user, &purpose.as_str(), &i64::from(keep)])
-        .await?;
+    let statement = bounded(client.prepare_cached(KEEP_NEWEST)).await?;
+    bounded(client.execute(&statement, &[&user, &purpose.as_str(), &i64::from(keep)])).await?;
     Ok(())
 }
 
@@ -86,13 +83,12 @@ pub async fn insert(
     purpose: TokenPurpose,
     ttl: Duration,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(INSERT).await?;
-    client
-        .execute(
-            &statement,
-            &[&token_hash, &user, &purpose.as_str(), &interval(ttl)],
-        )
-        .await?;
+    let statement = bounded(client.prepare_cached(INSERT)).await?;
+    bounded(client.execute(
+        &statement,
+        &[&token_hash, &user, &purpose.as_str(), &interval(ttl)],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -103,10 +99,8 @@ pub async fn consume(
     token_hash: &[u8],
     purpose: TokenPurpose,
 ) -> Result<Option<UserId>, ServiceError> {
-    let statement = client.prepare_cached(CONSUME).await?;
-    let row = client
-        .query_opt(&statement, &[&token_hash, &purpose.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(CONSUME)).await?;
+    let row = bounded(client.query_opt(&statement, &[&token_hash, &purpose.as_str()])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
@@ -117,15 +111,13 @@ pub async fn peek(
     token_hash: &[u8],
     purpose: TokenPurpose,
 ) -> Result<Option<UserId>, ServiceError> {
-    let statement = client.prepare_cached(PEEK).await?;
-    let row = client
-        .query_opt(&statement, &[&token_hash, &purpose.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(PEEK)).await?;
+    let row = bounded(client.query_opt(&statement, &[&token_hash, &purpose.as_str()])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
 /// Deletes one batch of expired tokens.
 pub async fn purge_batch(client: &impl GenericClient, batch: i64) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(PURGE_BATCH).await?;
-    Ok(client.execute(&statement, &[&batch]).await?)
+    let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
+    Ok(bounded(client.execute(&statement, &[&batch])).await?)
 }

@@ -3,6 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use super::sessions::interval;
 use crate::error::ServiceError;
 use crate::mail::compose::MailKind;
@@ -52,12 +53,10 @@ pub async fn reserve(
     kind: MailKind,
     caps: MailCaps,
 ) -> Result<bool, ServiceError> {
-    let lock = client.prepare_cached(LOCK).await?;
-    client.query_one(&lock, &[&mailbox]).await?;
-    let counts = client.prepare_cached(COUNTS).await?;
-    let row = client
-        .query_one(&counts, &[&mailbox, &kind.as_str()])
-        .await?;
+    let lock = bounded(client.prepare_cached(LOCK)).await?;
+    bounded(client.query_one(&lock, &[&mailbox])).await?;
+    let counts = bounded(client.prepare_cached(COUNTS)).await?;
+    let row = bounded(client.query_one(&counts, &[&mailbox, &kind.as_str()])).await?;
     let (hour, day, kind_hour): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     let over = |count: i64, cap: u32| count >= i64::from(cap);
     if over(hour, caps.per_hour)
@@ -68,8 +67,8 @@ pub async fn reserve(
     {
         return Ok(false);
     }
-    let insert = client.prepare_cached(INSERT).await?;
-    client.execute(&insert, &[&mailbox, &kind.as_str()]).await?;
+    let insert = bounded(client.prepare_cached(INSERT)).await?;
+    bounded(client.execute(&insert, &[&mailbox, &kind.as_str()])).await?;
     Ok(true)
 }
 
@@ -79,8 +78,6 @@ pub async fn purge_batch(
     age: std::time::Duration,
     batch: i64,
 ) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(PURGE_BATCH).await?;
-    Ok(client
-        .execute(&statement, &[&interval(age), &batch])
-        .await?)
+    let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
+    Ok(bounded(client.execute(&statement, &[&interval(age), &batch])).await?)
 }
