@@ -417,6 +417,194 @@ async fn cookie_sign_in_refresh_token(server: &ServerProcess, app: &App, email: 
         .to_owned()
 }
 
+/// Item 16: this device first, by its name, relative times, buttons naming devices; a
+/// confirmation before "Sign out everywhere else"; the screenshots.
+async fn two_devices_listed_and_confirmed(laptop: &Client, phone: &Client, axe: &str) {
+    // Item 16: this device first, named by its user, the browser's label under it,
+    // "just now" with the exact time on hover, and each button names its device.
+    laptop.refresh().await.unwrap();
+    wait_for_state(laptop, "signed-in").await;
+    let items = wait_for_sessions(laptop, 2).await;
+    assert_eq!(
+        items[0].attr("data-current").await.unwrap().as_deref(),
+        Some("true")
+    );
+    let title = items[0]
+        .find(Locator::Css("h3.device"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        title.starts_with("Ada's laptop") && title.contains("This device"),
+        "{title}"
+    );
+    let label = items[0]
+        .find(Locator::Css(".device-label"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(label.contains("Chrome"), "{label}");
+    let last_used = items[0].find(Locator::Css("time")).await.unwrap();
+    assert_eq!(last_used.text().await.unwrap(), "just now");
+    assert!(
+        last_used
+            .attr("title")
+            .await
+            .unwrap()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let other = items[1]
+        .find(Locator::Css("button.sign-out-session"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.attr("aria-label").await.unwrap().as_deref(),
+        Some("Sign out Phone")
+    );
+    assert_accessible(laptop, axe, "two devices").await;
+    screenshot(laptop, "account-page.png").await;
+    resize(laptop, DESKTOP).await;
+    screenshot(laptop, "account-page-desktop.png").await;
+    assert_accessible(laptop, axe, "two devices, desktop width").await;
+    resize(laptop, PHONE).await;
+
+    // "Sign out everywhere else" asks first; cancelling signs nobody out and says so.
+    click(laptop, "#sign-out-others").await;
+    assert!(is_visible(laptop, "#confirm-others").await);
+    wait_for_text(laptop, "#confirm-others-text", "Sign out the other device?").await;
+    assert_focus(laptop, "confirm-others-no").await;
+    assert_accessible(laptop, axe, "confirming sign out everywhere else").await;
+    click(laptop, "#confirm-others-no").await;
+    wait_for_text(laptop, "#status", "Nothing was signed out").await;
+    assert!(!is_visible(laptop, "#confirm-others").await);
+    assert_eq!(fetch_status(phone, "GET", "/me").await, json!(200));
+}
+
+/// Items 14 and 15: Back after being signed out elsewhere; "Forgot password?"; used links
+/// that offer new ones; the sign-in alert's link.
+async fn back_forgot_and_used_links(laptop: &Client, phone: &Client, app: &App, axe: &str) {
+    // Item 14: the laptop leaves the page; the phone signs the laptop out; Back on the
+    // laptop does not show the old list from the cache but says what happened.
+    laptop.goto(&app.url("/account/verify")).await.unwrap();
+    wait_for_state(laptop, "failed").await;
+    assert!(is_visible(laptop, "#new-link").await);
+    assert_accessible(laptop, axe, "a verification link without a token").await;
+    phone.refresh().await.unwrap();
+    wait_for_state(phone, "signed-in").await;
+    wait_for_sessions(phone, 2).await;
+    click(phone, "button[aria-label=\"Sign out Ada's laptop\"]").await;
+    wait_for_text(phone, "#status", "Signed out Ada's laptop.").await;
+    wait_for_sessions(phone, 1).await;
+    assert_focus(phone, "devices-heading").await;
+    assert_accessible(phone, axe, "one device left").await;
+    laptop.back().await.unwrap();
+    wait_for_state(laptop, "signed-out").await;
+    wait_for_text(laptop, "#status", "signed out from another device").await;
+    assert_accessible(laptop, axe, "signed out from another device").await;
+
+    // Item 15: "Forgot password?" on the sign-in form.
+    click(laptop, "#forgot-link").await;
+    assert!(is_visible(laptop, "#forgot").await);
+    assert_focus(laptop, "forgot-heading").await;
+    assert_accessible(laptop, axe, "forgot password").await;
+    type_into(laptop, "forgot-email", "ada@example.com").await;
+    click(laptop, "#forgot-button").await;
+    wait_for_text(
+        laptop,
+        "#status",
+        "a link to set a new password is on its way",
+    )
+    .await;
+
+    // A used or expired reset link says so, and offers a new one.
+    let unknown_token = "A".repeat(43);
+    laptop
+        .goto(&app.url(&format!("/account/reset?token={unknown_token}")))
+        .await
+        .unwrap();
+    wait_for_state(laptop, "ready").await;
+    assert_accessible(laptop, axe, "reset link").await;
+    type_into(laptop, "new-password", NEW_PASSWORD).await;
+    click(laptop, "#link-button").await;
+    wait_for_state(laptop, "failed").await;
+    wait_for_text(laptop, "#error[role='alert']", "used or expired").await;
+    assert!(is_visible(laptop, "#new-link").await);
+    assert_accessible(laptop, axe, "reset link used or expired").await;
+    type_into(laptop, "new-link-email", "ada@example.com").await;
+    click(laptop, "#new-link-button").await;
+    wait_for_text(laptop, "#status", "a new link is on its way").await;
+
+    // The same for a verification link.
+    laptop
+        .goto(&app.url(&format!("/account/verify?token={unknown_token}")))
+        .await
+        .unwrap();
+    wait_for_state(laptop, "ready").await;
+    assert_accessible(laptop, axe, "verification link").await;
+    click(laptop, "#link-button").await;
+    wait_for_state(laptop, "failed").await;
+    assert!(is_visible(laptop, "#new-link").await);
+    assert_accessible(laptop, axe, "verification link used or expired").await;
+
+    // The sign-in alert's link says what to do.
+    laptop.goto(&app.url("/account#new-sign-in")).await.unwrap();
+    wait_for_state(laptop, "signed-out").await;
+    wait_for_text(laptop, "#notice", "Forgot password?").await;
+    assert_accessible(laptop, axe, "arrived from a sign-in alert").await;
+}
+
+/// Items 14 to 16: a password change, signing out, "Sign out everywhere else" confirmed,
+/// and a tab that becomes visible again.
+async fn password_change_and_sign_outs(laptop: &Client, phone: &Client, app: &App) {
+    // Item 15: the phone changes the password; every device, the phone too, is signed
+    // out, and the page says so.
+    type_into(phone, "current-password", PASSWORD).await;
+    type_into(phone, "new-password", NEW_PASSWORD).await;
+    click(phone, "#change-password-button").await;
+    wait_for_state(phone, "signed-out").await;
+    wait_for_text(phone, "#status", "Your password is changed").await;
+    assert_focus(phone, "sign-in-heading").await;
+
+    // Signing out says so and moves the focus to the sign-in form.
+    fill_sign_in(phone, "ada@example.com", NEW_PASSWORD, "Phone").await;
+    wait_for_state(phone, "signed-in").await;
+    click(phone, "#sign-out").await;
+    wait_for_state(phone, "signed-out").await;
+    wait_for_text(phone, "#status", "You signed out").await;
+    assert_focus(phone, "sign-in-heading").await;
+    assert_eq!(fetch_status(phone, "GET", "/me").await, json!(401));
+
+    // Item 16: "Sign out everywhere else", confirmed, says what it did; item 14: the
+    // laptop's page, when its tab becomes visible again, checks and says why it is out.
+    fill_sign_in(phone, "ada@example.com", NEW_PASSWORD, "Phone").await;
+    wait_for_state(phone, "signed-in").await;
+    laptop.goto(&app.url("/account")).await.unwrap();
+    wait_for_state(laptop, "signed-out").await;
+    fill_sign_in(laptop, "ada@example.com", NEW_PASSWORD, "Ada's laptop").await;
+    wait_for_state(laptop, "signed-in").await;
+    phone.refresh().await.unwrap();
+    wait_for_state(phone, "signed-in").await;
+    wait_for_sessions(phone, 2).await;
+    click(phone, "#sign-out-others").await;
+    click(phone, "#confirm-others-yes").await;
+    wait_for_text(phone, "#status", "Signed out 1 other device.").await;
+    wait_for_sessions(phone, 1).await;
+    assert_focus(phone, "devices-heading").await;
+    laptop
+        .execute(
+            "document.dispatchEvent(new Event('visibilitychange')); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    wait_for_state(laptop, "signed-out").await;
+    wait_for_text(laptop, "#status", "signed out from another device").await;
+}
+
 #[tokio::test]
 async fn a_person_uses_the_account_page_in_two_browsers_and_it_never_shows_a_false_state() {
     let db = TestDb::new().await;
@@ -492,169 +680,15 @@ async fn a_person_uses_the_account_page_in_two_browsers_and_it_never_shows_a_fal
     // Item 15: a new verification link from the page.
     click(&laptop, "#resend").await;
     wait_for_text(&laptop, "#status", "A new link is on its way").await;
-
     // A second profile signs in as Ada's phone.
     let phone = driver.browser().await;
     sign_in(&phone, &app, "ada@example.com", PASSWORD, "Phone").await;
 
-    // Item 16: this device first, named by its user, the browser's label under it,
-    // "just now" with the exact time on hover, and each button names its device.
-    laptop.refresh().await.unwrap();
-    wait_for_state(&laptop, "signed-in").await;
-    let items = wait_for_sessions(&laptop, 2).await;
-    assert_eq!(
-        items[0].attr("data-current").await.unwrap().as_deref(),
-        Some("true")
-    );
-    let title = items[0]
-        .find(Locator::Css("h3.device"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        title.starts_with("Ada's laptop") && title.contains("This device"),
-        "{title}"
-    );
-    let label = items[0]
-        .find(Locator::Css(".device-label"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(label.contains("Chrome"), "{label}");
-    let last_used = items[0].find(Locator::Css("time")).await.unwrap();
-    assert_eq!(last_used.text().await.unwrap(), "just now");
-    assert!(
-        last_used
-            .attr("title")
-            .await
-            .unwrap()
-            .is_some_and(|t| !t.is_empty())
-    );
-    let other = items[1]
-        .find(Locator::Css("button.sign-out-session"))
-        .await
-        .unwrap();
-    assert_eq!(
-        other.attr("aria-label").await.unwrap().as_deref(),
-        Some("Sign out Phone")
-    );
-    assert_accessible(&laptop, &axe, "two devices").await;
-    screenshot(&laptop, "account-page.png").await;
-    resize(&laptop, DESKTOP).await;
-    screenshot(&laptop, "account-page-desktop.png").await;
-    assert_accessible(&laptop, &axe, "two devices, desktop width").await;
-    resize(&laptop, PHONE).await;
-
-    // "Sign out everywhere else" asks first; cancelling signs nobody out and says so.
-    click(&laptop, "#sign-out-others").await;
-    assert!(is_visible(&laptop, "#confirm-others").await);
-    wait_for_text(
-        &laptop,
-        "#confirm-others-text",
-        "Sign out the other device?",
-    )
-    .await;
-    assert_focus(&laptop, "confirm-others-no").await;
-    assert_accessible(&laptop, &axe, "confirming sign out everywhere else").await;
-    click(&laptop, "#confirm-others-no").await;
-    wait_for_text(&laptop, "#status", "Nothing was signed out").await;
-    assert!(!is_visible(&laptop, "#confirm-others").await);
-    assert_eq!(fetch_status(&phone, "GET", "/me").await, json!(200));
-
-    // Item 14: the laptop leaves the page; the phone signs the laptop out; Back on the
-    // laptop does not show the old list from the cache but says what happened.
-    laptop.goto(&app.url("/account/verify")).await.unwrap();
-    wait_for_state(&laptop, "failed").await;
-    assert!(is_visible(&laptop, "#new-link").await);
-    assert_accessible(&laptop, &axe, "a verification link without a token").await;
-    phone.refresh().await.unwrap();
-    wait_for_state(&phone, "signed-in").await;
-    wait_for_sessions(&phone, 2).await;
-    click(&phone, "button[aria-label=\"Sign out Ada's laptop\"]").await;
-    wait_for_text(&phone, "#status", "Signed out Ada's laptop.").await;
-    wait_for_sessions(&phone, 1).await;
-    assert_focus(&phone, "devices-heading").await;
-    assert_accessible(&phone, &axe, "one device left").await;
-    laptop.back().await.unwrap();
-    wait_for_state(&laptop, "signed-out").await;
-    wait_for_text(&laptop, "#status", "signed out from another device").await;
-    assert_accessible(&laptop, &axe, "signed out from another device").await;
-
-    // Item 15: "Forgot password?" on the sign-in form.
-    click(&laptop, "#forgot-link").await;
-    assert!(is_visible(&laptop, "#forgot").await);
-    assert_focus(&laptop, "forgot-heading").await;
-    assert_accessible(&laptop, &axe, "forgot password").await;
-    type_into(&laptop, "forgot-email", "ada@example.com").await;
-    click(&laptop, "#forgot-button").await;
-    wait_for_text(
-        &laptop,
-        "#status",
-        "a link to set a new password is on its way",
-    )
-    .await;
-
-    // A used or expired reset link says so, and offers a new one.
-    let unknown_token = "A".repeat(43);
-    laptop
-        .goto(&app.url(&format!("/account/reset?token={unknown_token}")))
-        .await
-        .unwrap();
-    wait_for_state(&laptop, "ready").await;
-    assert_accessible(&laptop, &axe, "reset link").await;
-    type_into(&laptop, "new-password", NEW_PASSWORD).await;
-    click(&laptop, "#link-button").await;
-    wait_for_state(&laptop, "failed").await;
-    wait_for_text(&laptop, "#error[role='alert']", "used or expired").await;
-    assert!(is_visible(&laptop, "#new-link").await);
-    assert_accessible(&laptop, &axe, "reset link used or expired").await;
-    type_into(&laptop, "new-link-email", "ada@example.com").await;
-    click(&laptop, "#new-link-button").await;
-    wait_for_text(&laptop, "#status", "a new link is on its way").await;
-
-    // The same for a verification link.
-    laptop
-        .goto(&app.url(&format!("/account/verify?token={unknown_token}")))
-        .await
-        .unwrap();
-    wait_for_state(&laptop, "ready").await;
-    assert_accessible(&laptop, &axe, "verification link").await;
-    click(&laptop, "#link-button").await;
-    wait_for_state(&laptop, "failed").await;
-    assert!(is_visible(&laptop, "#new-link").await);
-    assert_accessible(&laptop, &axe, "verification link used or expired").await;
-
-    // The sign-in alert's link says what to do.
-    laptop.goto(&app.url("/account#new-sign-in")).await.unwrap();
-    wait_for_state(&laptop, "signed-out").await;
-    wait_for_text(&laptop, "#notice", "Forgot password?").await;
-    assert_accessible(&laptop, &axe, "arrived from a sign-in alert").await;
-
-    // Item 15: the phone changes the password; every device, the phone too, is signed
-    // out, and the page says so.
-    type_into(&phone, "current-password", PASSWORD).await;
-    type_into(&phone, "new-password", NEW_PASSWORD).await;
-    click(&phone, "#change-password-button").await;
-    wait_for_state(&phone, "signed-out").await;
-    wait_for_text(&phone, "#status", "Your password is changed").await;
-    assert_focus(&phone, "sign-in-heading").await;
-
-    // Signing out says so and moves the focus to the sign-in form.
-    fill_sign_in(&phone, "ada@example.com", NEW_PASSWORD, "Phone").await;
-    wait_for_state(&phone, "signed-in").await;
-    click(&phone, "#sign-out").await;
-    wait_for_state(&phone, "signed-out").await;
-    wait_for_text(&phone, "#status", "You signed out").await;
-    assert_focus(&phone, "sign-in-heading").await;
-    assert_eq!(fetch_status(&phone, "GET", "/me").await, json!(401));
+    two_devices_listed_and_confirmed(&laptop, &phone, &axe).await;
+    back_forgot_and_used_links(&laptop, &phone, &app, &axe).await;
+    password_change_and_sign_outs(&laptop, &phone, &app).await;
 
     // Item 14: with the server down, a button says so and offers a retry.
-    fill_sign_in(&phone, "ada@example.com", NEW_PASSWORD, "Phone").await;
-    wait_for_state(&phone, "signed-in").await;
     let stopped = server.terminate(STEP).await;
     assert!(stopped.success(), "{}", server.log());
     click(&phone, "#sign-out").await;

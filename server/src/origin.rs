@@ -60,6 +60,10 @@ impl PublicOrigin {
     }
 
     /// This origin as the layer's configuration of where cookie requests may come from.
+    ///
+    /// # Panics
+    ///
+    /// Never: an origin [`parse`](Self::parse) accepted is one the layer accepts.
     pub fn expected_origins(&self) -> portcullis::ExpectedOrigins {
         portcullis::ExpectedOrigins::parse([self.as_str()])
             .expect("a parsed public origin is an expected origin")

@@ -455,9 +455,9 @@ async fn an_endless_request_head_gets_431_past_32_kib_and_pins_no_memory() {
     let pad = "a".repeat(16 * 1024);
     let request = format!("GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut status_line = [0u8; 12];
+    stream.read_exact(&mut status_line).await.unwrap();
+    assert_eq!(&status_line, b"HTTP/1.1 200");
 
     let before = server.resident_kib();
     let mut held = Vec::new();

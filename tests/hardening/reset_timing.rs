@@ -91,37 +91,43 @@ fn median(samples: &mut [f64]) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// A count as a float; the counts here are a few hundred.
+fn count(n: usize) -> f64 {
+    f64::from(u32::try_from(n).expect("a count of samples"))
+}
+
 /// The two-sided p-value of the Mann–Whitney U test (normal approximation with the tie
 /// correction; fine for samples of this size).
-fn mann_whitney_p(a: &[f64], b: &[f64]) -> f64 {
-    let mut all: Vec<(f64, bool)> = a
+fn mann_whitney_p(first: &[f64], second: &[f64]) -> f64 {
+    let mut all: Vec<(f64, bool)> = first
         .iter()
         .map(|&x| (x, true))
-        .chain(b.iter().map(|&x| (x, false)))
+        .chain(second.iter().map(|&x| (x, false)))
         .collect();
     all.sort_by(|x, y| x.0.total_cmp(&y.0));
-    let n = all.len();
-    let mut rank_sum_a = 0.0;
+    let len = all.len();
+    let mut rank_sum_first = 0.0;
     let mut tie_term = 0.0;
-    let mut i = 0;
-    while i < n {
-        let mut j = i;
-        while j + 1 < n && all[j + 1].0 == all[i].0 {
-            j += 1;
+    let mut start = 0;
+    while start < len {
+        let mut end = start;
+        while end + 1 < len && all[end + 1].0.total_cmp(&all[start].0).is_eq() {
+            end += 1;
         }
-        // Ranks i+1 ..= j+1 share their mean.
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        let tied = (j - i + 1) as f64;
+        // Ranks start+1 ..= end+1 share their mean.
+        let rank = count(start + end) / 2.0 + 1.0;
+        let tied = count(end - start + 1);
         tie_term += tied.powi(3) - tied;
-        rank_sum_a += rank * all[i..=j].iter().filter(|(_, in_a)| *in_a).count() as f64;
-        i = j + 1;
+        let from_first = all[start..=end].iter().filter(|(_, first)| *first).count();
+        rank_sum_first += rank * count(from_first);
+        start = end + 1;
     }
-    let (n1, n2) = (a.len() as f64, b.len() as f64);
-    let u = rank_sum_a - n1 * (n1 + 1.0) / 2.0;
+    let (n1, n2) = (count(first.len()), count(second.len()));
+    let statistic = rank_sum_first - n1 * (n1 + 1.0) / 2.0;
     let mean = n1 * n2 / 2.0;
     let total = n1 + n2;
     let variance = n1 * n2 / 12.0 * ((total + 1.0) - tie_term / (total * (total - 1.0)));
-    let z = (u - mean).abs() / variance.sqrt();
+    let z = (statistic - mean).abs() / variance.sqrt();
     erfc(z / std::f64::consts::SQRT_2)
 }
 

@@ -131,6 +131,10 @@ impl RecoveryApi {
     /// password change, a reset, or signing out everywhere. A mailbox gets at most
     /// `ACCOUNT_MAIL_PER_HOUR` and `ACCOUNT_MAIL_PER_DAY` account mails.
     #[oai(path = "/auth/password-reset", method = "post")]
+    #[expect(
+        clippy::unused_async,
+        reason = "poem-openapi routes are async; the work runs after the answer"
+    )]
     async fn request_password_reset(
         &self,
         ClientIp(ip): ClientIp,

@@ -119,5 +119,5 @@ pub async fn peek(
 /// Deletes one batch of expired tokens.
 pub async fn purge_batch(client: &impl GenericClient, batch: i64) -> Result<u64, ServiceError> {
     let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
-    Ok(bounded(client.execute(&statement, &[&batch])).await?)
+    bounded(client.execute(&statement, &[&batch])).await
 }

@@ -212,7 +212,7 @@ pub async fn purge_batch(
     batch: i64,
 ) -> Result<u64, ServiceError> {
     let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
-    Ok(bounded(client.execute(&statement, &[&interval(retention), &batch])).await?)
+    bounded(client.execute(&statement, &[&interval(retention), &batch])).await
 }
 
 #[cfg(test)]

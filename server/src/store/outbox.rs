@@ -98,5 +98,5 @@ pub async fn purge_batch(
     batch: i64,
 ) -> Result<u64, ServiceError> {
     let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
-    Ok(bounded(client.execute(&statement, &[&interval(max_age), &batch])).await?)
+    bounded(client.execute(&statement, &[&interval(max_age), &batch])).await
 }

@@ -365,7 +365,7 @@ pub async fn revoke_every_live(
     reason: RevokeReason,
 ) -> Result<u64, ServiceError> {
     let statement = bounded(client.prepare_cached(REVOKE_EVERY_LIVE)).await?;
-    Ok(bounded(client.execute(&statement, &[&reason.as_str()])).await?)
+    bounded(client.execute(&statement, &[&reason.as_str()])).await
 }
 
 /// Revokes every live session of the user but `keep`; returns the revoked ids.
@@ -421,7 +421,7 @@ pub async fn purge_batch(
     batch: i64,
 ) -> Result<u64, ServiceError> {
     let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
-    Ok(bounded(client.execute(&statement, &[&interval(retention), &batch])).await?)
+    bounded(client.execute(&statement, &[&interval(retention), &batch])).await
 }
 
 /// A duration as a PostgreSQL interval literal PostgreSQL parses itself.
