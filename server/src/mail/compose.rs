@@ -157,6 +157,15 @@ mod tests {
             "{}",
             mail.body
         );
-        assert!(mail.body.contains("https://auth.example.com/account\n"));
+        // The links land where the user can act: the page says what to do, or opens the
+        // reset form for someone who cannot sign in any more.
+        assert!(
+            mail.body
+                .contains("https://auth.example.com/account#new-sign-in\n")
+        );
+        assert!(
+            mail.body
+                .contains("https://auth.example.com/account#forgot\n")
+        );
     }
 }
