@@ -208,9 +208,12 @@ function sessionItem(session) {
 
 // Signed out, with why when it was not this page's doing.
 function showSignedOut(reason) {
+  // A check that finds the page signed out already leaves the form the user is in.
+  if (document.body.dataset.state !== "signed-out") {
+    $("forgot").hidden = true;
+    $("sign-in").hidden = false;
+  }
   setState("signed-out");
-  $("forgot").hidden = true;
-  $("sign-in").hidden = false;
   if (reason) {
     say(reason);
   }
