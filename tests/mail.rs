@@ -298,7 +298,12 @@ async fn a_reset_sets_the_password_and_ends_every_session_at_once() {
 
 #[tokio::test]
 async fn expired_random_and_replaced_reset_tokens_change_nothing() {
-    let (db, smtp, server) = start(&[("PASSWORD_RESET_TTL_SECONDS", "60")]).await;
+    // One live link at a time, so the newer request replaces the older link.
+    let (db, smtp, server) = start(&[
+        ("PASSWORD_RESET_TTL_SECONDS", "60"),
+        ("PASSWORD_RESET_LIVE_LINKS", "1"),
+    ])
+    .await;
     let api = Api::new(&server);
     api.register("ada@example.com", PASSWORD).await;
 
@@ -559,4 +564,217 @@ async fn production_without_smtp_url_refuses_to_start_and_names_it() {
     let log = server.log();
     assert!(log.contains("SMTP_URL"), "{log}");
     assert!(log.contains("production"), "{log}");
+}
+
+/// Issue 22, item 6: anyone may ask for a reset of Ada's address; that must not void the
+/// link Ada is about to use. Up to `PASSWORD_RESET_LIVE_LINKS` links work at once, each
+/// once; beyond that the oldest goes.
+#[tokio::test]
+async fn another_request_does_not_void_a_pending_reset_link() {
+    let (db, smtp, server) = start(&[("RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS", "100")]).await;
+    let api = Api::new(&server);
+    api.register("ada@example.com", PASSWORD).await;
+    request_reset(&api, "ada@example.com").await.expect(202);
+    let adas = reset_token(&smtp, &server, "ada@example.com", 1).await;
+    // Someone else asks twice more.
+    request_reset(&api, "ada@example.com").await.expect(202);
+    request_reset(&api, "ada@example.com").await.expect(202);
+    let third = reset_token(&smtp, &server, "ada@example.com", 3).await;
+    confirm_reset(&api, &adas, NEW_PASSWORD).await.expect(204);
+    confirm_reset(&api, &adas, "yet another passphrase")
+        .await
+        .expect_error(&[400], "invalid_reset_token");
+    // The reset ended the other links with the old password.
+    confirm_reset(&api, &third, "yet another passphrase")
+        .await
+        .expect_error(&[400], "invalid_reset_token");
+    api.login("ada@example.com", NEW_PASSWORD).await;
+
+    // A fourth request while three are live voids the oldest only.
+    for _ in 0..4 {
+        request_reset(&api, "ada@example.com").await.expect(202);
+    }
+    let all = mails(&smtp, "ada@example.com", RESET_SUBJECT, 7).await;
+    let link = server.url("/account/reset?token=");
+    let live: Vec<String> = all[3..].iter().map(|mail| mail.token(&link)).collect();
+    let stored: i64 = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT count(*) FROM account_tokens WHERE purpose = 'reset_password'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 3);
+    confirm_reset(&api, &live[0], "a fourth passphrase")
+        .await
+        .expect_error(&[400], "invalid_reset_token");
+    confirm_reset(&api, &live[3], "a fourth passphrase")
+        .await
+        .expect(204);
+}
+
+/// Issue 22, item 7: a reset link asked for before a password change, a reset or
+/// signing out everywhere must not work after it: whoever asked for it (maybe the
+/// attacker the owner is locking out) cannot use it to take the account back.
+#[tokio::test]
+async fn reset_links_die_with_a_password_change_and_with_logout_all() {
+    let (_db, smtp, server) = start(&[("RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS", "100")]).await;
+    let api = Api::new(&server);
+    api.register("ada@example.com", PASSWORD).await;
+
+    request_reset(&api, "ada@example.com").await.expect(202);
+    let before_change = reset_token(&smtp, &server, "ada@example.com", 1).await;
+    let session = api.login_session("ada@example.com", PASSWORD).await;
+    let change = api
+        .request(Method::POST, "/auth/password")
+        .bearer_auth(&session.access)
+        .json(&json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}));
+    api.send("POST /auth/password".to_owned(), change)
+        .await
+        .expect(204);
+    confirm_reset(&api, &before_change, "the attacker's passphrase")
+        .await
+        .expect_error(&[400], "invalid_reset_token");
+
+    request_reset(&api, "ada@example.com").await.expect(202);
+    let before_logout_all = reset_token(&smtp, &server, "ada@example.com", 2).await;
+    api.bearer(Method::POST, "/auth/logout-all", &session.access)
+        .await
+        .expect(204);
+    confirm_reset(&api, &before_logout_all, "the attacker's passphrase")
+        .await
+        .expect_error(&[400], "invalid_reset_token");
+    api.login("ada@example.com", NEW_PASSWORD).await;
+}
+
+/// Issue 22, item 8: a mailbox gets at most `ACCOUNT_MAIL_PER_HOUR` account mails an
+/// hour and `ACCOUNT_MAIL_PER_DAY` a day, across verification, reset and alerts and
+/// whatever spelling of the address asked: past that a reset request is still 202 (it
+/// tells nothing) but mails nothing, and a verification resend gets 429.
+#[tokio::test]
+async fn a_mailbox_gets_at_most_its_hourly_and_daily_caps_of_account_mail() {
+    let (db, smtp, server) = start(&[
+        ("ACCOUNT_MAIL_PER_HOUR", "3"),
+        ("ACCOUNT_MAIL_PER_DAY", "5"),
+        ("RATE_LIMIT_ACCOUNT_MAIL_PER_ADDRESS", "100"),
+        ("RATE_LIMIT_ACCOUNT_RECOVERY_PER_IP", "100"),
+    ])
+    .await;
+    let api = Api::new(&server);
+    // Registration's verification mail is the first of the hour.
+    api.register("ada@example.com", PASSWORD).await;
+    for spelling in [
+        "ada@example.com",
+        "\"ada\"@example.com",
+        "ADA@Example.com",
+        "\"Ada\"@example.com",
+        "ada@EXAMPLE.COM",
+        "ada@example.com",
+    ] {
+        request_reset(&api, spelling).await.expect(202);
+    }
+    let session = api.login_session("ada@example.com", PASSWORD).await;
+    let resend = api
+        .bearer(Method::POST, "/auth/verify-email/resend", &session.access)
+        .await;
+    resend.expect_error(&[429], "rate_limited");
+    mails(&smtp, "ada@example.com", RESET_SUBJECT, 2).await;
+    let client = db.connect().await;
+    outbox_drained(&client).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    outbox_drained(&client).await;
+    assert_eq!(smtp.mails_to("ada@example.com").len(), 3, "the hourly cap");
+
+    // The daily cap: four mails earlier today (but not this hour) leave room for one.
+    api.register("bob@example.com", PASSWORD).await;
+    client
+        .execute(
+            "UPDATE account_mail_log SET queued_at = now() - interval '2 hours' \
+             WHERE mailbox = 'bob@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO account_mail_log (mailbox, kind, queued_at) \
+             SELECT 'bob@example.com', 'password_reset', now() - interval '3 hours' \
+             FROM generate_series(1, 3)",
+            &[],
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        request_reset(&api, "bob@example.com").await.expect(202);
+    }
+    mails(&smtp, "bob@example.com", RESET_SUBJECT, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    outbox_drained(&client).await;
+    assert_eq!(
+        smtp.mails_to("bob@example.com")
+            .iter()
+            .filter(|mail| mail.header("Subject") == Some(RESET_SUBJECT))
+            .count(),
+        1,
+        "the daily cap"
+    );
+}
+
+/// Issue 22, item 9: a device the owner signed out is not "known" any more, so its next
+/// sign-in alerts; and sign-ins that cycle user agents get at most
+/// `SIGNIN_ALERTS_PER_HOUR` alerts.
+#[tokio::test]
+async fn a_signed_out_device_alerts_again_and_alerts_are_capped_per_account() {
+    let (db, smtp, server) = start(&[
+        ("NEW_SIGNIN_ALERTS", "true"),
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+        ("SIGNIN_ALERTS_PER_HOUR", "3"),
+        ("RATE_LIMIT_LOGIN_PER_IP", "1000"),
+    ])
+    .await;
+    let api = Api::new(&server);
+    api.register("ada@example.com", PASSWORD).await;
+    let request = api
+        .request(Method::POST, "/auth/login")
+        .header(USER_AGENT, FIREFOX)
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&json!({ "email": "ada@example.com", "password": PASSWORD }));
+    let owner = Session::from_pair(
+        &api.send("owner's login".to_owned(), request)
+            .await
+            .expect(200),
+    );
+    // The thief's device signs in (an alert), the owner signs it out.
+    login_from(&api, "ada@example.com", CHROME, "198.51.100.9").await;
+    let sessions = api.sessions(&owner).await;
+    let thief = sessions
+        .iter()
+        .find(|s| s["ip"] == "198.51.100.9")
+        .expect("the thief's session");
+    api.delete_session(&owner, thief["id"].as_str().unwrap())
+        .await
+        .expect(204);
+    // It signs in again: not known any more, so a second alert.
+    login_from(&api, "ada@example.com", CHROME, "198.51.100.9").await;
+    mails(&smtp, "ada@example.com", ALERT_SUBJECT, 2).await;
+
+    // Thirty sign-ins cycling user agents: one more alert at most (three an hour).
+    for n in 0..30 {
+        let agent =
+            format!("Mozilla/5.0 (X11; Linux x86_64; rv:{n}.0) Gecko/20100101 Firefox/{n}.0");
+        login_from(&api, "ada@example.com", &agent, &format!("192.0.2.{n}")).await;
+    }
+    let client = db.connect().await;
+    outbox_drained(&client).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    outbox_drained(&client).await;
+    let alerts = smtp
+        .mails_to("ada@example.com")
+        .into_iter()
+        .filter(|mail| mail.header("Subject") == Some(ALERT_SUBJECT))
+        .count();
+    assert_eq!(alerts, 3, "alerts are capped per account");
 }

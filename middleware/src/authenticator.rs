@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::context::AuthContext;
 use crate::diagnostics::{ErrorChain, LogThrottle};
 use crate::error::AuthError;
-use crate::extract::{RequestHead, TokenSource};
+use crate::extract::{ExpectedOrigins, RequestHead, TokenSource};
 use crate::liveness::{
     DynLivenessCheck, Liveness, LivenessCell, LivenessCheck, LivenessError, Tick,
 };
@@ -48,6 +48,7 @@ pub struct Authenticator {
     tokens: VerifiedTokenCache,
     liveness: Arc<dyn DynLivenessCheck>,
     source: TokenSource,
+    origins: Option<ExpectedOrigins>,
     unavailable: UnavailablePolicy,
     /// Shared by clones, so a process warns once per window however many clones it has.
     unavailable_log: Arc<LogThrottle>,
@@ -58,6 +59,7 @@ impl std::fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("verifier", &self.verifier)
             .field("source", &self.source)
+            .field("origins", &self.origins)
             .field("unavailable", &self.unavailable)
             .finish_non_exhaustive()
     }
@@ -71,6 +73,7 @@ impl Authenticator {
             tokens: VerifiedTokenCache::new(DEFAULT_TOKEN_CACHE_CAPACITY),
             liveness: Arc::new(liveness),
             source: TokenSource::Bearer,
+            origins: None,
             unavailable: UnavailablePolicy::FailClosed,
             unavailable_log: Arc::new(LogThrottle::new(UNAVAILABLE_LOG_WINDOW)),
         }
@@ -80,6 +83,15 @@ impl Authenticator {
     #[must_use]
     pub fn with_token_source(mut self, source: TokenSource) -> Self {
         self.source = source;
+        self
+    }
+
+    /// The origins whose pages may send cookie-authenticated requests (scheme, host and
+    /// port). Unset, a cookie request's `Origin` must match its own `Host` or URI
+    /// authority, which a proxy that rewrites `Host` breaks.
+    #[must_use]
+    pub fn with_expected_origins(mut self, origins: ExpectedOrigins) -> Self {
+        self.origins = Some(origins);
         self
     }
 
@@ -118,7 +130,7 @@ impl Authenticator {
         &self,
         request: RequestHead<'_>,
     ) -> Result<AuthContext, AuthError> {
-        let token = self.source.extract(request)?;
+        let token = self.source.extract_for(request, self.origins.as_ref())?;
         let (context, held) = match self.tokens.get(token.as_bytes(), Tick::now()) {
             Some(verified) => (
                 verified.context.clone(),
@@ -189,7 +201,7 @@ impl Authenticator {
         {
             return self.answer_from_memory(token, &verified, now);
         }
-        let token = match self.source.extract(request) {
+        let token = match self.source.extract_for(request, self.origins.as_ref()) {
             Ok(token) => token,
             Err(e) => return Some(Err(e)),
         };

@@ -32,21 +32,116 @@ impl TokenSource {
         Self::Cookie(name.into())
     }
 
-    /// The token in the request (its headers, or a [`RequestHead`]), borrowed.
+    /// The token in the request (its headers, or a [`RequestHead`]), borrowed. A cookie
+    /// request's `Origin` is compared with the request's own `Host` (or URI authority).
     pub fn extract<'h>(&self, request: impl Into<RequestHead<'h>>) -> Result<&'h str, AuthError> {
+        self.extract_for(request, None)
+    }
+
+    /// As [`extract`](Self::extract), but a cookie request's `Origin` must be one of
+    /// `expected` when that is given: behind a proxy that does not pass `Host` through,
+    /// the request's own host is the proxy's upstream, not the page's origin.
+    pub fn extract_for<'h>(
+        &self,
+        request: impl Into<RequestHead<'h>>,
+        expected: Option<&ExpectedOrigins>,
+    ) -> Result<&'h str, AuthError> {
         let request = request.into();
         let headers = request.headers;
         match self {
             Self::Bearer => bearer(headers),
-            Self::Cookie(name) => from_this_site(request).and_then(|()| cookie(headers, name)),
+            Self::Cookie(name) => {
+                from_this_site(request, expected).and_then(|()| cookie(headers, name))
+            }
             Self::BearerOrCookie(name) => match bearer(headers) {
                 Err(AuthError::MissingToken) => {
-                    from_this_site(request).and_then(|()| cookie(headers, name))
+                    from_this_site(request, expected).and_then(|()| cookie(headers, name))
                 }
                 found => found,
             },
         }
     }
+}
+
+/// The origins (scheme, host and port) whose pages may send cookie-authenticated
+/// requests: the public origin the browser sees, whatever `Host` a proxy forwards.
+///
+/// ```
+/// use portcullis::ExpectedOrigins;
+///
+/// let origins = ExpectedOrigins::parse(["https://app.example"]).unwrap();
+/// assert!(ExpectedOrigins::parse(["app.example"]).is_err());
+/// # let _ = origins;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedOrigins {
+    origins: Arc<[SchemeHostPort]>,
+}
+
+/// One origin, lower-cased, its port made explicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SchemeHostPort {
+    scheme: &'static str,
+    host: String,
+    port: u16,
+}
+
+/// An expected origin that is not `http(s)://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an origin like https://app.example (scheme, host and optional port)")]
+pub struct InvalidOrigin(String);
+
+impl ExpectedOrigins {
+    /// Reads each `http(s)://host[:port]` (a trailing `/` is allowed, nothing else).
+    ///
+    /// # Errors
+    ///
+    /// The first text that is not such an origin, or none given at all.
+    pub fn parse<I, S>(origins: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let origins = origins
+            .into_iter()
+            .map(|text| {
+                let text = text.as_ref();
+                let trimmed = text.strip_suffix('/').unwrap_or(text);
+                scheme_host_port(trimmed).ok_or_else(|| InvalidOrigin(text.to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if origins.is_empty() {
+            return Err(InvalidOrigin(String::new()));
+        }
+        Ok(Self {
+            origins: origins.into(),
+        })
+    }
+
+    fn contains(&self, origin: &SchemeHostPort) -> bool {
+        self.origins.iter().any(|expected| expected == origin)
+    }
+}
+
+/// `scheme://host[:port]` as a browser writes `Origin`, http(s) only, port made explicit.
+fn scheme_host_port(text: &str) -> Option<SchemeHostPort> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = if scheme.eq_ignore_ascii_case("https") {
+        "https"
+    } else if scheme.eq_ignore_ascii_case("http") {
+        "http"
+    } else {
+        return None;
+    };
+    let authority = authority_str(rest)?;
+    if authority.as_str() != rest {
+        return None;
+    }
+    Some(SchemeHostPort {
+        scheme,
+        host: authority.host().to_ascii_lowercase(),
+        port: authority.port_u16().or_else(|| default_port(scheme))?,
+    })
 }
 
 /// What authentication reads of a request: its headers and, when known, its URI.
@@ -146,7 +241,10 @@ fn is_b64token(token: &str) -> bool {
 /// Refuses requests a browser says come from another site, before a cookie may count.
 /// Clients that send neither header (not browsers) cannot be made to forge a request,
 /// so they pass.
-fn from_this_site(request: RequestHead<'_>) -> Result<(), AuthError> {
+fn from_this_site(
+    request: RequestHead<'_>,
+    expected: Option<&ExpectedOrigins>,
+) -> Result<(), AuthError> {
     let headers = request.headers;
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
@@ -156,6 +254,15 @@ fn from_this_site(request: RequestHead<'_>) -> Result<(), AuthError> {
     let Some(origin) = headers.get(ORIGIN) else {
         return Ok(());
     };
+    if let Some(expected) = expected {
+        // Configured: scheme, host and port must be one of these, whatever `Host` says.
+        let sent = origin.to_str().ok().and_then(scheme_host_port);
+        return if sent.is_some_and(|sent| expected.contains(&sent)) {
+            Ok(())
+        } else {
+            Err(AuthError::CrossSite)
+        };
+    }
     let Some((scheme, origin)) = parse_origin(origin) else {
         // `null` (a sandboxed or privacy-sensitive context), or not an origin at all.
         return Err(AuthError::CrossSite);
@@ -373,6 +480,56 @@ mod tests {
                 .unwrap(),
             "abc"
         );
+    }
+
+    /// Configured origins decide alone: a proxy's upstream `Host` does not matter, and
+    /// the scheme and port are compared too.
+    #[test]
+    fn expected_origins_replace_the_host_comparison() {
+        let source = TokenSource::cookie("sg_access");
+        let expected =
+            ExpectedOrigins::parse(["https://app.example/", "http://localhost:3000"]).unwrap();
+        for (host, origin, ok) in [
+            ("127.0.0.1:8080", "https://app.example", true),
+            ("127.0.0.1:8080", "https://APP.example:443", true),
+            ("app.example", "http://app.example", false),
+            ("app.example", "https://app.example:8443", false),
+            ("app.example", "https://evil.example", false),
+            ("localhost:3000", "http://localhost:3000", true),
+            ("localhost:3000", "http://localhost", false),
+            ("app.example", "null", false),
+        ] {
+            let map = headers(&[
+                ("host", host.as_bytes()),
+                ("origin", origin.as_bytes()),
+                ("cookie", b"sg_access=abc"),
+            ]);
+            let result = source.extract_for(&map, Some(&expected));
+            assert_eq!(
+                result.is_ok(),
+                ok,
+                "Host {host}, Origin {origin}: {result:?}"
+            );
+        }
+        // Without configuration, the same proxied request fails the Host comparison.
+        let proxied = headers(&[
+            ("host", b"127.0.0.1:8080"),
+            ("origin", b"https://app.example"),
+            ("cookie", b"sg_access=abc"),
+        ]);
+        assert!(matches!(
+            source.extract(&proxied),
+            Err(AuthError::CrossSite)
+        ));
+        for bad in [
+            "app.example",
+            "ftp://app.example",
+            "https://app.example/path",
+            "https://u@app.example",
+        ] {
+            assert!(ExpectedOrigins::parse([bad]).is_err(), "{bad}");
+        }
+        assert!(ExpectedOrigins::parse(Vec::<String>::new()).is_err());
     }
 
     /// The `Origin` against the request's own scheme and authority: from the URI when it

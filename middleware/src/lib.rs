@@ -157,7 +157,7 @@ pub use axum::MissingAuthContext;
 pub use context::{Audience, AuthContext, Claims, SessionId, UserId};
 pub use crypto::install_crypto_provider;
 pub use error::AuthError;
-pub use extract::{RequestHead, TokenSource};
+pub use extract::{ExpectedOrigins, InvalidOrigin, RequestHead, TokenSource};
 #[cfg(feature = "remote-jwks")]
 pub use jwks::{JwksError, RemoteJwks};
 pub use keys::{Algorithm, KeyError, KeySet, MIN_HMAC_SECRET_BYTES, VerificationKey};

@@ -1,7 +1,8 @@
 // The pages that links in account mail open: /account/verify and /account/reset. The
 // token comes from the link's query; it is taken out of the address bar at once (so it
 // is not kept in history or shown over a shoulder) and posted only when the user presses
-// the button: opening the link alone, as mail scanners do, uses nothing up.
+// the button: opening the link alone, as mail scanners do, uses nothing up. A link that
+// is used, replaced or expired says how to get a new one.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,13 +11,25 @@ const page = document.body.dataset.page;
 const token = new URLSearchParams(window.location.search).get("token") || "";
 window.history.replaceState(null, "", window.location.pathname);
 
+// ready (the button), done, failed (the link is no good: a way to get a new one).
 function setState(state) {
   document.body.dataset.state = state;
   $("link-form").hidden = state !== "ready";
+  $("new-link").hidden = state !== "failed";
 }
 
 function say(text) {
+  $("error").textContent = "";
   $("status").textContent = text || "";
+}
+
+// What went wrong, in the alert region, focused so that it is read at once.
+function fail(text) {
+  $("status").textContent = "";
+  const error = $("error");
+  error.textContent = text;
+  error.tabIndex = -1;
+  error.focus();
 }
 
 // The error body of a refused request: its code and its sentence.
@@ -33,6 +46,7 @@ function post(path, body) {
   return fetch(path, {
     method: "POST",
     credentials: "omit",
+    cache: "no-store",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
@@ -68,17 +82,40 @@ $("link-form").addEventListener("submit", async (event) => {
     if (code === "invalid_verification_token" || code === "invalid_reset_token") {
       setState("failed");
     }
-    say(message);
+    fail(message);
   } catch (error) {
-    say(`The server did not answer: ${error.message}`);
+    fail(`The server did not answer: ${error.message}. Try again.`);
   } finally {
     $("link-button").disabled = false;
   }
 });
 
+// On the reset page, a link that is no good can be replaced from here.
+const newLink = $("new-link");
+if (newLink instanceof HTMLFormElement) {
+  newLink.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("new-link-button");
+    button.disabled = true;
+    try {
+      const email = $("new-link-email").value;
+      const response = await post("/auth/password-reset", { email });
+      if (response.status === 202) {
+        say(`If an account has the address ${email}, a new link is on its way.`);
+      } else {
+        fail((await problem(response)).message);
+      }
+    } catch (error) {
+      fail(`The server did not answer: ${error.message}. Try again.`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 if (token === "") {
   setState("failed");
-  say("This link has no token. Open the link from the mail again.");
+  fail("This link has no token. Open the link from the mail again.");
 } else {
   setState("ready");
 }

@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::accounts::{AccountPolicy, LinkLifetimes};
+use crate::accounts::{AccountPolicy, LinkLifetimes, MailLimits};
 use crate::client_ip::{ClientIpHeader, TrustedProxies};
-use crate::cookies::{CookieRole, SessionCookies};
+use crate::cookies::{CookieNames, CookieRole, SessionCookies};
 use crate::mail::worker::WorkerSettings;
 use crate::mail::{Delivery, SmtpUrl};
 use crate::origin::PublicOrigin;
 use crate::purge::Retention;
+use crate::store::mail_log::MailCaps;
 use settings::{DAY, Kind, Setting, Unit};
 
 /// The name of the stand-alone server, and what its unset defaults derive from.
@@ -148,6 +149,8 @@ pub struct HttpSettings {
     /// How long in-flight requests may finish after SIGTERM or ctrl-c
     /// ([`settings::SHUTDOWN_GRACE_SECONDS`]).
     pub shutdown_grace: Duration,
+    /// Whether `/docs` serves the interactive API reference ([`settings::OPENAPI_UI`]).
+    pub openapi_ui: bool,
 }
 
 /// The public origin and the session cookies of browsers.
@@ -225,6 +228,10 @@ pub struct MailSettings {
     /// ([`settings::EMAIL_VERIFICATION_TTL_SECONDS`],
     /// [`settings::PASSWORD_RESET_TTL_SECONDS`]).
     pub links: LinkLifetimes,
+    /// How much account mail goes out and how many reset links stay live
+    /// ([`settings::ACCOUNT_MAIL_PER_HOUR`], [`settings::ACCOUNT_MAIL_PER_DAY`],
+    /// [`settings::SIGNIN_ALERTS_PER_HOUR`], [`settings::PASSWORD_RESET_LIVE_LINKS`]).
+    pub limits: MailLimits,
 }
 
 /// What is logged and how.
@@ -419,6 +426,7 @@ impl Config {
                 connections: connection_settings(&env)?,
                 trusted_proxies: trusted_proxies(&env)?,
                 shutdown_grace: env.duration(&SHUTDOWN_GRACE_SECONDS)?,
+                openapi_ui: on_off(&env, &settings::OPENAPI_UI)?,
             },
             browser: BrowserSettings {
                 public_origin,
@@ -460,9 +468,10 @@ pub fn default_database_name(app_name: &str) -> String {
 
 fn account_policy(env: &Lookup<'_>) -> Result<AccountPolicy, ConfigError> {
     use settings::{
-        LOGIN_KNOWN_IP_DAYS, MAX_SESSIONS_PER_USER, NEW_SIGNIN_ALERTS,
-        PASSWORD_CHANGE_MAX_FAILURES, REFRESH_ABSOLUTE_LIFETIME_SECONDS, REFRESH_GRACE_SECONDS,
-        REFRESH_IDLE_TIMEOUT_SECONDS, REFRESH_MAX_RETRIES, REQUIRE_VERIFIED_EMAIL,
+        ALLOW_SINGLE_LABEL_EMAIL_DOMAINS, LOGIN_KNOWN_IP_DAYS, MAX_SESSIONS_PER_USER,
+        NEW_SIGNIN_ALERTS, PASSWORD_CHANGE_MAX_FAILURES, REFRESH_ABSOLUTE_LIFETIME_SECONDS,
+        REFRESH_GRACE_SECONDS, REFRESH_IDLE_TIMEOUT_SECONDS, REFRESH_MAX_RETRIES,
+        REQUIRE_VERIFIED_EMAIL,
     };
     Ok(AccountPolicy {
         idle_timeout: env.duration(&REFRESH_IDLE_TIMEOUT_SECONDS)?,
@@ -474,6 +483,7 @@ fn account_policy(env: &Lookup<'_>) -> Result<AccountPolicy, ConfigError> {
         max_sessions_per_user: env.number(&MAX_SESSIONS_PER_USER)?,
         require_verified_email: flag(env, &REQUIRE_VERIFIED_EMAIL)?,
         new_signin_alerts: flag(env, &NEW_SIGNIN_ALERTS)?,
+        allow_single_label_email_domains: flag(env, &ALLOW_SINGLE_LABEL_EMAIL_DOMAINS)?,
     })
 }
 
@@ -626,6 +636,14 @@ fn mail_settings(
             verification: env.duration(&settings::EMAIL_VERIFICATION_TTL_SECONDS)?,
             reset: env.duration(&settings::PASSWORD_RESET_TTL_SECONDS)?,
         },
+        limits: MailLimits {
+            caps: MailCaps {
+                per_hour: env.number(&settings::ACCOUNT_MAIL_PER_HOUR)?,
+                per_day: env.number(&settings::ACCOUNT_MAIL_PER_DAY)?,
+                alerts_per_hour: env.number(&settings::SIGNIN_ALERTS_PER_HOUR)?,
+            },
+            live_reset_links: env.number(&settings::PASSWORD_RESET_LIVE_LINKS)?,
+        },
     })
 }
 
@@ -634,6 +652,14 @@ fn flag(env: &Lookup<'_>, setting: &Setting) -> Result<bool, ConfigError> {
     match env.text(setting)?.as_str() {
         "false" => Ok(false),
         "true" => Ok(true),
+        other => Err(not_a_choice(setting, other)),
+    }
+}
+
+fn on_off(env: &Lookup<'_>, setting: &Setting) -> Result<bool, ConfigError> {
+    match env.text(setting)?.as_str() {
+        "off" => Ok(false),
+        "on" => Ok(true),
         other => Err(not_a_choice(setting, other)),
     }
 }
@@ -664,12 +690,17 @@ fn session_cookies(
     };
     let access = &settings::ACCESS_COOKIE_NAME;
     let refresh = &settings::REFRESH_COOKIE_NAME;
-    let access_name = env.text(access)?;
-    let refresh_name = env.text(refresh)?;
-    SessionCookies::new(&access_name, &refresh_name, secure).map_err(|(role, e)| {
+    let binding = &settings::BINDING_COOKIE_NAME;
+    let names = CookieNames {
+        access: &env.text(access)?,
+        refresh: &env.text(refresh)?,
+        binding: &env.text(binding)?,
+    };
+    SessionCookies::new(names, secure).map_err(|(role, e)| {
         let setting = match role {
             CookieRole::Access => access,
             CookieRole::Refresh => refresh,
+            CookieRole::Binding => binding,
         };
         ConfigError::new(setting.name, e)
     })
@@ -931,6 +962,8 @@ mod tests {
             ("ACCESS_COOKIE_NAME", "__Host-a;b"),
             ("REFRESH_COOKIE_NAME", "__Host-sg_refresh"),
             ("REFRESH_COOKIE_NAME", "__Host-sg_access"),
+            ("BINDING_COOKIE_NAME", "__Secure-sg_binding"),
+            ("BINDING_COOKIE_NAME", "__Host-sg_access"),
             ("SMTP_URL", "smtp://mail.example.com?tls=none"),
             ("SMTP_URL", "imap://mail.example.com"),
             ("MAIL_FROM", "not an address"),
@@ -1067,6 +1100,7 @@ mod tests {
                         vars.extend([
                             ("ACCESS_COOKIE_NAME", "sg_access"),
                             ("REFRESH_COOKIE_NAME", "sg_refresh"),
+                            ("BINDING_COOKIE_NAME", "sg_binding"),
                         ]);
                     }
                     config(&vars).unwrap_or_else(|e| panic!("{}={choice}: {e}", setting.name));
@@ -1111,6 +1145,7 @@ mod tests {
             ("COOKIE_SECURE", "off"),
             ("ACCESS_COOKIE_NAME", "sg_access"),
             ("REFRESH_COOKIE_NAME", "sg_refresh"),
+            ("BINDING_COOKIE_NAME", "sg_binding"),
         ])
         .unwrap();
         assert!(!plain.browser.cookies.secure());

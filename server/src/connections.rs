@@ -214,6 +214,10 @@ where
     Ok(())
 }
 
+/// The most an HTTP/1 request head (request line and headers) may take; a longer one is
+/// answered 431. Browsers send a few KiB; HTTP/2's header list is bounded alike.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+
 /// hyper's HTTP/1 and HTTP/2 server, with a timer so its timeouts run, and Poem's
 /// HTTP/2 settings.
 fn http_builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
@@ -221,12 +225,15 @@ fn http_builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        // hyper buffers an unfinished request head up to about 400 KiB by default, which
+        // a client can pin on every connection it holds open; past this it answers 431.
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_pending_accept_reset_streams(20)
-        .max_header_list_size(16 * 1024);
+        .max_header_list_size(u32::try_from(MAX_REQUEST_HEAD_BYTES).unwrap_or(u32::MAX));
     builder
 }
 

@@ -1,10 +1,14 @@
-//! The cookie transport: the two session cookies a login with `"transport": "cookie"`
+//! The cookie transport: the three session cookies a login with `"transport": "cookie"`
 //! sets, how they are written and cleared, and how a request's cookies are read.
 //!
-//! Both are `HttpOnly` (no script reads them, so an XSS cannot carry them off),
+//! All are `HttpOnly` (no script reads them, so an XSS cannot carry them off),
 //! `SameSite=Strict` and, unless development on loopback turns it off, `Secure`. The
 //! access cookie goes to every route (`Path=/`, a `__Host-` name); the refresh cookie only
-//! to `/auth/*` ([`REFRESH_COOKIE_PATH`]).
+//! to `/auth/*` ([`REFRESH_COOKIE_PATH`]), so its name can only be `__Secure-`, which a
+//! sibling subdomain can plant or shadow (`Domain=` the parent). The binding cookie
+//! (`__Host-`, `Path=/`) names the session the browser signed in to, and a refresh by
+//! cookie uses only the refresh cookie of that session: one planted by another host is
+//! never used, and without the binding cookie (a signed-out browser) none is.
 
 use std::time::Duration;
 
@@ -26,22 +30,24 @@ pub const HOST_PREFIX: &str = "__Host-";
 /// The prefix browsers accept only on a `Secure` cookie.
 pub const SECURE_PREFIX: &str = "__Secure-";
 
-/// One of the two session cookies.
+/// One of the session cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieRole {
     /// The access token's cookie.
     Access,
     /// The refresh token's cookie.
     Refresh,
+    /// The cookie binding the browser to its session: its client binding.
+    Binding,
 }
 
 impl CookieRole {
     /// The name prefix a `Secure` cookie of this role carries: `__Host-` binds the
-    /// access cookie to this host and `Path=/`; the refresh cookie has a narrower path, so
-    /// `__Secure-`.
+    /// access and binding cookies to this host and `Path=/`; the refresh cookie has a
+    /// narrower path, so `__Secure-`.
     pub fn secure_prefix(self) -> &'static str {
         match self {
-            Self::Access => HOST_PREFIX,
+            Self::Access | Self::Binding => HOST_PREFIX,
             Self::Refresh => SECURE_PREFIX,
         }
     }
@@ -73,32 +79,48 @@ impl CookieRole {
 pub struct SessionCookies {
     access_name: String,
     refresh_name: String,
+    binding_name: String,
     secure: bool,
+}
+
+/// The names of the session cookies, as configured.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieNames<'a> {
+    /// `ACCESS_COOKIE_NAME`.
+    pub access: &'a str,
+    /// `REFRESH_COOKIE_NAME`.
+    pub refresh: &'a str,
+    /// `BINDING_COOKIE_NAME`.
+    pub binding: &'a str,
 }
 
 impl SessionCookies {
     /// Checks the names ([`CookieRole`]'s rules, and different from each other); an
     /// error names the cookie at fault.
-    pub fn new(
-        access_name: &str,
-        refresh_name: &str,
-        secure: bool,
-    ) -> Result<Self, (CookieRole, String)> {
-        CookieRole::Access
-            .check(access_name, secure)
-            .map_err(|e| (CookieRole::Access, e))?;
-        CookieRole::Refresh
-            .check(refresh_name, secure)
-            .map_err(|e| (CookieRole::Refresh, e))?;
-        if access_name == refresh_name {
+    pub fn new(names: CookieNames<'_>, secure: bool) -> Result<Self, (CookieRole, String)> {
+        for (role, name) in [
+            (CookieRole::Access, names.access),
+            (CookieRole::Refresh, names.refresh),
+            (CookieRole::Binding, names.binding),
+        ] {
+            role.check(name, secure).map_err(|e| (role, e))?;
+        }
+        if names.access == names.refresh {
             return Err((
                 CookieRole::Refresh,
                 "the access and refresh cookies need different names".to_owned(),
             ));
         }
+        if names.binding == names.access || names.binding == names.refresh {
+            return Err((
+                CookieRole::Binding,
+                "the binding cookie needs a name of its own".to_owned(),
+            ));
+        }
         Ok(Self {
-            access_name: access_name.to_owned(),
-            refresh_name: refresh_name.to_owned(),
+            access_name: names.access.to_owned(),
+            refresh_name: names.refresh.to_owned(),
+            binding_name: names.binding.to_owned(),
             secure,
         })
     }
@@ -111,6 +133,11 @@ impl SessionCookies {
     /// The refresh cookie's name.
     pub fn refresh_name(&self) -> &str {
         &self.refresh_name
+    }
+
+    /// The binding cookie's name.
+    pub fn binding_name(&self) -> &str {
+        &self.binding_name
     }
 
     /// Whether the cookies are `Secure`.
@@ -134,11 +161,23 @@ impl SessionCookies {
         )
     }
 
-    /// Both cookies emptied with `Max-Age=0`, so the browser deletes them.
+    /// The binding cookie holding the session's client binding, for `max_age` (as the
+    /// refresh cookie's).
+    pub fn binding(&self, binding: String, max_age: Duration) -> Cookie<'static> {
+        self.cookie(
+            self.binding_name.clone(),
+            binding,
+            ACCESS_COOKIE_PATH,
+            max_age,
+        )
+    }
+
+    /// Every session cookie emptied with `Max-Age=0`, so the browser deletes them.
     pub fn cleared(&self) -> Vec<Cookie<'static>> {
         [
             (&self.access_name, ACCESS_COOKIE_PATH),
             (&self.refresh_name, REFRESH_COOKIE_PATH),
+            (&self.binding_name, ACCESS_COOKIE_PATH),
         ]
         .into_iter()
         .map(|(name, path)| {
@@ -167,11 +206,22 @@ impl SessionCookies {
             .build()
     }
 
-    /// The refresh cookie's value, when the request carries exactly one.
-    pub fn refresh_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+    /// Every refresh cookie's value the request carries: its own, and any that another
+    /// host under the same parent domain planted (`Domain=`), which the binding cookie
+    /// tells apart.
+    pub fn refresh_tokens<'h>(&self, headers: &'h HeaderMap) -> Vec<&'h str> {
+        request_cookies(headers)
+            .filter(|pair| pair.name() == self.refresh_name)
+            .filter_map(|pair| pair.value_raw())
+            .collect()
+    }
+
+    /// The binding cookie's value, when the request carries exactly one (a `__Host-`
+    /// cookie: only this host can have set it).
+    pub fn binding_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         let mut found = None;
         for pair in request_cookies(headers) {
-            if pair.name() == self.refresh_name {
+            if pair.name() == self.binding_name {
                 if found.is_some() {
                     return None;
                 }
@@ -229,8 +279,24 @@ mod tests {
 
     use super::*;
 
+    fn names<'a>(access: &'a str, refresh: &'a str, binding: &'a str) -> CookieNames<'a> {
+        CookieNames {
+            access,
+            refresh,
+            binding,
+        }
+    }
+
     fn defaults() -> SessionCookies {
-        SessionCookies::new("__Host-sg_access", "__Secure-sg_refresh", true).unwrap()
+        SessionCookies::new(
+            names(
+                "__Host-sg_access",
+                "__Secure-sg_refresh",
+                "__Host-sg_binding",
+            ),
+            true,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -250,6 +316,14 @@ mod tests {
             refresh,
             "__Secure-sg_refresh=r; HttpOnly; SameSite=Strict; Secure; Path=/auth; Max-Age=60"
         );
+        let binding = cookies
+            .binding("b".to_owned(), Duration::from_secs(60))
+            .to_string();
+        assert_eq!(
+            binding,
+            "__Host-sg_binding=b; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=60"
+        );
+        assert_eq!(cookies.cleared().len(), 3);
         for cleared in cookies.cleared() {
             let text = cleared.to_string();
             assert!(text.contains("Max-Age=0"), "{text}");
@@ -259,14 +333,20 @@ mod tests {
 
     #[test]
     fn names_must_fit_the_secure_setting() {
-        assert!(SessionCookies::new("sg_access", "__Secure-sg_refresh", true).is_err());
-        assert!(SessionCookies::new("__Host-sg_access", "sg_refresh", true).is_err());
-        assert!(SessionCookies::new("__Host-sg_access", "__Host-sg_refresh", true).is_err());
-        assert!(SessionCookies::new("__Host-sg_access", "__Secure-sg_refresh", false).is_err());
-        assert!(SessionCookies::new("__Host-a", "__Host-a", true).is_err());
-        assert!(SessionCookies::new("__Host-a b", "__Secure-b", true).is_err());
-        assert!(SessionCookies::new("__Host-a=", "__Secure-b", true).is_err());
-        let plain = SessionCookies::new("sg_access", "sg_refresh", false).unwrap();
+        let new = |access, refresh, binding, secure| {
+            SessionCookies::new(names(access, refresh, binding), secure)
+        };
+        let b = "__Host-b";
+        assert!(new("sg_access", "__Secure-sg_refresh", b, true).is_err());
+        assert!(new("__Host-sg_access", "sg_refresh", b, true).is_err());
+        assert!(new("__Host-sg_access", "__Host-sg_refresh", b, true).is_err());
+        assert!(new("__Host-sg_access", "__Secure-sg_refresh", b, false).is_err());
+        assert!(new("__Host-a", "__Host-a", b, true).is_err());
+        assert!(new("__Host-a b", "__Secure-b", b, true).is_err());
+        assert!(new("__Host-a=", "__Secure-b", b, true).is_err());
+        assert!(new("__Host-a", "__Secure-r", "__Secure-b", true).is_err());
+        assert!(new("__Host-a", "__Secure-r", "__Host-a", true).is_err());
+        let plain = new("sg_access", "sg_refresh", "sg_binding", false).unwrap();
         assert!(
             !plain
                 .access("t".to_owned(), Duration::from_secs(1))
@@ -276,28 +356,33 @@ mod tests {
     }
 
     #[test]
-    fn the_refresh_cookie_is_read_only_when_there_is_exactly_one() {
+    fn every_refresh_cookie_is_read_and_the_binding_only_when_there_is_one() {
         let cookies = defaults();
-        let read = |values: &[&'static str]| {
+        let headers = |values: &[&'static str]| {
             let mut headers = HeaderMap::new();
             for value in values {
                 headers.append(COOKIE, HeaderValue::from_static(value));
             }
-            cookies.refresh_token(&headers).map(str::to_owned)
+            headers
         };
+        let refresh = |values: &[&'static str]| {
+            cookies
+                .refresh_tokens(&headers(values))
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(refresh(&["theme=dark; __Secure-sg_refresh=abc"]), ["abc"]);
+        assert_eq!(refresh(&["theme=dark", "__Secure-sg_refresh=abc"]), ["abc"]);
         assert_eq!(
-            read(&["theme=dark; __Secure-sg_refresh=abc"]).as_deref(),
-            Some("abc")
+            refresh(&["__Secure-sg_refresh=a; __Secure-sg_refresh=b"]),
+            ["a", "b"]
         );
-        assert_eq!(
-            read(&["theme=dark", "__Secure-sg_refresh=abc"]).as_deref(),
-            Some("abc")
-        );
-        assert_eq!(
-            read(&["__Secure-sg_refresh=a; __Secure-sg_refresh=b"]),
-            None
-        );
-        assert_eq!(read(&["sg_refresh=abc"]), None);
-        assert_eq!(read(&[]), None);
+        assert!(refresh(&["sg_refresh=abc"]).is_empty());
+        let binding =
+            |values: &[&'static str]| cookies.binding_value(&headers(values)).map(str::to_owned);
+        assert_eq!(binding(&["__Host-sg_binding=x"]).as_deref(), Some("x"));
+        assert_eq!(binding(&["__Host-sg_binding=x; __Host-sg_binding=y"]), None);
+        assert_eq!(binding(&[]), None);
     }
 }

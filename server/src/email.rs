@@ -39,6 +39,9 @@ pub enum EmailError {
     /// Not an address (`local@domain`).
     #[error("not an address")]
     NotAnAddress,
+    /// A quoted local part that no unquoted one spells (`"a b"@`, `"a@b"@`).
+    #[error("a quoted local part that has no unquoted spelling")]
+    Quoted,
 }
 
 /// The one spelling of `email` that names its account, or why it names none.
@@ -50,6 +53,8 @@ pub fn normalize(email: &str) -> Result<String, EmailError> {
     }
     refuse_invisible(email)?;
     let (local, domain) = email.rsplit_once('@').ok_or(EmailError::NotAnAddress)?;
+    // `"ada"@example.com` is delivered to `ada@example.com`: one mailbox, one account.
+    let local = unquote(local)?;
     let local: String = local
         .nfkc()
         .collect::<String>()
@@ -69,22 +74,82 @@ pub fn normalize(email: &str) -> Result<String, EmailError> {
     if email.chars().count() > MAX_EMAIL_CHARS {
         return Err(EmailError::TooLong);
     }
-    if !email_address::EmailAddress::is_valid(&email) {
+    if !is_dot_atom(&local) || !email_address::EmailAddress::is_valid(&email) {
         return Err(EmailError::NotAnAddress);
     }
     Ok(email)
 }
 
+/// Whether the (normalised) address's domain is a single label (`x@localhost`,
+/// `x@intranet`): a name only a local resolver gives meaning to.
+pub fn has_single_label_domain(email: &str) -> bool {
+    email
+        .rsplit_once('@')
+        .is_some_and(|(_, domain)| !domain.trim_end_matches('.').contains('.'))
+}
+
+/// The local part as the mailbox it delivers to: a quoted string (RFC 5321 §4.1.2) is
+/// unquoted, its quoted pairs undone, and kept only when the result is a dot-atom that
+/// names the same mailbox unquoted. A quote anywhere else is no address.
+fn unquote(local: &str) -> Result<String, EmailError> {
+    let Some(inner) = local
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return if local.contains(['"', '\\']) {
+            Err(EmailError::NotAnAddress)
+        } else {
+            Ok(local.to_owned())
+        };
+    };
+    let mut unquoted = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => unquoted.push(chars.next().ok_or(EmailError::Quoted)?),
+            '"' => return Err(EmailError::Quoted),
+            c => unquoted.push(c),
+        }
+    }
+    if is_dot_atom(&unquoted) {
+        Ok(unquoted)
+    } else {
+        Err(EmailError::Quoted)
+    }
+}
+
+/// RFC 5322 `dot-atom-text` with RFC 6531's non-ASCII characters: atoms of `atext`
+/// joined by single dots, none at either end. No quotes, spaces, comments or `@`.
+fn is_dot_atom(local: &str) -> bool {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+}
+
 /// Control characters (Cc) and format characters (Cf: zero-width spaces and joiners,
 /// bidirectional marks, overrides and isolates, soft hyphen, BOM, tags).
 fn refuse_invisible(text: &str) -> Result<(), EmailError> {
-    if text
-        .chars()
-        .any(|c| c.is_control() || c.general_category() == GeneralCategory::Format)
-    {
+    if text.chars().any(is_invisible) {
         return Err(EmailError::Invisible);
     }
     Ok(())
+}
+
+/// Whether `c` is a character a person cannot see or that reorders or breaks what they
+/// see: controls (Cc), format characters (Cf: zero-width, bidirectional marks,
+/// overrides and isolates, soft hyphen, BOM, tags) and line and paragraph separators
+/// (Zl, Zp). Emails and device names refuse them.
+pub(crate) fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
 }
 
 /// Whether `part` is one script (UTS 39 "highly restrictive" at worst) made of characters
@@ -112,6 +177,42 @@ mod tests {
         for bad in ["", "ada", "ada@", "@example.com", "a b@example.com"] {
             assert!(normalize(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_quoted_local_part_is_the_mailbox_it_delivers_to_or_refused() {
+        for quoted in [
+            "\"ada\"@example.com",
+            "\"Ada\"@Example.com",
+            "\"a\\da\"@example.com",
+        ] {
+            assert_eq!(normalize(quoted).unwrap(), ADA, "{quoted}");
+        }
+        assert_eq!(
+            normalize("\"ada.lovelace\"@example.com").unwrap(),
+            "ada.lovelace@example.com"
+        );
+        for refused in [
+            "\"a b\"@example.com",
+            "\"a@b\"@example.com",
+            "\"a..b\"@example.com",
+            "\".ada\"@example.com",
+            "\"\"@example.com",
+            "a\"da\"@example.com",
+            "\"ada@example.com",
+            "ada(comment)@example.com",
+            "a\\da@example.com",
+        ] {
+            assert!(normalize(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn single_label_domains_are_told_apart() {
+        assert!(has_single_label_domain("x@localhost"));
+        assert!(has_single_label_domain("x@intranet"));
+        assert!(!has_single_label_domain(ADA));
+        assert!(!has_single_label_domain("x@b\u{fc}cher.de"));
     }
 
     #[test]

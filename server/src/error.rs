@@ -86,6 +86,10 @@ pub enum StoreError {
     /// not open one.
     #[error("the connection pool")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement got no answer within `DATABASE_TIMEOUT_SECONDS` (a stalled server or
+    /// network).
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
 }
 
 impl StoreError {
@@ -93,7 +97,7 @@ impl StoreError {
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
             Self::Postgres(e) | Self::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
-            Self::Pool(_) => None,
+            Self::Pool(_) | Self::TimedOut(_) => None,
         }
     }
 }

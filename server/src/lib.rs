@@ -219,15 +219,19 @@ pub async fn prepare<Api: OpenApi + 'static>(
         .issuer(&config.tokens.issuer)
         .audience(&config.tokens.audience)
         .build();
-    // The header when a client sends one, else the access cookie of the cookie transport.
-    let authenticator = Authenticator::new(verifier, liveness.clone()).with_token_source(
-        TokenSource::BearerOrCookie(config.browser.cookies.access_name().into()),
-    );
+    // The header when a client sends one, else the access cookie of the cookie transport,
+    // whose requests must come from `PUBLIC_URL`'s pages whatever `Host` a proxy forwards.
+    let authenticator = Authenticator::new(verifier, liveness.clone())
+        .with_token_source(TokenSource::BearerOrCookie(
+            config.browser.cookies.access_name().into(),
+        ))
+        .with_expected_origins(config.browser.public_origin.expected_origins());
     let mail_worker = mail_worker(&config, pool.clone())?;
     let account_mail = AccountMail::new(
         config.browser.public_origin.clone(),
         Arc::clone(&refresh_key),
         config.mail.links,
+        config.mail.limits,
     );
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let accounts = Accounts::new(

@@ -59,6 +59,16 @@ impl PublicOrigin {
         &self.serialized
     }
 
+    /// This origin as the layer's configuration of where cookie requests may come from.
+    ///
+    /// # Panics
+    ///
+    /// Never: an origin [`parse`](Self::parse) accepted is one the layer accepts.
+    pub fn expected_origins(&self) -> portcullis::ExpectedOrigins {
+        portcullis::ExpectedOrigins::parse([self.as_str()])
+            .expect("a parsed public origin is an expected origin")
+    }
+
     /// Whether this is `http://` to `localhost` or a loopback address: development on
     /// this machine, the only place cookies may go without `Secure`.
     pub fn is_loopback_http(&self) -> bool {

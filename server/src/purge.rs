@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::error::ServiceError;
 use crate::rate_limit::RateLimits;
-use crate::store::{account_tokens, events, outbox, sessions};
+use crate::store::{account_tokens, events, mail_log, outbox, sessions};
 
 /// How long ended sessions and security events are kept.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +38,9 @@ pub struct Purged {
 /// link may still work (`EMAIL_VERIFICATION_TTL_SECONDS` goes up to 30 days) but the user
 /// is better served by asking for a new one, and an alert is stale.
 pub const UNSENT_MAIL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How long the record of a queued account mail is kept: the daily cap looks back a day.
+pub const MAIL_LOG_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Rows deleted per statement: small enough to keep each transaction short.
 const BATCH: i64 = 1_000;
@@ -100,6 +103,12 @@ pub async fn purge_once(pool: &Pool, retention: Retention) -> Result<Option<Purg
         loop {
             let batch = account_tokens::purge_batch(&client, BATCH).await?;
             purged.account_tokens += batch;
+            if batch < BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        loop {
+            let batch = mail_log::purge_batch(&client, MAIL_LOG_MAX_AGE, BATCH).await?;
             if batch < BATCH.unsigned_abs() {
                 break;
             }

@@ -207,6 +207,7 @@ pub struct RefreshKey {
     successor: hmac::Key,
     client: hmac::Key,
     account_token: hmac::Key,
+    binding: hmac::Key,
 }
 
 impl fmt::Debug for RefreshKey {
@@ -239,6 +240,24 @@ pub enum RefreshKeyError {
     },
 }
 
+/// A session's client binding (see [`RefreshKey::client_binding`]): base64url, 43
+/// characters. A secret: no `Debug` in the clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientBinding(String);
+
+impl ClientBinding {
+    /// The text the client keeps.
+    pub fn expose(&self) -> String {
+        self.0.clone()
+    }
+}
+
+impl fmt::Debug for ClientBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientBinding(..)")
+    }
+}
+
 /// Whether an older token belongs to its session's chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ancestry {
@@ -261,6 +280,7 @@ impl RefreshKey {
             successor: derive(b"portcullis refresh-token successor v1"),
             client: derive(b"portcullis refresh-token client v1"),
             account_token: derive(b"portcullis account-token hash v1"),
+            binding: derive(b"portcullis client-binding v1"),
         }
     }
 
@@ -342,6 +362,33 @@ impl RefreshKey {
             Ok(()) => Ancestry::Genuine,
             Err(_) => Ancestry::Forged,
         }
+    }
+
+    /// The session's client binding: a secret the client gets with its first token pair
+    /// (in the binding cookie for a browser) and sends with each refresh. A copy of the
+    /// refresh token alone does not carry it. Derived from the session id with its own
+    /// key, so nothing more is stored.
+    pub fn client_binding(&self, session: SessionId) -> ClientBinding {
+        let tag = hmac::sign(&self.binding, session.as_uuid().as_bytes());
+        ClientBinding(URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// Whether `presented` is `session`'s client binding. Compares in constant time.
+    pub fn binds(&self, session: SessionId, presented: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(presented) else {
+            return false;
+        };
+        hmac::verify(&self.binding, session.as_uuid().as_bytes(), &tag).is_ok()
+    }
+
+    /// The fingerprint of a client that showed `session`'s binding: the same from every
+    /// network and user agent, so the owner's retry from a new network is still theirs.
+    pub fn bound_fingerprint(&self, session: SessionId) -> Vec<u8> {
+        let mut context = hmac::Context::with_key(&self.client);
+        // A first byte no IP fingerprint starts with (they start 0, 4 or 6).
+        context.update(b"b");
+        context.update(session.as_uuid().as_bytes());
+        context.sign().as_ref().to_vec()
     }
 
     /// A keyed fingerprint of a client: only the client that rotated a token may retry
@@ -454,6 +501,33 @@ mod tests {
         assert_eq!(
             key.ancestry(&forged, MAX_CHAIN_WALK + 1, &current_hash),
             Ancestry::TooOld
+        );
+    }
+
+    #[test]
+    fn a_binding_belongs_to_its_session_and_key_only() {
+        let key = RefreshKey::from_secret(&[1; 32]);
+        let other = RefreshKey::from_secret(&[2; 32]);
+        let session = SessionId::from_uuid(Uuid::new_v4());
+        let elsewhere = SessionId::from_uuid(Uuid::new_v4());
+        let binding = key.client_binding(session).expose();
+        assert_eq!(binding.len(), 43);
+        assert!(key.binds(session, &binding));
+        assert!(!key.binds(elsewhere, &binding));
+        assert!(!other.binds(session, &binding));
+        assert!(!key.binds(session, "not base64!"));
+        assert!(!key.binds(session, ""));
+        assert_eq!(
+            key.bound_fingerprint(session),
+            key.bound_fingerprint(session)
+        );
+        assert_ne!(
+            key.bound_fingerprint(session),
+            key.bound_fingerprint(elsewhere)
+        );
+        assert_ne!(
+            key.bound_fingerprint(session),
+            key.client_fingerprint(None, None)
         );
     }
 

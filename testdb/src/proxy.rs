@@ -21,6 +21,8 @@ pub struct PostgresProxy {
     addr: SocketAddr,
     upstream: Upstream,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// `true` while the proxy stalls: connections stay open, nothing is forwarded.
+    stalled: tokio::sync::watch::Sender<bool>,
 }
 
 impl PostgresProxy {
@@ -40,6 +42,7 @@ impl PostgresProxy {
             addr,
             upstream,
             task: None,
+            stalled: tokio::sync::watch::Sender::new(false),
         };
         proxy.serve(listener);
         proxy
@@ -68,6 +71,18 @@ impl PostgresProxy {
         }
     }
 
+    /// Keeps every connection open, and accepts new ones, but forwards nothing either way:
+    /// a server (or a network) that stalls without closing anything, which only a
+    /// client's own timer notices.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again after [`stall`](Self::stall), on the connections it held.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+
     /// Accepts and forwards connections again, on the same port.
     pub async fn restore(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -86,28 +101,28 @@ impl PostgresProxy {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let upstream = self.upstream.clone();
+        let stalled = self.stalled.subscribe();
         self.task = Some(tokio::spawn(async move {
             // Each connection lives in this set, so aborting the accept loop drops the
             // set and severs them all.
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let upstream = upstream.clone();
+                let stalled = stalled.clone();
                 connections.spawn(async move {
                     match upstream {
                         Upstream::Tcp(addr) => {
-                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(addr).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                    .await;
+                            if let Ok(outbound) = tokio::net::TcpStream::connect(addr).await {
+                                forward(inbound, outbound, stalled).await;
                             }
                         }
                         Upstream::Unix(path) => {
-                            if let Ok(mut outbound) = tokio::net::UnixStream::connect(path).await {
-                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
-                                    .await;
+                            if let Ok(outbound) = tokio::net::UnixStream::connect(path).await {
+                                forward(inbound, outbound, stalled).await;
                             }
                         }
                     }
@@ -115,6 +130,48 @@ impl PostgresProxy {
                 while connections.try_join_next().is_some() {}
             }
         }));
+    }
+}
+
+/// Copies both ways, one chunk at a time, holding each chunk while the proxy stalls.
+async fn forward<A, B>(a: A, b: B, stalled: tokio::sync::watch::Receiver<bool>)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let (a_read, a_write) = tokio::io::split(a);
+    let (b_read, b_write) = tokio::io::split(b);
+    tokio::join!(
+        pump(a_read, b_write, stalled.clone()),
+        pump(b_read, a_write, stalled)
+    );
+}
+
+async fn pump<R, W>(mut from: R, mut to: W, mut stalled: tokio::sync::watch::Receiver<bool>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0_u8; 16 * 1024];
+    loop {
+        if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        // Bytes read just as the stall began are held until it ends.
+        if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

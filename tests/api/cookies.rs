@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "correct horse battery";
 const ACCESS: &str = "__Host-sg_access";
 const REFRESH: &str = "__Secure-sg_refresh";
+const BINDING: &str = "__Host-sg_binding";
 
 /// The cookies a response sets, parsed.
 fn set_cookies(reply: &Reply) -> Vec<Cookie<'static>> {
@@ -34,11 +35,15 @@ fn named<'c>(cookies: &'c [Cookie<'static>], name: &str) -> &'c Cookie<'static> 
         .unwrap_or_else(|| panic!("no {name} cookie in {cookies:?}"))
 }
 
-/// What a browser would hold after a cookie login: both cookies' values.
+/// What a browser would hold after a cookie login: the cookies' values, and any refresh
+/// cookies another host under the same parent domain planted (`Domain=`), which the
+/// browser sends too, before its own when their path is as long.
 #[derive(Debug, Clone)]
 struct Jar {
     access: String,
     refresh: String,
+    binding: String,
+    planted: Vec<String>,
 }
 
 impl Jar {
@@ -47,18 +52,41 @@ impl Jar {
         Self {
             access: named(&cookies, ACCESS).value().to_owned(),
             refresh: named(&cookies, REFRESH).value().to_owned(),
+            binding: named(&cookies, BINDING).value().to_owned(),
+            planted: Vec::new(),
+        }
+    }
+
+    /// A signed-out browser holding only refresh cookies a sibling host planted.
+    fn only_planted(planted: Vec<String>) -> Self {
+        Self {
+            access: String::new(),
+            refresh: String::new(),
+            binding: String::new(),
+            planted,
         }
     }
 
     /// The `Cookie` header a browser sends to `path`: the refresh cookie only under
     /// `/auth`, as its `Path` says.
     fn header(&self, path: &str) -> String {
-        let access = format!("theme=dark; {ACCESS}={}", self.access);
+        let mut pairs = vec!["theme=dark".to_owned()];
+        let mut own = |name: &str, value: &str| {
+            if !value.is_empty() {
+                pairs.push(format!("{name}={value}"));
+            }
+        };
+        own(ACCESS, &self.access);
+        own(BINDING, &self.binding);
         if path == "/auth" || path.starts_with("/auth/") {
-            format!("{access}; {REFRESH}={}", self.refresh)
-        } else {
-            access
+            for planted in &self.planted {
+                pairs.push(format!("{REFRESH}={planted}"));
+            }
+            if !self.refresh.is_empty() {
+                pairs.push(format!("{REFRESH}={}", self.refresh));
+            }
         }
+        pairs.join("; ")
     }
 }
 
@@ -180,10 +208,16 @@ async fn a_cookie_login_sets_both_cookies_with_every_attribute_and_no_token_in_t
     assert_eq!(body["expires_in"], 900);
 
     let cookies = set_cookies(&reply);
-    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert_eq!(cookies.len(), 3, "{cookies:?}");
     let access = named(&cookies, ACCESS);
     let refresh = named(&cookies, REFRESH);
-    for cookie in [access, refresh] {
+    let binding = named(&cookies, BINDING);
+    assert_eq!(binding.path(), Some("/"));
+    assert_eq!(
+        binding.max_age().unwrap().whole_seconds(),
+        refresh.max_age().unwrap().whole_seconds()
+    );
+    for cookie in [access, refresh, binding] {
         assert_eq!(cookie.http_only(), Some(true), "{cookie}");
         assert_eq!(cookie.secure(), Some(true), "{cookie}");
         assert_eq!(cookie.same_site(), Some(SameSite::Strict), "{cookie}");
@@ -257,7 +291,7 @@ async fn protected_routes_take_the_header_or_the_cookie_and_bearer_logins_set_no
     // A cookie that is not a live session's token is refused as a bad header would be.
     let forged = Jar {
         access: "not.a.token".to_owned(),
-        refresh: jar.refresh.clone(),
+        ..jar.clone()
     };
     assert_eq!(client.me(&forged).await.status, 401);
 }
@@ -335,12 +369,12 @@ async fn refresh_by_cookie_sets_both_cookies_anew_and_the_new_ones_work() {
     assert!(pair["refresh_token"].is_string());
 }
 
-/// Asserts that `reply` clears both cookies with `Max-Age=0` on their own paths.
+/// Asserts that `reply` clears every session cookie with `Max-Age=0` on its own path.
 #[track_caller]
 fn assert_clears_both(reply: &Reply) {
     let cookies = set_cookies(reply);
-    assert_eq!(cookies.len(), 2, "{}: {cookies:?}", reply.what);
-    for (name, path) in [(ACCESS, "/"), (REFRESH, "/auth")] {
+    assert_eq!(cookies.len(), 3, "{}: {cookies:?}", reply.what);
+    for (name, path) in [(ACCESS, "/"), (REFRESH, "/auth"), (BINDING, "/")] {
         let cookie = named(&cookies, name);
         assert_eq!(cookie.value(), "", "{cookie}");
         assert_eq!(
@@ -584,4 +618,146 @@ async fn the_account_page_is_served_with_a_strict_policy_and_no_inline_script() 
         .await;
     post.expect_error(&[405], "method_not_allowed");
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
+}
+
+/// Issue 22, item 1: another host under the same parent domain can set a refresh cookie
+/// (`__Secure-`, `Domain=` the parent) but never the `__Host-` binding cookie. A planted
+/// cookie signs a signed-out browser in to nobody's account (login CSRF), and beside the
+/// owner's own it neither signs the owner out nor is used.
+#[tokio::test]
+async fn a_refresh_cookie_planted_by_a_sibling_host_signs_nobody_in_and_signs_nobody_out() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start(&db.url(), &[]).await;
+    let client = Client::new(&server);
+    let (_, attacker) = client.signed_up("mallory@example.com").await;
+    let (victim_login, victim) = client.signed_up("alice@example.com").await;
+    let before = snapshot(&db).await;
+
+    // A signed-out browser holding only the attacker's planted refresh cookie.
+    for planted in [vec![attacker.refresh.clone()], vec!["junk".to_owned()]] {
+        let reply = client
+            .send(
+                Method::POST,
+                "/auth/refresh",
+                Provenance::ThisPage,
+                Some(&Jar::only_planted(planted)),
+                None,
+            )
+            .await;
+        reply.expect_error(&[401], "invalid_refresh_token");
+        assert!(reply.headers.get(SET_COOKIE).is_none(), "{}", reply.what);
+    }
+    // Even with the attacker's own binding cookie copied in, a binding names one session.
+    let mixed = Jar {
+        binding: victim.binding.clone(),
+        ..Jar::only_planted(vec![attacker.refresh.clone()])
+    };
+    client
+        .send(
+            Method::POST,
+            "/auth/refresh",
+            Provenance::ThisPage,
+            Some(&mixed),
+            None,
+        )
+        .await
+        .expect_error(&[401], "invalid_refresh_token");
+    assert_eq!(
+        snapshot(&db).await,
+        before,
+        "a planted cookie changed something"
+    );
+
+    // The signed-in victim with junk and the attacker's token planted beside its own:
+    // its own session is refreshed, again and again, and the planted ones are ignored.
+    let mut jar = Jar {
+        planted: vec!["junk".to_owned(), attacker.refresh.clone()],
+        ..victim
+    };
+    for _ in 0..3 {
+        let reply = client
+            .send(
+                Method::POST,
+                "/auth/refresh",
+                Provenance::ThisPage,
+                Some(&jar),
+                None,
+            )
+            .await;
+        let body = reply.expect(200);
+        assert_eq!(body["session_id"], victim_login.json()["session_id"]);
+        let next = Jar::from_reply(&reply);
+        jar = Jar {
+            planted: jar.planted.clone(),
+            ..next
+        };
+        let me = client.me(&jar).await.expect(200);
+        assert_eq!(me["email"], "alice@example.com");
+    }
+    // The attacker's session was never touched: its refresh token still works for it.
+    client
+        .send(
+            Method::POST,
+            "/auth/refresh",
+            Provenance::ThisPage,
+            Some(&attacker),
+            None,
+        )
+        .await
+        .expect(200);
+}
+
+/// Issue 22, item 2: behind a proxy that does not pass `Host` through, a browser's
+/// request carries `Origin: PUBLIC_URL` and the upstream's `Host`. The origin check
+/// compares `Origin` with `PUBLIC_URL` (scheme, host and port), not with `Host`.
+#[tokio::test]
+async fn a_cookie_request_through_a_proxy_that_rewrites_host_is_judged_by_public_url() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start(&db.url(), &[]).await;
+    let client = Client::new(&server);
+    let (_, jar) = client.signed_up("nginx@example.com").await;
+    let other = client
+        .api
+        .login_session("nginx@example.com", PASSWORD)
+        .await;
+    let public = client.origin();
+    let https = public.replacen("http://", "https://", 1);
+    let proxied = |method: Method, path: &str, origin: &str| {
+        client
+            .api
+            .request(method, path)
+            .header("host", "upstream.internal:9000")
+            .header(ORIGIN, origin.to_owned())
+            .header("sec-fetch-site", "same-origin")
+            .header(COOKIE, jar.header(path))
+    };
+    let me = client
+        .api
+        .send(
+            "GET /me via a proxy".to_owned(),
+            proxied(Method::GET, "/me", &public),
+        )
+        .await;
+    me.expect(200);
+    // The scheme counts: the same host and port over https is another origin.
+    for origin in [https.as_str(), "http://upstream.internal:9000"] {
+        client
+            .api
+            .send(
+                format!("GET /me from {origin}"),
+                proxied(Method::GET, "/me", origin),
+            )
+            .await
+            .expect_error(&[403], "cross_site_request");
+    }
+    let path = format!("/sessions/{}", other.id);
+    client
+        .api
+        .send(
+            "DELETE a session via a proxy".to_owned(),
+            proxied(Method::DELETE, &path, &public),
+        )
+        .await
+        .expect(204);
+    assert_eq!(client.api.me(&other.access).await.status, 401);
 }

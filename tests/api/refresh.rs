@@ -444,3 +444,133 @@ async fn refresh_state_is_one_row_of_the_same_size_after_one_refresh_and_after_t
         "rows and bytes after 1 and 301 refreshes"
     );
 }
+
+/// `POST /auth/refresh` with `refresh_token`, the session's `client_binding` when given,
+/// as `user_agent` from `ip` (believed when the server trusts loopback as a proxy).
+async fn refresh_bound(
+    api: &Api<'_>,
+    refresh_token: &str,
+    binding: Option<&str>,
+    user_agent: &str,
+    ip: &str,
+) -> portcullis_e2e::api::Reply {
+    let mut body = json!({"refresh_token": refresh_token});
+    if let Some(binding) = binding {
+        body["client_binding"] = json!(binding);
+    }
+    let request = api
+        .request(Method::POST, "/auth/refresh")
+        .header(reqwest::header::USER_AGENT, user_agent)
+        .header("x-forwarded-for", ip)
+        .json(&body);
+    api.send(
+        format!(
+            "POST /auth/refresh as {user_agent} from {ip}, bound {}",
+            binding.is_some()
+        ),
+        request,
+    )
+    .await
+}
+
+/// Issue 22, item 12: the owner's retry of a refresh whose answer it lost, sent from a
+/// new network (Wi-Fi to LTE) inside the grace window, carries the session's client
+/// binding and so is the owner's: it gets the same successor and nothing is revoked.
+#[tokio::test]
+async fn a_retry_with_the_client_binding_from_a_new_network_is_the_owner_and_revokes_nothing() {
+    let (db, server) = start_with(&[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let api = Api::new(&server);
+    let login = api.signed_up(EMAIL, PASSWORD).await;
+    let binding = token(&login, "client_binding");
+    let session = login["session_id"].as_str().unwrap();
+    let old = token(&login, "refresh_token");
+
+    let first = refresh_bound(&api, &old, Some(&binding), "App/1.0", "198.51.100.7")
+        .await
+        .expect(200);
+    assert_eq!(
+        token(&first, "client_binding"),
+        binding,
+        "one binding per session"
+    );
+    let retry = refresh_bound(&api, &old, Some(&binding), "App/1.0", "203.0.113.9")
+        .await
+        .expect(200);
+    assert_eq!(
+        token(&retry, "refresh_token"),
+        token(&first, "refresh_token")
+    );
+    assert!(events(&db, "refresh_reuse", session).await.is_empty());
+    assert_eq!(events(&db, "refresh_retried", session).await.len(), 1);
+    // The session goes on from the new network.
+    refresh_bound(
+        &api,
+        &token(&retry, "refresh_token"),
+        Some(&binding),
+        "App/1.0",
+        "203.0.113.9",
+    )
+    .await
+    .expect(200);
+    // Without the binding, the same move from a new network is still what it was: reuse.
+    let unbound = api.login(EMAIL, PASSWORD).await;
+    let old = token(&unbound, "refresh_token");
+    refresh_bound(&api, &old, None, "App/1.0", "198.51.100.7")
+        .await
+        .expect(200);
+    refresh_bound(&api, &old, None, "App/1.0", "203.0.113.9")
+        .await
+        .expect_error(&[401], "invalid_refresh_token");
+}
+
+/// Issue 22, item 12: a thief on the owner's network with the owner's user agent who
+/// holds a copy of the refresh token alone used to get the owner's successor as a
+/// "retry" at every rotation. The owner's rotation is bound; the thief's replay is not,
+/// so it is reuse: the thief gets nothing, at 0 of 10 rotations, and the session ends.
+/// A binding of another session, or a forged one, is refused and changes nothing.
+#[tokio::test]
+async fn a_thief_with_the_refresh_token_alone_cannot_ride_the_rotation() {
+    let (db, server) = start_with(&[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let api = Api::new(&server);
+    api.register(EMAIL, PASSWORD).await;
+    let (agent, ip) = ("Victim/1.0", "198.51.100.1");
+    let mut ridden = 0;
+    for _ in 0..10 {
+        let login = api.login(EMAIL, PASSWORD).await;
+        let binding = token(&login, "client_binding");
+        let copy = token(&login, "refresh_token");
+        refresh_bound(&api, &copy, Some(&binding), agent, ip)
+            .await
+            .expect(200);
+        let thief = refresh_bound(&api, &copy, None, agent, ip).await;
+        if thief.status == 200 {
+            ridden += 1;
+        }
+        let reuse = events(&db, "refresh_reuse", &token(&login, "session_id")).await;
+        assert_eq!(reuse.len(), 1, "the replay is theft: {reuse:?}");
+    }
+    assert_eq!(ridden, 0, "the thief rode {ridden} of 10 rotations");
+
+    let login = api.login(EMAIL, PASSWORD).await;
+    let other = api.login(EMAIL, PASSWORD).await;
+    let copy = token(&login, "refresh_token");
+    for wrong in [
+        token(&other, "client_binding"),
+        "A".repeat(43),
+        "not base64".to_owned(),
+    ] {
+        refresh_bound(&api, &copy, Some(&wrong), agent, ip)
+            .await
+            .expect_error(&[401], "invalid_refresh_token");
+    }
+    // Nothing changed: the owner's token is still current and rotates.
+    refresh_bound(
+        &api,
+        &copy,
+        Some(&token(&login, "client_binding")),
+        agent,
+        ip,
+    )
+    .await
+    .expect(200);
+}

@@ -225,3 +225,53 @@ async fn revoke_others_reports_how_many_it_revoked_and_leaves_only_the_current_s
     api.me(&current.access).await.expect(200);
     assert_eq!(ids(&api.sessions(&current).await), [current.id.as_str()]);
 }
+
+/// Issue 22, items 14 and 16: the account data is never kept in a cache (the Back button
+/// must not show a list from before a sign-out), and a session's last use moves when it
+/// is used (listing the sessions), not only when it is refreshed.
+#[tokio::test]
+async fn listing_is_a_use_of_the_session_and_no_account_data_is_cached() {
+    let (db, server) = start().await;
+    let api = Api::new(&server);
+    api.register("ada@example.com", PASSWORD).await;
+    let caller = api.login_session("ada@example.com", PASSWORD).await;
+    let other = api.login_session("ada@example.com", PASSWORD).await;
+    db.connect()
+        .await
+        .execute(
+            "UPDATE sessions SET last_used_at = now() - interval '1 hour'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let sessions = api.sessions(&caller).await;
+    let client = db.connect().await;
+    let seconds_since_use = |id: &str| {
+        let id: uuid::Uuid = id.parse().unwrap();
+        let client = &client;
+        async move {
+            let seconds: f64 = client
+                .query_one(
+                    "SELECT extract(epoch FROM now() - last_used_at)::float8 FROM sessions \
+                     WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            seconds
+        }
+    };
+    assert!(seconds_since_use(&caller.id).await < 60.0, "{sessions:?}");
+    assert!(seconds_since_use(&other.id).await > 3000.0, "{sessions:?}");
+    assert_eq!(ids(&sessions)[0], caller.id, "the caller was used last");
+
+    for path in ["/me", "/sessions"] {
+        let reply = api.bearer(Method::GET, path, &caller.access).await;
+        reply.expect(200);
+        assert_eq!(reply.header("cache-control"), Some("no-store"), "{path}");
+    }
+    let login = api.login_reply("ada@example.com", PASSWORD).await;
+    assert_eq!(login.header("cache-control"), Some("no-store"));
+}

@@ -5,4 +5,6 @@
 //! `PORTCULLIS_E2E_SERVER=<path>`.
 
 mod accounts;
+mod input;
 mod network;
+mod reset_timing;

@@ -386,3 +386,42 @@ async fn bad_arguments_print_the_usage_and_exit_2_without_touching_the_database(
     assert_eq!(revoked_count(&db).await, 0);
     api.me(&ada.access).await.expect(200);
 }
+
+/// Issue 22, item 13: an argument that is not UTF-8 (a Latin-1 file name, a mangled
+/// paste) is a usage error, exit 2, never a panic (exit 101).
+#[tokio::test]
+async fn a_non_utf8_argument_is_a_usage_error_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let db = portcullis_testdb::TestDb::new().await;
+    let latin1 = OsStr::from_bytes(b"ada\xe9@example.com");
+    for args in [
+        vec![
+            OsStr::new("sessions"),
+            OsStr::new("list"),
+            OsStr::new("--email"),
+            latin1,
+        ],
+        vec![OsStr::from_bytes(b"sessi\xf6ns")],
+        vec![OsStr::new("sessions"), OsStr::from_bytes(b"--\xff")],
+    ] {
+        let mut command = server_command(&[], &[("DATABASE_URL", &db.url())]);
+        command.args(&args);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("Usage: portcullis-server"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}

@@ -143,15 +143,37 @@ impl ServerProcess {
         database_url: &str,
         extra_env: &[(&str, &str)],
     ) -> Result<Self, ServerError> {
+        Self::try_start_named(binary, database_url, None, extra_env).await
+    }
+
+    /// Starts the debug server as [`start`](Self::start) does, but reached by browsers
+    /// at `http://{host}:{port}` (`PUBLIC_URL`): a `*.localhost` name resolves to
+    /// loopback in Chromium, so two such names are two sites under one parent domain.
+    pub async fn start_named(database_url: &str, host: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::try_start_named(server_binary(), database_url, Some(host), extra_env)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn try_start_named(
+        binary: &Path,
+        database_url: &str,
+        host: Option<&str>,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Self, ServerError> {
         let keys_dir = tempfile::tempdir()
             .map_err(|e| ServerError(format!("a folder for development keys: {e}")))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], try_free_port()?));
+        let public_url = match host {
+            Some(host) => format!("http://{host}:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
         let mut env: HashMap<&str, String> = HashMap::from([
             ("DATABASE_URL", database_url.to_owned()),
             ("BIND_ADDR", addr.to_string()),
             ("DEV_KEYS_DIR", keys_dir.path().display().to_string()),
             // The origin a browser reaches it at, which its CSRF checks compare with.
-            ("PUBLIC_URL", format!("http://{addr}")),
+            ("PUBLIC_URL", public_url),
         ]);
         for (name, value) in extra_env {
             env.insert(name, (*value).to_owned());

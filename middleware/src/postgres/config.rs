@@ -228,7 +228,8 @@ impl DatabaseConfig {
 
     /// A connection pool of at most `max_size` connections, opened lazily: it builds
     /// while PostgreSQL is down. Every wait for a connection, every connect and every
-    /// statement (`statement_timeout`, `lock_timeout`) is bounded by `timeout`. A
+    /// statement (`statement_timeout`, `lock_timeout`) is bounded by `timeout`, and TCP
+    /// keepalive and `TCP_USER_TIMEOUT` notice a peer that went away. A
     /// connection that died with its server is noticed on checkout and replaced.
     pub fn pool(&self, max_size: usize, timeout: Duration) -> Result<Pool, BuildError> {
         let mut settings = self.negotiated();
@@ -236,6 +237,16 @@ impl DatabaseConfig {
         let given = settings.get_options().unwrap_or_default();
         let options = format!("{given} -c statement_timeout={ms} -c lock_timeout={ms}");
         settings.options(options.trim_start());
+        // A peer that vanished (a dropped network, a host that died) is noticed by the
+        // kernel: keepalive probes on an idle connection, and unacknowledged data for
+        // longer than `timeout`. A server that stalls but acknowledges is for the caller
+        // to bound.
+        settings
+            .keepalives(true)
+            .keepalives_idle(timeout.max(Duration::from_secs(1)))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
+            .tcp_user_timeout(timeout);
         let manager = Manager::from_config(
             settings,
             self.tls.clone(),

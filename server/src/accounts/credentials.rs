@@ -11,6 +11,7 @@ use super::mail::AccountMail;
 use super::{AccountPolicy, Refusal, Revocations, SignIn, TokenPair};
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
+use crate::store::account_tokens::{self, TokenPurpose};
 use crate::store::events::{self, Event, EventKind, Subject};
 use crate::store::sessions::{self, Device, RevokeReason};
 use crate::store::users;
@@ -32,6 +33,12 @@ impl Email {
     /// The normalised email.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the domain is one label (`x@localhost`): refused for new accounts unless
+    /// `ALLOW_SINGLE_LABEL_EMAIL_DOMAINS` allows it.
+    pub fn has_single_label_domain(&self) -> bool {
+        crate::email::has_single_label_domain(&self.0)
     }
 }
 
@@ -55,13 +62,15 @@ impl NewPassword {
 
 /// The name a client gives its device at login, trimmed; `None` when it gave none or only
 /// blanks. Refused when longer than [`MAX_DEVICE_NAME_CHARS`](crate::device::MAX_DEVICE_NAME_CHARS)
-/// characters or holding control characters.
+/// characters or holding a character emails refuse too: controls, zero-width and
+/// bidirectional formatting characters, line and paragraph separators (a name shown in
+/// the device list must read as what it is).
 pub fn device_name(given: Option<&str>) -> Result<Option<String>, ServiceError> {
     let Some(name) = given.map(str::trim).filter(|name| !name.is_empty()) else {
         return Ok(None);
     };
     if name.chars().count() > crate::device::MAX_DEVICE_NAME_CHARS
-        || name.chars().any(char::is_control)
+        || name.chars().any(crate::email::is_invisible)
     {
         return Err(ServiceError::InvalidDeviceName);
     }
@@ -270,6 +279,8 @@ impl Credentials {
             return Err(ServiceError::SessionEnded.into());
         }
         users::set_password(&transaction, user, &new_hash).await?;
+        // A reset link asked for before the change must not undo it.
+        account_tokens::delete_for_user(&transaction, user, TokenPurpose::ResetPassword).await?;
         let reason = RevokeReason::PasswordChange;
         let revoked_ids =
             sessions::revoke_all_but(&transaction, user, Some(current_session), reason).await?;
@@ -355,6 +366,19 @@ mod tests {
         assert!(device_name(Some(&"x".repeat(128))).is_ok());
         assert!(device_name(Some(&"x".repeat(129))).is_err());
         assert!(device_name(Some("tab\there")).is_err());
+        for hidden in [
+            "Ada\u{202e}potpal",
+            "Ada\u{2066}laptop",
+            "Ada\u{200b}laptop",
+            "Ada\u{200d}laptop",
+            "Ada\u{feff}laptop",
+            "Ada\u{2028}laptop",
+            "Ada\u{2029}laptop",
+            "Ada\u{ad}laptop",
+        ] {
+            assert!(device_name(Some(hidden)).is_err(), "{hidden:?}");
+        }
+        assert!(device_name(Some("Ada’s Pixel 8 — 日本")).is_ok());
     }
 
     #[test]

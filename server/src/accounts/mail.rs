@@ -1,23 +1,24 @@
 //! The account mails the account logic queues, in the caller's transaction: a
 //! verification link, a reset link, a sign-in alert. Links carry a fresh
-//! [`AccountToken`], of which only the keyed hash is stored, replacing any older token of
-//! the same purpose.
+//! [`AccountToken`], of which only the keyed hash is stored: a verification link replaces
+//! the older one, a reset link joins the few newest. Every mail counts against its
+//! mailbox's hourly and daily caps ([`MailCaps`]); one over a cap is not queued.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::GenericClient;
-use uuid::Uuid;
 
 use crate::ids::UserId;
 
 use crate::account_token::AccountToken;
 use crate::error::ServiceError;
-use crate::mail::compose;
+use crate::mail::compose::{self, MailKind};
 use crate::origin::PublicOrigin;
 use crate::refresh_token::RefreshKey;
 use crate::store::account_tokens::{self, TokenPurpose};
+use crate::store::mail_log::{self, MailCaps};
 use crate::store::outbox;
 
 /// How long the links work.
@@ -29,21 +30,47 @@ pub struct LinkLifetimes {
     pub reset: Duration,
 }
 
+/// How much account mail goes out, and how many reset links stay live.
+#[derive(Debug, Clone, Copy)]
+pub struct MailLimits {
+    /// The hourly and daily caps per mailbox, and of sign-in alerts per account.
+    pub caps: MailCaps,
+    /// How many reset links of one account work at once (`PASSWORD_RESET_LIVE_LINKS`).
+    pub live_reset_links: u32,
+}
+
+/// Whether a mail was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// In the outbox.
+    Yes,
+    /// Not: its mailbox reached a cap.
+    Capped,
+}
+
 /// Queues account mail into the outbox.
 #[derive(Clone)]
 pub struct AccountMail {
     public: PublicOrigin,
     key: Arc<RefreshKey>,
     lifetimes: LinkLifetimes,
+    limits: MailLimits,
 }
 
 impl AccountMail {
-    /// Mails linking to pages under `public`, their tokens hashed with `key`.
-    pub fn new(public: PublicOrigin, key: Arc<RefreshKey>, lifetimes: LinkLifetimes) -> Self {
+    /// Mails linking to pages under `public`, their tokens hashed with `key`, within
+    /// `limits`.
+    pub fn new(
+        public: PublicOrigin,
+        key: Arc<RefreshKey>,
+        lifetimes: LinkLifetimes,
+        limits: MailLimits,
+    ) -> Self {
         Self {
             public,
             key,
             lifetimes,
+            limits,
         }
     }
 
@@ -54,57 +81,86 @@ impl AccountMail {
     }
 
     /// Queues a verification mail to `email` of `user`; older verification links stop
-    /// working.
+    /// working. Nothing changes when the mailbox reached a cap.
     pub async fn queue_verification(
         &self,
         client: &impl GenericClient,
         user: UserId,
         email: &str,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Queued, ServiceError> {
+        if !self
+            .reserve(client, email, MailKind::EmailVerification)
+            .await?
+        {
+            return Ok(Queued::Capped);
+        }
         let ttl = self.lifetimes.verification;
-        let token = self
-            .replace_token(client, user, TokenPurpose::VerifyEmail, ttl)
-            .await?;
+        let purpose = TokenPurpose::VerifyEmail;
+        account_tokens::delete_for_user(client, user, purpose).await?;
+        let token = self.store_token(client, user, purpose, ttl).await?;
         let link = compose::token_link(&self.public, compose::VERIFY_PAGE, &token.expose());
-        outbox::insert(client, email, &compose::email_verification(&link, ttl)).await
+        outbox::insert(client, email, &compose::email_verification(&link, ttl)).await?;
+        Ok(Queued::Yes)
     }
 
-    /// Queues a reset mail to `account` (its id and email); older reset links stop working.
-    /// With no account, does the same database work but for storing a token and a mail, so
-    /// that an unknown address costs about what a known one does.
+    /// Queues a reset mail to `email` of `user`. Earlier links keep working, but for the
+    /// oldest beyond `PASSWORD_RESET_LIVE_LINKS`: a request by someone else does not void
+    /// the owner's link. Nothing changes when the mailbox reached a cap.
     pub async fn queue_reset(
         &self,
         client: &impl GenericClient,
-        account: Option<(UserId, &str)>,
-    ) -> Result<(), ServiceError> {
+        user: UserId,
+        email: &str,
+    ) -> Result<Queued, ServiceError> {
+        if !self.reserve(client, email, MailKind::PasswordReset).await? {
+            return Ok(Queued::Capped);
+        }
         let ttl = self.lifetimes.reset;
         let purpose = TokenPurpose::ResetPassword;
-        let Some((user, email)) = account else {
-            return account_tokens::delete_for_user(
-                client,
-                UserId::from_uuid(Uuid::new_v4()),
-                purpose,
-            )
-            .await;
-        };
-        let token = self.replace_token(client, user, purpose, ttl).await?;
+        let keep = self.limits.live_reset_links.saturating_sub(1);
+        account_tokens::keep_newest(client, user, purpose, keep).await?;
+        let token = self.store_token(client, user, purpose, ttl).await?;
         let link = compose::token_link(&self.public, compose::RESET_PAGE, &token.expose());
-        outbox::insert(client, email, &compose::password_reset(&link, ttl)).await
+        outbox::insert(client, email, &compose::password_reset(&link, ttl)).await?;
+        Ok(Queued::Yes)
     }
 
-    /// Queues the alert of a sign-in from `device_label` at `ip`, now.
+    /// Queues the alert of a sign-in from `device_label` at `ip`, now, unless the
+    /// account's alerts or its mailbox reached a cap.
     pub async fn queue_sign_in_alert(
         &self,
         client: &impl GenericClient,
         email: &str,
         device_label: Option<&str>,
         ip: IpAddr,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Queued, ServiceError> {
+        if !self.reserve(client, email, MailKind::SignInAlert).await? {
+            return Ok(Queued::Capped);
+        }
         let mail = compose::sign_in_alert(&self.public, device_label, ip, SystemTime::now());
-        outbox::insert(client, email, &mail).await
+        outbox::insert(client, email, &mail).await?;
+        Ok(Queued::Yes)
     }
 
-    async fn replace_token(
+    async fn reserve(
+        &self,
+        client: &impl GenericClient,
+        email: &str,
+        kind: MailKind,
+    ) -> Result<bool, ServiceError> {
+        let room = mail_log::reserve(client, email, kind, self.limits.caps).await?;
+        if !room {
+            metrics::counter!("session_account_mail_capped_total", "kind" => kind.as_str())
+                .increment(1);
+            tracing::info!(
+                kind = kind.as_str(),
+                "account mail not queued: the mailbox reached its cap"
+            );
+        }
+        Ok(room)
+    }
+
+    async fn store_token(
         &self,
         client: &impl GenericClient,
         user: UserId,
@@ -112,7 +168,6 @@ impl AccountMail {
         ttl: Duration,
     ) -> Result<AccountToken, ServiceError> {
         let token = AccountToken::generate();
-        account_tokens::delete_for_user(client, user, purpose).await?;
         account_tokens::insert(client, &token.hash(&self.key), user, purpose, ttl).await?;
         Ok(token)
     }

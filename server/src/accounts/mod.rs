@@ -35,7 +35,7 @@ use deadpool_postgres::Pool;
 use portcullis::PostgresLiveness;
 
 pub use credentials::{Credentials, Email, LoginOutcome, NewPassword, device_name};
-pub use mail::{AccountMail, LinkLifetimes};
+pub use mail::{AccountMail, LinkLifetimes, MailLimits, Queued};
 pub use operator::{Operator, OperatorError, RevokeTarget};
 pub use recovery::{Recovery, VerificationResent};
 pub use refresh::{Refresh, RefreshClient};
@@ -71,6 +71,8 @@ pub struct AccountPolicy {
     pub require_verified_email: bool,
     /// Whether a login from a new device and network mails the owner.
     pub new_signin_alerts: bool,
+    /// Whether new accounts may have an address on a single-label domain.
+    pub allow_single_label_email_domains: bool,
 }
 
 /// Everything behind the account routes.

@@ -12,13 +12,16 @@ use crate::store::refresh::{self, Outcome, RotateRequest, Rotation};
 use crate::store::sessions::RevokeReason;
 
 /// Who is refreshing: the previous token may be retried only by the client that rotated
-/// it.
+/// it. A client that sends its session's binding is recognised by it, from any network;
+/// one that does not, by its IP and user agent.
 #[derive(Debug, Clone, Default)]
 pub struct RefreshClient {
     /// The client IP.
     pub ip: Option<IpAddr>,
     /// The request's user agent, as stored for devices.
     pub user_agent: Option<String>,
+    /// The session's client binding as the client sent it, if it did.
+    pub binding: Option<String>,
 }
 
 /// What a refresh came to, as `session_refreshes_total` counts it.
@@ -26,6 +29,8 @@ pub struct RefreshClient {
 enum Counted {
     /// The token did not parse; the database was not asked.
     Malformed,
+    /// The client binding sent is not the token's session's; the database was not asked.
+    WrongBinding,
     /// What the rotation found (a stale token resolved to reused or unknown).
     Rotation(Outcome),
 }
@@ -34,6 +39,7 @@ impl Counted {
     fn count(self) {
         let outcome = match self {
             Self::Malformed => "malformed",
+            Self::WrongBinding => "wrong_binding",
             Self::Rotation(outcome) => outcome.as_str(),
         };
         metrics::counter!("session_refreshes_total", "outcome" => outcome).increment(1);
@@ -79,7 +85,17 @@ impl Refresh {
         let hash = key.hash(presented.secret());
         let successor = key.successor(presented.secret());
         let next_hash = key.hash(&successor);
-        let fingerprint = key.client_fingerprint(client.ip, client.user_agent.as_deref());
+        let fingerprint = match (&client.binding, presented.session()) {
+            (None, _) => key.client_fingerprint(client.ip, client.user_agent.as_deref()),
+            (Some(binding), Some(session)) if key.binds(session, binding) => {
+                key.bound_fingerprint(session)
+            }
+            // Another session's binding, or a forged one: nothing is asked or changed.
+            (Some(_), _) => {
+                Counted::WrongBinding.count();
+                return Err(ServiceError::InvalidRefreshToken);
+            }
+        };
         let connection = self.pool.get().await?;
         let rotation = refresh::rotate(
             &connection,
@@ -131,6 +147,17 @@ impl Refresh {
             }
             _ => Err(ServiceError::InvalidRefreshToken),
         }
+    }
+
+    /// Of the refresh tokens a browser sent (its own and any another host planted), the
+    /// one whose session `binding` names; `None` when none is.
+    pub fn bound_token<'t>(&self, tokens: &[&'t str], binding: &str) -> Option<&'t str> {
+        let key = self.tokens.refresh_key();
+        tokens.iter().copied().find(|token| {
+            PresentedToken::parse(token)
+                .and_then(|presented| presented.session())
+                .is_some_and(|session| key.binds(session, binding))
+        })
     }
 
     /// A token older than the previous generation: reuse when it walks forward to the

@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 
 use super::Revocations;
 use crate::error::ServiceError;
+use crate::store::account_tokens::{self, TokenPurpose};
 use crate::store::events::{self, Event, Subject};
 use crate::store::sessions::{self, Revocation, RevokeReason, SessionRow};
 
@@ -48,6 +49,12 @@ impl Sessions {
         sessions::list_live(&client, user).await
     }
 
+    /// Marks `session` of `user` used now (at most every 30 s): its last use moves with
+    /// use, such as listing the sessions, not only with refresh.
+    pub async fn touch(&self, user: UserId, session: SessionId) -> Result<(), ServiceError> {
+        sessions::touch(&self.pool.get().await?, user, session).await
+    }
+
     /// Revokes one session of `user`, or every other one, or all of them; returns how
     /// many were live and are now revoked.
     pub async fn revoke(
@@ -66,11 +73,19 @@ impl Sessions {
                     Revocation::NotFound => return Err(ServiceError::SessionNotFound),
                 }
             }
-            RevokeScope::AllBut { keep, reason } => (
-                sessions::revoke_all_but(&client, user, keep, reason).await?,
-                reason,
-                keep,
-            ),
+            RevokeScope::AllBut { keep, reason } => {
+                if reason == RevokeReason::LogoutAll {
+                    // Signing out everywhere is what an owner does who fears someone has
+                    // the account: a reset link in their hands must die too.
+                    account_tokens::delete_for_user(&client, user, TokenPurpose::ResetPassword)
+                        .await?;
+                }
+                (
+                    sessions::revoke_all_but(&client, user, keep, reason).await?,
+                    reason,
+                    keep,
+                )
+            }
         };
         let count = revoked.len() as u64;
         if count == 0 {

@@ -7,7 +7,7 @@ use crate::ids::{SessionId, UserId};
 
 use crate::access_token::AccessTokenIssuer;
 use crate::error::ServiceError;
-use crate::refresh_token::{RefreshKey, RefreshToken};
+use crate::refresh_token::{ClientBinding, RefreshKey, RefreshToken};
 
 /// What a login or a refresh hands the client.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct TokenPair {
     pub refresh_expires_in: u64,
     /// The session both belong to.
     pub session_id: SessionId,
+    /// The session's client binding, sent with each refresh.
+    pub client_binding: ClientBinding,
 }
 
 /// Signs access tokens and keys refresh tokens.
@@ -68,6 +70,7 @@ impl Tokens {
                 .unwrap_or_default()
                 .as_secs(),
             session_id: session,
+            client_binding: self.refresh_key.client_binding(session),
         })
     }
 }

@@ -325,6 +325,20 @@ pub const SHUTDOWN_GRACE_SECONDS: Setting = Setting {
     meaning: "How long in-flight requests may finish after SIGTERM.",
 };
 
+/// `OPENAPI_UI`.
+pub const OPENAPI_UI: Setting = Setting {
+    name: "OPENAPI_UI",
+    group: Group::Http,
+    kind: Kind::Choice {
+        default: "on",
+        choices: &["on", "off"],
+    },
+    meaning: "Whether `/docs` serves the interactive API reference (Swagger UI). Its buttons \
+              send requests with the browser's session cookie; `off` (404) is advised in \
+              production. `/openapi.json` is served either way. Like every HTML page here it \
+              cannot be framed (`frame-ancestors 'none'`, `X-Frame-Options: DENY`).",
+};
+
 /// `PUBLIC_URL`.
 pub const PUBLIC_URL: Setting = Setting {
     name: "PUBLIC_URL",
@@ -382,7 +396,23 @@ pub const REFRESH_COOKIE_NAME: Setting = Setting {
     meaning: "The cookie holding the refresh token in cookie transport: `HttpOnly; Secure; \
               SameSite=Strict; Path=/auth`, so it is sent only to `/auth/*` (of which only \
               `/auth/refresh` reads it). With `Secure` on it must start with `__Secure-` \
-              (`__Host-` would need `Path=/`).",
+              (`__Host-` would need `Path=/`). A sibling subdomain can set a cookie of this \
+              name, so a refresh uses only the one whose session the binding cookie names.",
+};
+
+/// `BINDING_COOKIE_NAME`.
+pub const BINDING_COOKIE_NAME: Setting = Setting {
+    name: "BINDING_COOKIE_NAME",
+    group: Group::Browser,
+    kind: Kind::Text {
+        default: "__Host-sg_binding",
+    },
+    meaning: "The cookie holding the session's client binding in cookie transport: \
+              `HttpOnly; Secure; SameSite=Strict; Path=/`. It names the session this browser \
+              signed in to; a refresh by cookie needs it and uses only the refresh cookie of \
+              that session, and a retry of a rotated refresh token that carries it counts as \
+              the same client from any network. With `Secure` on it must start with \
+              `__Host-`, so no other host can set or shadow it.",
 };
 
 /// `JWT_SIGNING_KEYS`.
@@ -682,6 +712,44 @@ pub const PASSWORD_RESET_TTL_SECONDS: Setting = Setting {
     meaning: "How long the link of a password-reset mail works.",
 };
 
+/// `PASSWORD_RESET_LIVE_LINKS`.
+pub const PASSWORD_RESET_LIVE_LINKS: Setting = Setting {
+    name: "PASSWORD_RESET_LIVE_LINKS",
+    group: Group::Mail,
+    kind: Kind::count(3, 1, 10),
+    meaning: "How many password-reset links of one account work at once. A new request \
+              keeps the newest earlier ones, so someone else's request does not void the \
+              owner's link; each still works once and expires. A password change, a reset \
+              and signing out everywhere end them all.",
+};
+
+/// `ACCOUNT_MAIL_PER_HOUR`.
+pub const ACCOUNT_MAIL_PER_HOUR: Setting = Setting {
+    name: "ACCOUNT_MAIL_PER_HOUR",
+    group: Group::Mail,
+    kind: Kind::count(10, 1, 1000),
+    meaning: "Most account mails (verification, reset and sign-in alert together) one \
+              mailbox gets in an hour, counted across replicas. Past it a reset request is \
+              still answered 202 but mails nothing, and a verification resend gets 429.",
+};
+
+/// `ACCOUNT_MAIL_PER_DAY`.
+pub const ACCOUNT_MAIL_PER_DAY: Setting = Setting {
+    name: "ACCOUNT_MAIL_PER_DAY",
+    group: Group::Mail,
+    kind: Kind::count(30, 1, 10_000),
+    meaning: "Most account mails one mailbox gets in a day, as `ACCOUNT_MAIL_PER_HOUR`.",
+};
+
+/// `SIGNIN_ALERTS_PER_HOUR`.
+pub const SIGNIN_ALERTS_PER_HOUR: Setting = Setting {
+    name: "SIGNIN_ALERTS_PER_HOUR",
+    group: Group::Mail,
+    kind: Kind::count(3, 1, 100),
+    meaning: "Most sign-in alerts one account gets in an hour (within the mailbox's caps \
+              above): sign-ins that cycle user agents cannot flood the owner.",
+};
+
 /// `REQUIRE_VERIFIED_EMAIL`.
 pub const REQUIRE_VERIFIED_EMAIL: Setting = Setting {
     name: "REQUIRE_VERIFIED_EMAIL",
@@ -691,14 +759,25 @@ pub const REQUIRE_VERIFIED_EMAIL: Setting = Setting {
               verified gets 403 `email_not_verified` (a wrong password still gets 401).",
 };
 
+/// `ALLOW_SINGLE_LABEL_EMAIL_DOMAINS`.
+pub const ALLOW_SINGLE_LABEL_EMAIL_DOMAINS: Setting = Setting {
+    name: "ALLOW_SINGLE_LABEL_EMAIL_DOMAINS",
+    group: Group::Mail,
+    kind: Kind::flag(false),
+    meaning: "`true`: registration accepts addresses whose domain is a single label \
+              (`ada@intranet`, `ada@localhost`), for an intranet whose mail server delivers \
+              to such names. Off, they get 400 `invalid_email` in every environment.",
+};
+
 /// `NEW_SIGNIN_ALERTS`.
 pub const NEW_SIGNIN_ALERTS: Setting = Setting {
     name: "NEW_SIGNIN_ALERTS",
     group: Group::Mail,
     kind: Kind::flag(false),
     meaning: "`true`: a login from a device (its label, such as \"Firefox 131 on Linux\") and \
-              network (the IPv4 /24, the IPv6 /64) that no kept session of the account came \
-              from mails the owner. An account's first login does not.",
+              network (the IPv4 /24, the IPv6 /64) that no kept, unrevoked session of the \
+              account came from mails the owner (at most `SIGNIN_ALERTS_PER_HOUR`). An \
+              account's first login does not.",
 };
 
 /// `RUST_LOG`.
@@ -737,10 +816,12 @@ pub const ALL: &[&Setting] = &[
     &TRUSTED_PROXIES,
     &CLIENT_IP_HEADER,
     &SHUTDOWN_GRACE_SECONDS,
+    &OPENAPI_UI,
     &PUBLIC_URL,
     &COOKIE_SECURE,
     &ACCESS_COOKIE_NAME,
     &REFRESH_COOKIE_NAME,
+    &BINDING_COOKIE_NAME,
     &JWT_SIGNING_KEYS,
     &REFRESH_TOKEN_KEY_FILE,
     &DEV_KEYS_DIR,
@@ -772,7 +853,12 @@ pub const ALL: &[&Setting] = &[
     &MAIL_BATCH_SIZE,
     &EMAIL_VERIFICATION_TTL_SECONDS,
     &PASSWORD_RESET_TTL_SECONDS,
+    &PASSWORD_RESET_LIVE_LINKS,
+    &ACCOUNT_MAIL_PER_HOUR,
+    &ACCOUNT_MAIL_PER_DAY,
+    &SIGNIN_ALERTS_PER_HOUR,
     &REQUIRE_VERIFIED_EMAIL,
+    &ALLOW_SINGLE_LABEL_EMAIL_DOMAINS,
     &NEW_SIGNIN_ALERTS,
     &RUST_LOG,
     &LOG_FORMAT,

@@ -45,6 +45,10 @@ pub const VERIFY_PAGE: &str = "/account/verify";
 pub const RESET_PAGE: &str = "/account/reset";
 /// The path of the account page a sign-in alert links to.
 pub const ACCOUNT_PAGE: &str = "/account";
+/// The account page's fragment that a sign-in alert links to: the page says what to do.
+pub const NEW_SIGN_IN: &str = "new-sign-in";
+/// The account page's fragment that opens "Forgot password?".
+pub const FORGOT_PASSWORD: &str = "forgot";
 
 /// The link to `page` carrying `token`: `{PUBLIC_URL}{page}?token=…`. The token is
 /// base64url, which needs no escaping in a query.
@@ -95,13 +99,15 @@ pub fn sign_in_alert(
         body: format!(
             "Hello,\n\nyour account was just signed in to from a device and network it was \
              not used from before:\n\n{device}, from {ip}, at {} UTC\n\nIf this was you, \
-             there is nothing to do. If not, change your password and sign that device out \
-             on your account page:\n\n{}{ACCOUNT_PAGE}\n",
+             there is nothing to do. If not, sign in on your account page, sign that device \
+             out and change your password:\n\n{origin}{ACCOUNT_PAGE}#{NEW_SIGN_IN}\n\nIf \
+             you cannot sign in any more, set a new password with a link we mail you:\n\n\
+             {origin}{ACCOUNT_PAGE}#{FORGOT_PASSWORD}\n",
             humantime::format_rfc3339_seconds(at)
                 .to_string()
                 .trim_end_matches('Z')
                 .replace('T', " "),
-            public.as_str()
+            origin = public.as_str()
         ),
     }
 }
@@ -151,6 +157,15 @@ mod tests {
             "{}",
             mail.body
         );
-        assert!(mail.body.contains("https://auth.example.com/account\n"));
+        // The links land where the user can act: the page says what to do, or opens the
+        // reset form for someone who cannot sign in any more.
+        assert!(
+            mail.body
+                .contains("https://auth.example.com/account#new-sign-in\n")
+        );
+        assert!(
+            mail.body
+                .contains("https://auth.example.com/account#forgot\n")
+        );
     }
 }

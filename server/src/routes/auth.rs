@@ -68,6 +68,10 @@ struct LoginRequest {
 struct RefreshRequest {
     /// The refresh token from the last login or refresh.
     refresh_token: String,
+    /// The session's `client_binding` from the login. Optional; a client that sends it
+    /// may retry a refresh whose answer it lost from another network, and a copy of the
+    /// refresh token without it cannot retry at all.
+    client_binding: Option<String>,
 }
 
 /// What a refresh body may hold: [`RefreshRequest`], whose token only a request carrying
@@ -76,6 +80,7 @@ struct RefreshRequest {
 #[derive(Object)]
 struct RefreshBody {
     refresh_token: Option<String>,
+    client_binding: Option<String>,
 }
 
 /// The current and the new password.
@@ -102,6 +107,9 @@ struct TokenPairBody {
     refresh_expires_in: u64,
     /// The session both tokens belong to.
     session_id: Uuid,
+    /// A secret of this session's client: send it with each refresh as `client_binding`.
+    /// It stays the same for the session's life.
+    client_binding: String,
 }
 
 impl From<TokenPair> for TokenPairBody {
@@ -113,6 +121,7 @@ impl From<TokenPair> for TokenPairBody {
             refresh_token: pair.refresh_token.expose(),
             refresh_expires_in: pair.refresh_expires_in,
             session_id: pair.session_id.as_uuid(),
+            client_binding: pair.client_binding.expose(),
         }
     }
 }
@@ -164,6 +173,11 @@ impl AuthApi {
         let Json(body) = body;
         // Checked before any limit sees it: a bad email costs nothing and stores nothing.
         let email = accounts::Email::parse(&body.email.into_inner())?;
+        if email.has_single_label_domain()
+            && !self.state.config.accounts.allow_single_label_email_domains
+        {
+            return Err(ServiceError::InvalidEmail.into());
+        }
         self.state
             .limits
             .register(ip)
@@ -259,8 +273,11 @@ impl AuthApi {
     /// anyone presenting an older one, revokes the whole session.
     ///
     /// With no body, or no `refresh_token` in it, the refresh cookie is used (cookie
-    /// transport): both cookies are set anew. Such a request must come from the server's
-    /// own origin, else 403. Without the cookie, `refresh_token` is required.
+    /// transport): the cookies are set anew. Such a request must come from the server's
+    /// own origin, else 403, and carry the binding cookie: only the refresh cookie of the
+    /// session it names is used (another host under the same parent domain can plant a
+    /// refresh cookie, never the binding cookie). Without them, `refresh_token` is
+    /// required.
     #[oai(path = "/auth/refresh", method = "post")]
     async fn refresh(
         &self,
@@ -268,22 +285,33 @@ impl AuthApi {
         ClientIp(ip): ClientIp,
         body: OptionalJson<RefreshBody, RefreshRequest>,
     ) -> Result<WithCookies<TokenResponse>, ApiError> {
-        let cookie = self
-            .state
-            .config
-            .browser
-            .cookies
-            .refresh_token(request.headers());
-        let (token, transport) = match (body.0, cookie) {
+        let cookies = &self.state.config.browser.cookies;
+        let binding_cookie = cookies.binding_value(request.headers());
+        // A refresh cookie counts only as the one whose session the binding cookie names:
+        // with no binding cookie (a signed-out browser) a planted one signs nobody in.
+        let cookie = binding_cookie.and_then(|binding| {
+            let tokens = cookies.refresh_tokens(request.headers());
+            self.state
+                .accounts
+                .refresh
+                .bound_token(&tokens, binding)
+                .map(|token| (token, binding))
+        });
+        let (token, binding, transport) = match (body.0, cookie) {
             (
                 Some(RefreshBody {
                     refresh_token: Some(token),
+                    client_binding,
                 }),
                 _,
-            ) => (token, Transport::Bearer),
-            (_, Some(token)) => {
+            ) => (token, client_binding, Transport::Bearer),
+            (_, Some((token, binding))) => {
                 transport::same_origin(request, &self.state.config.browser.public_origin)?;
-                (token.to_owned(), Transport::Cookie)
+                (
+                    token.to_owned(),
+                    Some(binding.to_owned()),
+                    Transport::Cookie,
+                )
             }
             // A body without the token, as before the cookie transport: a bad request.
             (Some(_), None) => {
@@ -302,6 +330,7 @@ impl AuthApi {
         let client = RefreshClient {
             ip,
             user_agent: device::user_agent(request.headers()),
+            binding,
         };
         let pair = self.state.accounts.refresh.rotate(&token, &client).await?;
         Ok(self.signed_in(pair, transport))
@@ -432,12 +461,11 @@ impl AuthApi {
             }
             Transport::Cookie => {
                 let cookies = &self.state.config.browser.cookies;
+                let refresh_age = Duration::from_secs(pair.refresh_expires_in);
                 let set = vec![
                     cookies.access(pair.access_token, Duration::from_secs(pair.expires_in)),
-                    cookies.refresh(
-                        pair.refresh_token.expose(),
-                        Duration::from_secs(pair.refresh_expires_in),
-                    ),
+                    cookies.refresh(pair.refresh_token.expose(), refresh_age),
+                    cookies.binding(pair.client_binding.expose(), refresh_age),
                 ];
                 let body = CookieSessionBody {
                     session_id: pair.session_id.as_uuid(),

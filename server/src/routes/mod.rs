@@ -19,8 +19,8 @@ mod transport;
 
 use std::sync::Arc;
 
-use poem::http::StatusCode;
 use poem::http::header::CONTENT_LENGTH;
+use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 
@@ -85,10 +85,14 @@ pub fn app<Api: OpenApi + 'static>(
     let allowed = Arc::new(allowed);
     let max_body = state.config.http.max_body_bytes;
     let timeout = state.config.http.request_timeout;
-    Ok(account::routes(Route::new())
+    let statements = state.config.database.timeout;
+    let mut routes = account::routes(Route::new())
         .at("/openapi.json", spec)
-        .at("/metrics", get(metrics::render))
-        .nest("/docs", docs)
+        .at("/metrics", get(metrics::render));
+    if state.config.http.openapi_ui {
+        routes = routes.nest("/docs", docs);
+    }
+    Ok(routes
         .nest("/", api)
         .data(state.authenticator.clone())
         .data(state.metrics.clone())
@@ -96,17 +100,71 @@ pub fn app<Api: OpenApi + 'static>(
         .data(state.config.http.trusted_proxies.clone())
         .data(state.config.browser.cookies.clone())
         .data(state.config.browser.public_origin.clone())
-        .around(move |endpoint, request| limited(endpoint, request, max_body, timeout))
+        .around(move |endpoint, request| limited(endpoint, request, max_body, timeout, statements))
         .around(move |endpoint, request| {
             allow::allow_on_405(endpoint, request, Arc::clone(&allowed))
         })
         .catch_all_error(
             |error| async move { request_span::keep_route(error, error::framework_error) },
         )
+        .around(unframeable)
         .around(request_span::traced))
 }
 
-/// Refuses bodies over `max_body` bytes (by `Content-Length`, or by reading at most that
+/// Every HTML response refuses to be framed, the Swagger UI's included: a page of another
+/// origin (a sibling subdomain too) could otherwise show it under a decoy and have the
+/// user click buttons that act with the session cookie.
+///
+/// And no response but the public key set is kept in a cache unless it says it may be:
+/// an account's data, a token pair or a page must not come back from the browser's cache
+/// (the Back button) after the session behind it ended.
+async fn unframeable<E: Endpoint>(endpoint: Arc<E>, request: Request) -> poem::Result<Response> {
+    let public_keys = request.uri().path() == "/.well-known/jwks.json";
+    let mut response = endpoint.call(request).await?.into_response();
+    if !public_keys
+        && !response
+            .headers()
+            .contains_key(poem::http::header::CACHE_CONTROL)
+    {
+        response.headers_mut().insert(
+            poem::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+    let html = response
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if html {
+        let headers = response.headers_mut();
+        headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        let policy = headers
+            .get("content-security-policy")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        match policy {
+            Some(policy) if policy.contains("frame-ancestors") => {}
+            Some(policy) => {
+                if let Ok(value) =
+                    HeaderValue::from_str(&format!("{policy}; frame-ancestors 'none'"))
+                {
+                    headers.insert("content-security-policy", value);
+                }
+            }
+            None => {
+                headers.insert(
+                    "content-security-policy",
+                    HeaderValue::from_static("frame-ancestors 'none'"),
+                );
+            }
+        }
+    }
+    Ok(response)
+}
+
+/// Bounds each database statement of the request by `statements`, and refuses bodies
+/// over `max_body` bytes (by `Content-Length`, or by reading at most that
 /// much of a chunked body) and requests that take longer than `timeout`, reading a chunked
 /// body included: a client trickling one must not hold its connection for ever.
 async fn limited<E: Endpoint>(
@@ -114,6 +172,7 @@ async fn limited<E: Endpoint>(
     mut request: Request,
     max_body: usize,
     timeout: std::time::Duration,
+    statements: std::time::Duration,
 ) -> poem::Result<Response> {
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = || {
@@ -156,7 +215,9 @@ async fn limited<E: Endpoint>(
             }
         }
     }
-    match tokio::time::timeout_at(deadline, endpoint.call(request)).await {
+    // Each statement the request runs waits at most DATABASE_TIMEOUT_SECONDS.
+    let call = crate::store::with_statement_bound(statements, endpoint.call(request));
+    match tokio::time::timeout_at(deadline, call).await {
         Ok(result) => result.map(IntoResponse::into_response),
         Err(_) => Ok(timed_out()),
     }

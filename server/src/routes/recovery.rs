@@ -123,11 +123,18 @@ impl RecoveryApi {
         })
     }
 
-    /// Ask for a password-reset mail. The answer is 202 with the same body, in about the
-    /// same time, whether or not an account has the address; only an account's owner
-    /// gets a mail, with a link that works once, for `PASSWORD_RESET_TTL_SECONDS`. A newer
-    /// request's link replaces the older one's.
+    /// Ask for a password-reset mail. The answer is 202 with the same body, in the same
+    /// time, whether or not an account has the address: the work is done after the
+    /// answer. Only an account's owner gets a mail, with a link that works once, for
+    /// `PASSWORD_RESET_TTL_SECONDS`; up to `PASSWORD_RESET_LIVE_LINKS` links work at once
+    /// (a request by someone else does not void the owner's), and all of them die with a
+    /// password change, a reset, or signing out everywhere. A mailbox gets at most
+    /// `ACCOUNT_MAIL_PER_HOUR` and `ACCOUNT_MAIL_PER_DAY` account mails.
     #[oai(path = "/auth/password-reset", method = "post")]
+    #[expect(
+        clippy::unused_async,
+        reason = "poem-openapi routes are async; the work runs after the answer"
+    )]
     async fn request_password_reset(
         &self,
         ClientIp(ip): ClientIp,
@@ -142,11 +149,7 @@ impl RecoveryApi {
         limits
             .account_mail(email.as_str())
             .map_err(ServiceError::RateLimited)?;
-        self.state
-            .accounts
-            .recovery
-            .request_reset(&email, ip)
-            .await?;
+        self.state.accounts.recovery.request_reset(email, ip)?;
         Ok(ResetRequested::Accepted(Json(MailQueued {
             message: RESET_REQUESTED.to_owned(),
         })))

@@ -121,7 +121,10 @@ impl SessionsApi {
     #[oai(path = "/sessions", method = "get")]
     async fn list(&self, auth: Authenticated) -> Result<ListResponse, ApiError> {
         let current = auth.session();
-        let rows = self.state.accounts.sessions.list(auth.user()).await?;
+        let sessions = &self.state.accounts.sessions;
+        // Listing is a use of the session asking: its last use is now.
+        sessions.touch(auth.user(), current).await?;
+        let rows = sessions.list(auth.user()).await?;
         let sessions = rows
             .into_iter()
             .map(|row| SessionBody {

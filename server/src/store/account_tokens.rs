@@ -6,10 +6,17 @@ use std::time::Duration;
 use crate::ids::UserId;
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use super::sessions::interval;
 use crate::error::ServiceError;
 
 const DELETE_FOR_USER: &str = "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2";
+/// Deletes the user's tokens of the purpose but the newest `$3` unexpired ones.
+const KEEP_NEWEST: &str = "DELETE FROM account_tokens \
+     WHERE user_id = $1 AND purpose = $2 AND token_hash NOT IN ( \
+       SELECT token_hash FROM account_tokens \
+       WHERE user_id = $1 AND purpose = $2 AND expires_at > now() \
+       ORDER BY created_at DESC LIMIT $3)";
 const INSERT: &str = "INSERT INTO account_tokens (token_hash, user_id, purpose, expires_at) \
      VALUES ($1, $2, $3, now() + $4::text::interval)";
 /// Uses the token up: only an unexpired one of the purpose, once.
@@ -41,17 +48,30 @@ impl TokenPurpose {
     }
 }
 
-/// Forgets every token of `purpose` of `user`: what a newer request does to older ones.
-/// Run for an unknown account too, with a random id, so both cost the same statement.
+/// Forgets every token of `purpose` of `user`: what a newer verification request does to
+/// older links, and what a password change, a reset or signing out everywhere does to
+/// reset links.
 pub async fn delete_for_user(
     client: &impl GenericClient,
     user: UserId,
     purpose: TokenPurpose,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(DELETE_FOR_USER).await?;
-    client
-        .execute(&statement, &[&user, &purpose.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(DELETE_FOR_USER)).await?;
+    bounded(client.execute(&statement, &[&user, &purpose.as_str()])).await?;
+    Ok(())
+}
+
+/// Forgets the tokens of `purpose` of `user` but the newest `keep` that still work: what
+/// a newer reset request does, so that several links stay live (a request by someone
+/// else does not void the owner's) and their number stays bounded.
+pub async fn keep_newest(
+    client: &impl GenericClient,
+    user: UserId,
+    purpose: TokenPurpose,
+    keep: u32,
+) -> Result<(), ServiceError> {
+    let statement = bounded(client.prepare_cached(KEEP_NEWEST)).await?;
+    bounded(client.execute(&statement, &[&user, &purpose.as_str(), &i64::from(keep)])).await?;
     Ok(())
 }
 
@@ -63,13 +83,12 @@ pub async fn insert(
     purpose: TokenPurpose,
     ttl: Duration,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(INSERT).await?;
-    client
-        .execute(
-            &statement,
-            &[&token_hash, &user, &purpose.as_str(), &interval(ttl)],
-        )
-        .await?;
+    let statement = bounded(client.prepare_cached(INSERT)).await?;
+    bounded(client.execute(
+        &statement,
+        &[&token_hash, &user, &purpose.as_str(), &interval(ttl)],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -80,10 +99,8 @@ pub async fn consume(
     token_hash: &[u8],
     purpose: TokenPurpose,
 ) -> Result<Option<UserId>, ServiceError> {
-    let statement = client.prepare_cached(CONSUME).await?;
-    let row = client
-        .query_opt(&statement, &[&token_hash, &purpose.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(CONSUME)).await?;
+    let row = bounded(client.query_opt(&statement, &[&token_hash, &purpose.as_str()])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
@@ -94,15 +111,13 @@ pub async fn peek(
     token_hash: &[u8],
     purpose: TokenPurpose,
 ) -> Result<Option<UserId>, ServiceError> {
-    let statement = client.prepare_cached(PEEK).await?;
-    let row = client
-        .query_opt(&statement, &[&token_hash, &purpose.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(PEEK)).await?;
+    let row = bounded(client.query_opt(&statement, &[&token_hash, &purpose.as_str()])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
 /// Deletes one batch of expired tokens.
 pub async fn purge_batch(client: &impl GenericClient, batch: i64) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(PURGE_BATCH).await?;
-    Ok(client.execute(&statement, &[&batch]).await?)
+    let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
+    bounded(client.execute(&statement, &[&batch])).await
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::ids::{SessionId, UserId};
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use super::sessions::{RevokeReason, interval};
 use crate::error::ServiceError;
 
@@ -176,19 +177,18 @@ pub async fn record(
     event: Event,
     subject: Subject,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(INSERT).await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &event.kind().as_str(),
-                &subject.user,
-                &subject.session,
-                &subject.ip,
-                &event.detail(),
-            ],
-        )
-        .await?;
+    let statement = bounded(client.prepare_cached(INSERT)).await?;
+    bounded(client.execute(
+        &statement,
+        &[
+            &event.kind().as_str(),
+            &subject.user,
+            &subject.session,
+            &subject.ip,
+            &event.detail(),
+        ],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -198,9 +198,8 @@ pub async fn count_for_session(
     session: SessionId,
     kind: EventKind,
 ) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(COUNT_FOR_SESSION).await?;
-    let count: i64 = client
-        .query_one(&statement, &[&session, &kind.as_str()])
+    let statement = bounded(client.prepare_cached(COUNT_FOR_SESSION)).await?;
+    let count: i64 = bounded(client.query_one(&statement, &[&session, &kind.as_str()]))
         .await?
         .get(0);
     Ok(count.unsigned_abs())
@@ -212,10 +211,8 @@ pub async fn purge_batch(
     retention: Duration,
     batch: i64,
 ) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(PURGE_BATCH).await?;
-    Ok(client
-        .execute(&statement, &[&interval(retention), &batch])
-        .await?)
+    let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
+    bounded(client.execute(&statement, &[&interval(retention), &batch])).await
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use super::sessions::interval;
 use crate::error::ServiceError;
 use crate::mail::compose::Composed;
@@ -42,13 +43,12 @@ pub async fn insert(
     recipient: &str,
     mail: &Composed,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(INSERT).await?;
-    client
-        .execute(
-            &statement,
-            &[&mail.kind.as_str(), &recipient, &mail.subject, &mail.body],
-        )
-        .await?;
+    let statement = bounded(client.prepare_cached(INSERT)).await?;
+    bounded(client.execute(
+        &statement,
+        &[&mail.kind.as_str(), &recipient, &mail.subject, &mail.body],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -57,8 +57,8 @@ pub async fn claim_due(
     client: &impl GenericClient,
     limit: u32,
 ) -> Result<Vec<QueuedMail>, ServiceError> {
-    let statement = client.prepare_cached(CLAIM_DUE).await?;
-    let rows = client.query(&statement, &[&i64::from(limit)]).await?;
+    let statement = bounded(client.prepare_cached(CLAIM_DUE)).await?;
+    let rows = bounded(client.query(&statement, &[&i64::from(limit)])).await?;
     Ok(rows
         .into_iter()
         .map(|row| QueuedMail {
@@ -73,8 +73,8 @@ pub async fn claim_due(
 
 /// The mail was sent (or refused for good): it leaves the outbox.
 pub async fn delete(client: &impl GenericClient, id: i64) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(DELETE).await?;
-    client.execute(&statement, &[&id]).await?;
+    let statement = bounded(client.prepare_cached(DELETE)).await?;
+    bounded(client.execute(&statement, &[&id])).await?;
     Ok(())
 }
 
@@ -85,10 +85,8 @@ pub async fn retry_later(
     after: Duration,
     error: &str,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(RETRY_LATER).await?;
-    client
-        .execute(&statement, &[&id, &interval(after), &error])
-        .await?;
+    let statement = bounded(client.prepare_cached(RETRY_LATER)).await?;
+    bounded(client.execute(&statement, &[&id, &interval(after), &error])).await?;
     Ok(())
 }
 
@@ -99,8 +97,6 @@ pub async fn purge_batch(
     max_age: Duration,
     batch: i64,
 ) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(PURGE_BATCH).await?;
-    Ok(client
-        .execute(&statement, &[&interval(max_age), &batch])
-        .await?)
+    let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
+    bounded(client.execute(&statement, &[&interval(max_age), &batch])).await
 }

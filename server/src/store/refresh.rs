@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::ids::{SessionId, UserId};
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use super::sessions::interval;
 use crate::error::ServiceError;
 
@@ -117,25 +118,24 @@ pub async fn rotate(
     client: &impl GenericClient,
     request: &RotateRequest<'_>,
 ) -> Result<Rotation, ServiceError> {
-    let statement = client.prepare_cached(ROTATE).await?;
+    let statement = bounded(client.prepare_cached(ROTATE)).await?;
     let generation = sql_integer(request.generation);
     let max_retries = sql_integer(request.max_retries);
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &request.session,
-                &generation,
-                &request.hash,
-                &request.next_hash,
-                &request.client,
-                &interval(request.grace),
-                &interval(request.idle),
-                &max_retries,
-                &request.ip,
-            ],
-        )
-        .await?;
+    let row = bounded(client.query_one(
+        &statement,
+        &[
+            &request.session,
+            &generation,
+            &request.hash,
+            &request.next_hash,
+            &request.client,
+            &interval(request.grace),
+            &interval(request.idle),
+            &max_retries,
+            &request.ip,
+        ],
+    ))
+    .await?;
     let idle: Option<SystemTime> = row.get(5);
     let absolute: Option<SystemTime> = row.get(6);
     Ok(Rotation {
@@ -158,10 +158,9 @@ pub async fn revoke_reused(
     generation: u32,
     ip: Option<IpAddr>,
 ) -> Result<bool, ServiceError> {
-    let statement = client.prepare_cached(REVOKE_REUSED).await?;
-    let row = client
-        .query_one(&statement, &[&session, &sql_integer(generation), &ip])
-        .await?;
+    let statement = bounded(client.prepare_cached(REVOKE_REUSED)).await?;
+    let row =
+        bounded(client.query_one(&statement, &[&session, &sql_integer(generation), &ip])).await?;
     Ok(row.get(0))
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use crate::ids::{SessionId, UserId};
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use crate::error::ServiceError;
 
 /// A session with the stored hash of its first refresh token, in one statement.
@@ -19,6 +20,11 @@ const LIST_LIVE: &str = "SELECT id, device_name, device_label, user_agent, ip, c
      WHERE user_id = $1 AND revoked_at IS NULL \
        AND least(idle_expires_at, absolute_expires_at) > now() \
      ORDER BY last_used_at DESC";
+/// Marks the session used now, at most every 30 s (so a page polling its list writes
+/// little): last use moves with use, not only with refresh.
+const TOUCH: &str = "UPDATE sessions SET last_used_at = now() \
+     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+       AND last_used_at < now() - interval '30 seconds'";
 /// Revokes the session only while it is live: one that ended already is left as it is.
 const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
      WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
@@ -57,20 +63,34 @@ const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_re
 /// Whether the user has any session at all (ended ones that are kept included), and
 /// whether one of them came from the device label `$2` on the network of `$3` (the IPv4
 /// /24, the IPv6 /64).
+/// A revoked session does not make its device known: a device the owner signed out, or
+/// one caught reusing a refresh token, alerts again when it signs in again.
 const SIGNED_IN_BEFORE: &str = "SELECT count(*) > 0, coalesce(bool_or( \
-       device_label IS NOT DISTINCT FROM $2 AND ip IS NOT NULL \
+       revoked_at IS NULL AND device_label IS NOT DISTINCT FROM $2 AND ip IS NOT NULL \
        AND set_masklen(ip, CASE family(ip) WHEN 4 THEN 24 ELSE 64 END) >>= $3::inet), false) \
      FROM sessions WHERE user_id = $1";
-/// Whether `user` signed in before at all, and whether from `label` on the network of `ip`.
+/// Whether `user` signed in before at all, and whether from `label` on the network of
+/// `ip` in a session nobody revoked.
 pub async fn signed_in_before(
     client: &impl GenericClient,
     user: UserId,
     label: Option<&str>,
     ip: IpAddr,
 ) -> Result<(bool, bool), ServiceError> {
-    let statement = client.prepare_cached(SIGNED_IN_BEFORE).await?;
-    let row = client.query_one(&statement, &[&user, &label, &ip]).await?;
+    let statement = bounded(client.prepare_cached(SIGNED_IN_BEFORE)).await?;
+    let row = bounded(client.query_one(&statement, &[&user, &label, &ip])).await?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// Marks `session` of `user` used now (see [`TOUCH`]).
+pub async fn touch(
+    client: &impl GenericClient,
+    user: UserId,
+    session: SessionId,
+) -> Result<(), ServiceError> {
+    let statement = bounded(client.prepare_cached(TOUCH)).await?;
+    bounded(client.execute(&statement, &[&session, &user])).await?;
+    Ok(())
 }
 
 /// Deletes up to `$2` sessions that ended more than `$1` ago. The index
@@ -233,22 +253,21 @@ pub async fn create(
     absolute: Duration,
     token_hash: &[u8],
 ) -> Result<(SessionId, SystemTime), ServiceError> {
-    let statement = client.prepare_cached(CREATE).await?;
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &user,
-                &device.user_agent,
-                &device.label,
-                &device.name,
-                &device.ip,
-                &interval(idle),
-                &interval(absolute),
-                &token_hash,
-            ],
-        )
-        .await?;
+    let statement = bounded(client.prepare_cached(CREATE)).await?;
+    let row = bounded(client.query_one(
+        &statement,
+        &[
+            &user,
+            &device.user_agent,
+            &device.label,
+            &device.name,
+            &device.ip,
+            &interval(idle),
+            &interval(absolute),
+            &token_hash,
+        ],
+    ))
+    .await?;
     Ok((row.get(0), row.get(1)))
 }
 
@@ -257,8 +276,8 @@ pub async fn list_live(
     client: &impl GenericClient,
     user: UserId,
 ) -> Result<Vec<SessionRow>, ServiceError> {
-    let statement = client.prepare_cached(LIST_LIVE).await?;
-    let rows = client.query(&statement, &[&user]).await?;
+    let statement = bounded(client.prepare_cached(LIST_LIVE)).await?;
+    let rows = bounded(client.query(&statement, &[&user])).await?;
     Ok(rows
         .iter()
         .map(|row| SessionRow {
@@ -280,17 +299,12 @@ pub async fn revoke_one(
     session: SessionId,
     reason: RevokeReason,
 ) -> Result<Revocation, ServiceError> {
-    let statement = client.prepare_cached(REVOKE_ONE).await?;
-    if client
-        .execute(&statement, &[&session, &user, &reason.as_str()])
-        .await?
-        == 1
-    {
+    let statement = bounded(client.prepare_cached(REVOKE_ONE)).await?;
+    if bounded(client.execute(&statement, &[&session, &user, &reason.as_str()])).await? == 1 {
         return Ok(Revocation::Revoked);
     }
-    let statement = client.prepare_cached(EXISTS).await?;
-    let exists: bool = client
-        .query_one(&statement, &[&session, &user])
+    let statement = bounded(client.prepare_cached(EXISTS)).await?;
+    let exists: bool = bounded(client.query_one(&statement, &[&session, &user]))
         .await?
         .get(0);
     Ok(if exists {
@@ -310,10 +324,9 @@ pub async fn revoke_beyond_cap(
     reason: RevokeReason,
 ) -> Result<Vec<SessionId>, ServiceError> {
     let others_kept = i64::from(cap.saturating_sub(1));
-    let statement = client.prepare_cached(REVOKE_BEYOND).await?;
-    let rows = client
-        .query(&statement, &[&user, &keep, &others_kept, &reason.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(REVOKE_BEYOND)).await?;
+    let rows =
+        bounded(client.query(&statement, &[&user, &keep, &others_kept, &reason.as_str()])).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -322,8 +335,8 @@ pub async fn list_all(
     client: &impl GenericClient,
     user: UserId,
 ) -> Result<Vec<SessionRecord>, ServiceError> {
-    let statement = client.prepare_cached(LIST_ALL).await?;
-    let rows = client.query(&statement, &[&user]).await?;
+    let statement = bounded(client.prepare_cached(LIST_ALL)).await?;
+    let rows = bounded(client.query(&statement, &[&user])).await?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -355,8 +368,8 @@ pub async fn revoke_every_live(
     client: &impl GenericClient,
     reason: RevokeReason,
 ) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(REVOKE_EVERY_LIVE).await?;
-    Ok(client.execute(&statement, &[&reason.as_str()]).await?)
+    let statement = bounded(client.prepare_cached(REVOKE_EVERY_LIVE)).await?;
+    bounded(client.execute(&statement, &[&reason.as_str()])).await
 }
 
 /// Revokes every live session of the user but `keep`; returns the revoked ids.
@@ -366,10 +379,8 @@ pub async fn revoke_all_but(
     keep: Option<SessionId>,
     reason: RevokeReason,
 ) -> Result<Vec<SessionId>, ServiceError> {
-    let statement = client.prepare_cached(REVOKE_ALL_BUT).await?;
-    let rows = client
-        .query(&statement, &[&user, &keep, &reason.as_str()])
-        .await?;
+    let statement = bounded(client.prepare_cached(REVOKE_ALL_BUT)).await?;
+    let rows = bounded(client.query(&statement, &[&user, &keep, &reason.as_str()])).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -380,8 +391,8 @@ pub async fn lock_live(
     user: UserId,
     session: SessionId,
 ) -> Result<bool, ServiceError> {
-    let statement = client.prepare_cached(LOCK_LIVE).await?;
-    let row = client.query_opt(&statement, &[&session, &user]).await?;
+    let statement = bounded(client.prepare_cached(LOCK_LIVE)).await?;
+    let row = bounded(client.query_opt(&statement, &[&session, &user])).await?;
     Ok(row.is_some_and(|row| row.get(0)))
 }
 
@@ -393,19 +404,18 @@ pub async fn used_from(
     ip: IpAddr,
     window: Duration,
 ) -> Result<bool, ServiceError> {
-    let statement = client.prepare_cached(USED_FROM).await?;
-    Ok(client
-        .query_one(
-            &statement,
-            &[
-                &user,
-                &ip,
-                &interval(window),
-                &RevokeReason::RefreshReuse.as_str(),
-            ],
-        )
-        .await?
-        .get(0))
+    let statement = bounded(client.prepare_cached(USED_FROM)).await?;
+    Ok(bounded(client.query_one(
+        &statement,
+        &[
+            &user,
+            &ip,
+            &interval(window),
+            &RevokeReason::RefreshReuse.as_str(),
+        ],
+    ))
+    .await?
+    .get(0))
 }
 
 /// Deletes one batch of sessions that ended more than `retention` ago.
@@ -414,10 +424,8 @@ pub async fn purge_batch(
     retention: Duration,
     batch: i64,
 ) -> Result<u64, ServiceError> {
-    let statement = client.prepare_cached(PURGE_BATCH).await?;
-    Ok(client
-        .execute(&statement, &[&interval(retention), &batch])
-        .await?)
+    let statement = bounded(client.prepare_cached(PURGE_BATCH)).await?;
+    bounded(client.execute(&statement, &[&interval(retention), &batch])).await
 }
 
 /// A duration as a PostgreSQL interval literal PostgreSQL parses itself.

@@ -3,6 +3,7 @@
 use crate::ids::UserId;
 use deadpool_postgres::GenericClient;
 
+use super::bounded;
 use crate::error::ServiceError;
 
 const INSERT: &str = "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
@@ -24,10 +25,8 @@ pub async fn insert(
     email: &str,
     password_hash: &str,
 ) -> Result<Option<UserId>, ServiceError> {
-    let statement = client.prepare_cached(INSERT).await?;
-    let row = client
-        .query_opt(&statement, &[&email, &password_hash])
-        .await?;
+    let statement = bounded(client.prepare_cached(INSERT)).await?;
+    let row = bounded(client.query_opt(&statement, &[&email, &password_hash])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
@@ -47,8 +46,8 @@ pub async fn by_email(
     client: &impl GenericClient,
     email: &str,
 ) -> Result<Option<Account>, ServiceError> {
-    let statement = client.prepare_cached(BY_EMAIL).await?;
-    let row = client.query_opt(&statement, &[&email]).await?;
+    let statement = bounded(client.prepare_cached(BY_EMAIL)).await?;
+    let row = bounded(client.query_opt(&statement, &[&email])).await?;
     Ok(row.map(|row| Account {
         id: row.get(0),
         password_hash: row.get(1),
@@ -61,8 +60,8 @@ pub async fn profile(
     client: &impl GenericClient,
     id: UserId,
 ) -> Result<Option<(String, bool)>, ServiceError> {
-    let statement = client.prepare_cached(PROFILE).await?;
-    let row = client.query_opt(&statement, &[&id]).await?;
+    let statement = bounded(client.prepare_cached(PROFILE)).await?;
+    let row = bounded(client.query_opt(&statement, &[&id])).await?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
 }
 
@@ -71,8 +70,8 @@ pub async fn mark_email_verified(
     client: &impl GenericClient,
     id: UserId,
 ) -> Result<Option<String>, ServiceError> {
-    let statement = client.prepare_cached(MARK_VERIFIED).await?;
-    let row = client.query_opt(&statement, &[&id]).await?;
+    let statement = bounded(client.prepare_cached(MARK_VERIFIED)).await?;
+    let row = bounded(client.query_opt(&statement, &[&id])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
@@ -81,8 +80,8 @@ pub async fn by_id(
     client: &impl GenericClient,
     id: UserId,
 ) -> Result<Option<(String, String)>, ServiceError> {
-    let statement = client.prepare_cached(BY_ID).await?;
-    let row = client.query_opt(&statement, &[&id]).await?;
+    let statement = bounded(client.prepare_cached(BY_ID)).await?;
+    let row = bounded(client.query_opt(&statement, &[&id])).await?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
 }
 
@@ -95,8 +94,8 @@ pub async fn lock_hash(
     client: &impl GenericClient,
     id: UserId,
 ) -> Result<Option<String>, ServiceError> {
-    let statement = client.prepare_cached(LOCK_HASH).await?;
-    let row = client.query_opt(&statement, &[&id]).await?;
+    let statement = bounded(client.prepare_cached(LOCK_HASH)).await?;
+    let row = bounded(client.query_opt(&statement, &[&id])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
@@ -106,7 +105,7 @@ pub async fn set_password(
     id: UserId,
     password_hash: &str,
 ) -> Result<(), ServiceError> {
-    let statement = client.prepare_cached(SET_PASSWORD).await?;
-    client.execute(&statement, &[&id, &password_hash]).await?;
+    let statement = bounded(client.prepare_cached(SET_PASSWORD)).await?;
+    bounded(client.execute(&statement, &[&id, &password_hash])).await?;
     Ok(())
 }

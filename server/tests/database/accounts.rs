@@ -74,6 +74,7 @@ impl Server {
         let client = RefreshClient {
             ip: Some("203.0.113.7".parse().unwrap()),
             user_agent: Some("curl/8.0".to_owned()),
+            binding: None,
         };
         self.state
             .accounts
@@ -485,7 +486,7 @@ async fn a_reset_for_an_unknown_address_stores_only_its_event() {
     server.register("ada@example.com").await;
     let recovery = &server.state.accounts.recovery;
     recovery
-        .request_reset(&email_of("nobody@example.com"), Some(ip("203.0.113.7")))
+        .process_reset(&email_of("nobody@example.com"), Some(ip("203.0.113.7")))
         .await
         .unwrap();
     assert_eq!(
@@ -495,7 +496,7 @@ async fn a_reset_for_an_unknown_address_stores_only_its_event() {
         0
     );
     recovery
-        .request_reset(&email_of("ada@example.com"), None)
+        .process_reset(&email_of("ada@example.com"), None)
         .await
         .unwrap();
     assert_eq!(
