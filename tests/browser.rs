@@ -214,12 +214,20 @@ impl App {
 /// Waits until the page says it is in `state` (`signed-in`, `signed-out`, `offline`,
 /// `ready`, `failed`).
 async fn wait_for_state(browser: &Client, state: &str) {
-    browser
+    let shown = browser
         .wait()
         .at_most(STEP)
         .for_element(Locator::Css(&format!("body[data-state='{state}']")))
-        .await
-        .unwrap_or_else(|e| panic!("the page never showed {state}: {e}"));
+        .await;
+    if let Err(e) = shown {
+        let status = browser
+            .execute(
+                "return document.getElementById('status').textContent;",
+                vec![],
+            )
+            .await;
+        panic!("the page never showed {state}: {e}; it says {status:?}");
+    }
 }
 
 /// Waits until the element `css` shows text containing `expected`; returns its text.
@@ -368,6 +376,13 @@ async fn sign_in(browser: &Client, app: &App, email: &str, password: &str, devic
     wait_for_state(browser, "signed-out").await;
     fill_sign_in(browser, email, password, device).await;
     wait_for_state(browser, "signed-in").await;
+}
+
+/// Fills in and sends the sign-in form of the open page with [`PASSWORD`], once it shows
+/// it; what follows (a second step, or the signed-in page) is the caller's to wait for.
+async fn submit_password(browser: &Client, email: &str, device: &str) {
+    wait_for_state(browser, "signed-out").await;
+    fill_sign_in(browser, email, PASSWORD, device).await;
 }
 
 /// A request from inside the page with the browser's own cookies: its status.
@@ -702,4 +717,201 @@ async fn a_person_uses_the_account_page_in_two_browsers_and_it_never_shows_a_fal
 
     phone.close().await.unwrap();
     laptop.close().await.unwrap();
+}
+
+/// The code an authenticator app shows for `secret` (base32) `offset` seconds from now.
+fn totp_code(secret: &str, offset: u64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .expect("a base32 secret");
+    let totp = totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        None,
+        String::new(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    totp.generate(now + offset)
+}
+
+/// Gives `browser` a platform authenticator that holds discoverable credentials and
+/// verifies its user (`WebDriver`'s virtual authenticator, as chromedriver offers it).
+async fn add_virtual_authenticator(driver: &ChromeDriver, browser: &Client) {
+    let session = browser
+        .session_id()
+        .await
+        .unwrap()
+        .expect("a WebDriver session id");
+    let reply = reqwest::Client::new()
+        .post(driver.url(&format!("/session/{session}/webauthn/authenticator")))
+        .json(&json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+        }))
+        .send()
+        .await
+        .expect("adding a virtual authenticator");
+    assert!(reply.status().is_success(), "{:?}", reply.text().await);
+}
+
+async fn click_shown(browser: &Client, id: &str) {
+    browser
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css(&format!("#{id}:not([hidden])")))
+        .await
+        .unwrap_or_else(|e| panic!("#{id} never showed: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking #{id}: {e}"));
+}
+
+async fn type_when_shown(browser: &Client, id: &str, text: &str) {
+    let field = browser
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"));
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// The factors the page lists, once there are `count` of them: their kinds.
+async fn wait_for_factors(browser: &Client, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let items = browser
+            .find_all(Locator::Css("#factor-list li.factor"))
+            .await
+            .expect("finding factors");
+        if items.len() == count {
+            let mut kinds = Vec::new();
+            for item in items {
+                kinds.push(item.attr("data-kind").await.unwrap().unwrap_or_default());
+            }
+            return kinds;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page lists {} factors, not {count}",
+            items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sign_out(browser: &Client) {
+    click_shown(browser, "sign-out").await;
+    wait_for_state(browser, "signed-out").await;
+}
+
+#[tokio::test]
+async fn the_account_page_sets_up_an_app_and_a_passkey_and_signs_in_with_each() {
+    let db = TestDb::new().await;
+    let server = ServerProcess::start_on_localhost(&db.url(), &[]).await;
+    let page = format!("http://localhost:{}/account", server.addr().port());
+    Api::new(&server)
+        .register("ada@example.com", PASSWORD)
+        .await;
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    add_virtual_authenticator(&driver, &browser).await;
+    browser.goto(&page).await.expect("opening /account");
+    submit_password(&browser, "ada@example.com", "Laptop").await;
+    wait_for_state(&browser, "signed-in").await;
+
+    // An authenticator app: the QR code and key, a first code, ten recovery codes.
+    click_shown(&browser, "add-totp").await;
+    browser
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("#totp-setup:not([hidden]) #totp-qr svg"))
+        .await
+        .expect("the QR code is shown");
+    let secret = browser
+        .find(Locator::Id("totp-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    type_when_shown(&browser, "totp-code", &totp_code(&secret, 0)).await;
+    click_shown(&browser, "totp-confirm").await;
+    browser
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("#recovery-codes:not([hidden])"))
+        .await
+        .expect("the recovery codes are shown");
+    let mut codes = Vec::new();
+    for item in browser
+        .find_all(Locator::Css("#recovery-code-list li"))
+        .await
+        .unwrap()
+    {
+        codes.push(item.text().await.unwrap());
+    }
+    assert_eq!(codes.len(), 10, "{codes:?}");
+    assert_eq!(wait_for_factors(&browser, 1).await, ["totp"]);
+    screenshot(&browser, "account-factors.png").await;
+    click_shown(&browser, "recovery-done").await;
+
+    // A passkey: the account now has a factor, so the page asks for a step-up first.
+    type_when_shown(&browser, "passkey-name", "This laptop").await;
+    click_shown(&browser, "add-passkey").await;
+    browser
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("dialog#step-up[open]"))
+        .await
+        .expect("the step-up prompt");
+    type_when_shown(&browser, "step-up-code", &totp_code(&secret, 30)).await;
+    click_shown(&browser, "step-up-submit").await;
+    let mut kinds = wait_for_factors(&browser, 2).await;
+    kinds.sort();
+    assert_eq!(kinds, ["passkey", "totp"]);
+
+    // The password alone no longer signs in: the second step takes the passkey.
+    sign_out(&browser).await;
+    submit_password(&browser, "ada@example.com", "Laptop").await;
+    wait_for_state(&browser, "second-factor").await;
+    click_shown(&browser, "mfa-passkey").await;
+    wait_for_state(&browser, "signed-in").await;
+    assert_eq!(fetch_status(&browser, "GET", "/me").await, json!(200));
+
+    // The passkey alone, no email typed.
+    sign_out(&browser).await;
+    click_shown(&browser, "passkey-sign-in").await;
+    wait_for_state(&browser, "signed-in").await;
+
+    // A recovery code instead of the app; then the app is removed (recent, aal2).
+    sign_out(&browser).await;
+    submit_password(&browser, "ada@example.com", "Laptop").await;
+    wait_for_state(&browser, "second-factor").await;
+    type_when_shown(&browser, "mfa-recovery-code", &codes[0]).await;
+    click_shown(&browser, "mfa-recovery-button").await;
+    wait_for_state(&browser, "signed-in").await;
+    wait_for_factors(&browser, 2).await;
+    browser
+        .find(Locator::Css(
+            "li.factor[data-kind='totp'] button.remove-factor",
+        ))
+        .await
+        .expect("a remove button on the app")
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(wait_for_factors(&browser, 1).await, ["passkey"]);
+
+    browser.close().await.unwrap();
 }

@@ -308,6 +308,11 @@ async function signIn(event) {
       body.device_name = name;
     }
     const response = await call("POST", "/auth/login", body);
+    // A second factor is needed (factors.js): no session yet.
+    if (typeof secondFactorNeeded === "function" && (await secondFactorNeeded(response))) {
+      $("password").value = "";
+      return;
+    }
     if (!response.ok) {
       fail(await problem(response));
       return;

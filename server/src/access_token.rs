@@ -1,4 +1,5 @@
-//! Access tokens: short-lived EdDSA JWTs naming the user (`sub`) and the session (`sid`).
+//! Access tokens: short-lived EdDSA JWTs naming the user (`sub`) and the session (`sid`),
+//! and saying how and when the user last proved who they are (`aal`, `amr`, `auth_time`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::assurance::Assurance;
 use crate::ids::{SessionId, UserId};
 
 use crate::config::TokenSettings;
@@ -20,6 +22,9 @@ struct AccessClaims<'a> {
     iat: u64,
     exp: u64,
     jti: String,
+    aal: &'static str,
+    amr: Vec<&'a str>,
+    auth_time: u64,
 }
 
 /// Signs access tokens with the key ring's signing key.
@@ -47,11 +52,13 @@ impl AccessTokenIssuer {
         self.ttl
     }
 
-    /// A signed token for `user` on `session`.
+    /// A signed token for `user` on `session`, whose user proved who they are as
+    /// `assurance` says.
     pub fn issue(
         &self,
         user: UserId,
         session: SessionId,
+        assurance: &Assurance,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -65,6 +72,9 @@ impl AccessTokenIssuer {
             iat: now,
             exp: now + self.ttl.as_secs(),
             jti: Uuid::new_v4().to_string(),
+            aal: assurance.aal.as_str(),
+            amr: assurance.amr_values(),
+            auth_time: assurance.auth_time_secs(),
         })
     }
 }

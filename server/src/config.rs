@@ -111,6 +111,8 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// How long ended sessions and security events are kept, and how often they are purged.
     pub retention: Retention,
+    /// Second factors and the proof sensitive routes need.
+    pub factors: FactorSettings,
     /// How account mail is sent, and how long its links work.
     pub mail: MailSettings,
     /// What is logged and how.
@@ -177,6 +179,26 @@ pub struct KeySettings {
     pub refresh_key_file: Option<PathBuf>,
     /// Where development mode keeps its generated keys ([`settings::DEV_KEYS_DIR`]).
     pub dev_keys_dir: PathBuf,
+}
+
+/// Second factors and the proof sensitive routes need.
+#[derive(Debug, Clone)]
+pub struct FactorSettings {
+    /// The issuer authenticator apps and passkey prompts show ([`settings::MFA_ISSUER`]).
+    pub issuer: String,
+    /// How long an `mfa_token` and a passkey ceremony work
+    /// ([`settings::MFA_CHALLENGE_TTL_SECONDS`]).
+    pub challenge_ttl: Duration,
+    /// Wrong codes per `mfa_token` ([`settings::MFA_MAX_FAILURES_PER_TOKEN`]).
+    pub max_failures_per_token: u32,
+    /// Wrong codes per account per window ([`settings::MFA_MAX_FAILURES_PER_ACCOUNT`]).
+    pub max_failures_per_account: u32,
+    /// How recent a proof the privileged routes need
+    /// ([`settings::PRIVILEGED_AUTH_MAX_AGE_SECONDS`]).
+    pub privileged_max_age: Duration,
+    /// Whether a refresh from another browser or OS asks for step-up
+    /// ([`settings::STEP_UP_ON_DEVICE_CHANGE`]).
+    pub step_up_on_device_change: bool,
 }
 
 /// What access tokens say and how long they live.
@@ -439,6 +461,14 @@ impl Config {
                 access_ttl: env.duration(&ACCESS_TOKEN_TTL_SECONDS)?,
             },
             accounts: account_policy(&env)?,
+            factors: FactorSettings {
+                issuer: env.text_or(&settings::MFA_ISSUER, app_name)?,
+                challenge_ttl: env.duration(&settings::MFA_CHALLENGE_TTL_SECONDS)?,
+                max_failures_per_token: env.number(&settings::MFA_MAX_FAILURES_PER_TOKEN)?,
+                max_failures_per_account: env.number(&settings::MFA_MAX_FAILURES_PER_ACCOUNT)?,
+                privileged_max_age: env.duration(&settings::PRIVILEGED_AUTH_MAX_AGE_SECONDS)?,
+                step_up_on_device_change: flag(&env, &settings::STEP_UP_ON_DEVICE_CHANGE)?,
+            },
             rate_limits: rate_limit_settings(&env)?,
             retention: Retention {
                 sessions: env.duration(&settings::SESSION_RETENTION_DAYS)?,

@@ -34,6 +34,23 @@ pub fn label(user_agent: &str) -> Option<String> {
     Some(label.chars().take(128).collect())
 }
 
+/// Whether two user agents are the same browser family on the same OS, by woothee's
+/// parser (versions aside: a browser that updates itself is the same device). Two that
+/// the parser cannot place are the same only when they are equal.
+pub fn same_family(a: Option<&str>, b: Option<&str>) -> bool {
+    let parser = woothee::parser::Parser::new();
+    let family = |agent: Option<&str>| {
+        agent
+            .and_then(|agent| parser.parse(agent))
+            .filter(|parsed| parsed.name != woothee::woothee::VALUE_UNKNOWN)
+            .map(|parsed| (parsed.name.to_owned(), parsed.os.to_owned()))
+    };
+    match (family(a), family(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +68,22 @@ mod tests {
             "{chrome_label}"
         );
         assert_eq!(label("\u{1}garbage"), None);
+    }
+
+    #[test]
+    fn families_ignore_versions_but_not_browser_or_os() {
+        let firefox_131 = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0";
+        let firefox_132 = "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0";
+        let firefox_win =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:131.0) Gecko/20100101 Firefox/131.0";
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                      Chrome/120.0.0.0 Safari/537.36";
+        assert!(same_family(Some(firefox_131), Some(firefox_132)));
+        assert!(!same_family(Some(firefox_131), Some(firefox_win)));
+        assert!(!same_family(Some(firefox_131), Some(chrome)));
+        assert!(same_family(Some("curl/8"), Some("curl/8")));
+        assert!(!same_family(Some("curl/8"), None));
+        assert!(same_family(None, None));
     }
 
     #[test]

@@ -44,6 +44,36 @@ pub enum ServiceError {
     /// The caller's own session ended while its request was under way.
     #[error("the access token is invalid, expired or revoked")]
     SessionEnded,
+    /// A wrong, used or replayed second-factor code.
+    #[error("the code is wrong, or was used already")]
+    InvalidCode,
+    /// No such factor of this user.
+    #[error("no such factor")]
+    FactorNotFound,
+    /// An `mfa_token` that is unknown, used, expired, voided by wrong codes or by a
+    /// password change: one error.
+    #[error("the mfa_token is invalid, used or expired; sign in again")]
+    InvalidMfaToken,
+    /// A passkey ceremony (`challenge_id`) that is unknown, used, expired or another's.
+    #[error("the challenge is invalid, used or expired; ask for new options")]
+    InvalidChallenge,
+    /// A passkey's answer that does not verify, or a passkey this server does not know.
+    #[error("the passkey's answer does not verify")]
+    InvalidCredential,
+    /// A login in cookie transport continued from another site than `PUBLIC_URL`'s
+    /// (login CSRF): nothing was used up or opened.
+    #[error("a sign-in in cookie transport must come from this site's own pages")]
+    CrossSiteSignIn,
+    /// Passkeys are off: `PUBLIC_URL` names no domain for a WebAuthn relying party.
+    #[error("passkeys are not available on this server (its PUBLIC_URL names no domain)")]
+    PasskeysUnavailable,
+    /// Recovery codes for an account without a second factor.
+    #[error("the account has no second factor")]
+    NoFactor,
+    /// The caller's proof of who they are is too old or too weak for this action: the
+    /// layer's refusal, answered with 401 and its RFC 9470 challenge.
+    #[error("the proof of who the user is is too old or too weak for this action")]
+    InsufficientAuthentication(#[source] portcullis::AuthError),
     /// Over a rate limit; retry after this long.
     #[error("too many requests")]
     RateLimited(Duration),

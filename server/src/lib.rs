@@ -23,6 +23,7 @@ pub mod access_token;
 pub mod account_token;
 pub mod accounts;
 mod app;
+pub mod assurance;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod database;
 pub mod device;
 pub mod email;
 pub mod error;
+pub mod factors;
 pub mod ids;
 pub mod keys;
 pub mod mail;
@@ -234,6 +236,18 @@ pub async fn prepare<Api: OpenApi + 'static>(
         config.mail.limits,
     );
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    // WebAuthn needs a domain: a `PUBLIC_URL` on an IP address (the development default)
+    // leaves passkeys off, and their routes say so.
+    let relying_party = match factors::passkeys::RelyingParty::new(
+        config.browser.public_origin.as_str(),
+        &config.factors.issuer,
+    ) {
+        Ok(rp) => Some(rp),
+        Err(reason) => {
+            tracing::warn!(%reason, "passkeys are off: PUBLIC_URL must name a domain for them");
+            None
+        }
+    };
     let accounts = Accounts::new(
         pool.clone(),
         liveness.clone(),
@@ -244,6 +258,7 @@ pub async fn prepare<Api: OpenApi + 'static>(
         ),
         account_mail,
         config.accounts,
+        (config.factors.clone(), relying_party),
     );
     let limits = RateLimits::new(
         &config.rate_limits,

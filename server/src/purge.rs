@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::error::ServiceError;
 use crate::rate_limit::RateLimits;
-use crate::store::{account_tokens, events, mail_log, outbox, sessions};
+use crate::store::{account_tokens, events, factors, mail_log, outbox, sessions};
 
 /// How long ended sessions and security events are kept.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +32,9 @@ pub struct Purged {
     pub account_tokens: u64,
     /// Mails still unsent after [`UNSENT_MAIL_MAX_AGE`].
     pub unsent_mails: u64,
+    /// Expired second-factor leftovers: login challenges, passkey ceremonies, TOTP factors
+    /// never confirmed.
+    pub factor_leftovers: u64,
 }
 
 /// How long an unsent mail may wait in the outbox: a week, past which a verification
@@ -66,6 +69,7 @@ pub fn spawn(pool: Pool, limits: RateLimits, retention: Retention) -> tokio::tas
                         security_events = purged.security_events,
                         account_tokens = purged.account_tokens,
                         unsent_mails = purged.unsent_mails,
+                        factor_leftovers = purged.factor_leftovers,
                         "purged ended sessions and old security events"
                     );
                 }
@@ -110,6 +114,13 @@ pub async fn purge_once(pool: &Pool, retention: Retention) -> Result<Option<Purg
         loop {
             let batch = mail_log::purge_batch(&client, MAIL_LOG_MAX_AGE, BATCH).await?;
             if batch < BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        loop {
+            let (deleted, full) = factors::purge_batch(&client, BATCH).await?;
+            purged.factor_leftovers += deleted;
+            if !full {
                 break;
             }
         }

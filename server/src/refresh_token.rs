@@ -208,6 +208,8 @@ pub struct RefreshKey {
     client: hmac::Key,
     account_token: hmac::Key,
     binding: hmac::Key,
+    recovery_code: hmac::Key,
+    factor_sealing: SecretSlice<u8>,
 }
 
 impl fmt::Debug for RefreshKey {
@@ -281,6 +283,11 @@ impl RefreshKey {
             client: derive(b"portcullis refresh-token client v1"),
             account_token: derive(b"portcullis account-token hash v1"),
             binding: derive(b"portcullis client-binding v1"),
+            recovery_code: derive(b"portcullis recovery-code hash v1"),
+            factor_sealing: hmac::sign(&root, b"portcullis factor sealing v1")
+                .as_ref()
+                .to_vec()
+                .into(),
         }
     }
 
@@ -338,6 +345,18 @@ impl RefreshKey {
     /// it can never be mistaken for a refresh token's.
     pub fn account_token_hash(&self, secret: &[u8]) -> Vec<u8> {
         hmac::sign(&self.account_token, secret).as_ref().to_vec()
+    }
+
+    /// What the database stores for a recovery code (its normalised text): a hash keyed
+    /// by its own key, so a dump of the database alone cannot be searched for codes.
+    pub fn recovery_code_hash(&self, code: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.recovery_code, code).as_ref().to_vec()
+    }
+
+    /// The 256-bit key that encrypts second-factor secrets at rest (TOTP secrets),
+    /// derived from this one, so that the database alone does not give them away.
+    pub fn factor_sealing_key(&self) -> &[u8] {
+        self.factor_sealing.expose_secret()
     }
 
     /// The secret of the next generation: the same every time.

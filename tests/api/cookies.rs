@@ -603,6 +603,7 @@ async fn the_account_page_is_served_with_a_strict_policy_and_no_inline_script() 
 
     for (path, content_type) in [
         ("/account/app.js", "text/javascript; charset=utf-8"),
+        ("/account/factors.js", "text/javascript; charset=utf-8"),
         ("/account/style.css", "text/css; charset=utf-8"),
     ] {
         let file = client

@@ -305,6 +305,14 @@ async fn the_openapi_document_declares_bearer_and_cookie_auth_and_every_error_bo
         ("/notes", "post"),
         ("/notes/{id}", "get"),
         ("/notes/{id}", "delete"),
+        ("/auth/mfa/totp", "post"),
+        ("/auth/mfa/totp/{factor_id}/confirm", "post"),
+        ("/auth/mfa/factors", "get"),
+        ("/auth/mfa/factors/{id}", "delete"),
+        ("/auth/mfa/recovery-codes", "post"),
+        ("/auth/passkeys/registration/options", "post"),
+        ("/auth/passkeys/registration", "post"),
+        ("/auth/step-up", "post"),
     ];
     let mut operations = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {

@@ -137,6 +137,12 @@ impl ServerProcess {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts the debug server as [`start`](Self::start) does, but reached by browsers at
+    /// `http://localhost:PORT` (`PUBLIC_URL`): a domain, which WebAuthn needs for passkeys.
+    pub async fn start_on_localhost(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_named(database_url, "localhost", extra_env).await
+    }
+
     /// Starts `binary` as [`start`](Self::start) does the debug server.
     pub async fn try_start(
         binary: &Path,

@@ -8,7 +8,8 @@ use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::mail::AccountMail;
-use super::{AccountPolicy, Refusal, Revocations, SignIn, TokenPair};
+use super::{AccountPolicy, Factors, LoginResult, Refusal, Revocations, SignIn};
+use crate::assurance::Assurance;
 use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
 use crate::store::account_tokens::{self, TokenPurpose};
@@ -111,6 +112,7 @@ pub struct Credentials {
     pool: Pool,
     passwords: PasswordHasher,
     sign_in: SignIn,
+    factors: Factors,
     revocations: Revocations,
     mail: AccountMail,
     policy: AccountPolicy,
@@ -123,6 +125,7 @@ impl Credentials {
         pool: Pool,
         passwords: PasswordHasher,
         sign_in: SignIn,
+        factors: Factors,
         revocations: Revocations,
         mail: AccountMail,
         policy: AccountPolicy,
@@ -131,6 +134,7 @@ impl Credentials {
             pool,
             passwords,
             sign_in,
+            factors,
             revocations,
             mail,
             policy,
@@ -187,7 +191,9 @@ impl Credentials {
         }
     }
 
-    /// Checks the credentials and opens a session on `device` ([`SignIn::open`]).
+    /// Checks the credentials and opens a session on `device` ([`SignIn::open`]), or, for
+    /// an account with a second factor, hands out the `mfa_token` that continues the login
+    /// (it remembers `transport`, `bearer` or `cookie`) and opens nothing.
     ///
     /// An unknown email and a wrong password are one refusal, that
     /// [counts](Refusal::counts) against the failure limits, and cost about the same
@@ -199,7 +205,8 @@ impl Credentials {
         email: &Email,
         password: SecretString,
         device: Device,
-    ) -> Result<TokenPair, Refusal> {
+        transport: &str,
+    ) -> Result<LoginResult, Refusal> {
         // No connection is held while hashing: a burst of logins must not drain the pool.
         let account = users::by_email(&self.pool.get().await?, email.as_str()).await?;
         let email_verified = account
@@ -235,12 +242,27 @@ impl Credentials {
             tracing::info!(user_id = %user, "login lost a race with a password change");
             return Err(ServiceError::InvalidCredentials.into());
         }
-        if let Some(new_hash) = rehash {
-            users::set_password(&transaction, user, &new_hash).await?;
+        let current_hash = match rehash {
+            Some(new_hash) => {
+                users::set_password(&transaction, user, &new_hash).await?;
+                new_hash
+            }
+            None => stored.unwrap_or_default(),
+        };
+        if let Some(needed) = self
+            .factors
+            .challenge_login(&transaction, user, &device, transport, &current_hash)
+            .await?
+        {
+            transaction.commit().await?;
+            return Ok(LoginResult::SecondFactorNeeded(needed));
         }
-        let pair = self.sign_in.open(transaction, user, device).await?;
+        let pair = self
+            .sign_in
+            .open(transaction, user, device, &Assurance::password())
+            .await?;
         LoginOutcome::Success.count();
-        Ok(pair)
+        Ok(LoginResult::SignedIn(pair))
     }
 
     /// Changes the password of `user` and revokes every other session of the user.

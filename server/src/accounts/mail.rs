@@ -160,6 +160,17 @@ impl AccountMail {
         Ok(room)
     }
 
+    /// Queues the mail telling `email`'s owner of `change` to the account's factors.
+    pub async fn queue_factor_change(
+        &self,
+        client: &impl GenericClient,
+        email: &str,
+        change: compose::FactorChange,
+    ) -> Result<(), ServiceError> {
+        let mail = compose::factor_change(&self.public, change, SystemTime::now());
+        outbox::insert(client, email, &mail).await
+    }
+
     async fn store_token(
         &self,
         client: &impl GenericClient,

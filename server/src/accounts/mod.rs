@@ -11,6 +11,8 @@
 //!   instance forgets the sessions, the metrics count them.
 //! - [`Operator`] (`operator.rs`): the operator's command line: list a user's sessions,
 //!   revoke one, all of a user's, or every user's.
+//! - [`Factors`] (`factors.rs`): second factors (TOTP, passkeys, recovery codes), the
+//!   login that waits for one, passkey sign-in, step-up, and the rule of privileged routes.
 //! - [`Recovery`] (`recovery.rs`): what mailed links do: verify an address, reset a
 //!   password.
 //! - [`AccountMail`] (`mail.rs`): the mails the others queue in their transactions.
@@ -20,6 +22,7 @@
 //! HTTP to these calls and their errors back.
 
 mod credentials;
+mod factors;
 mod mail;
 mod operator;
 mod recovery;
@@ -35,6 +38,10 @@ use deadpool_postgres::Pool;
 use portcullis::PostgresLiveness;
 
 pub use credentials::{Credentials, Email, LoginOutcome, NewPassword, device_name};
+pub use factors::{
+    Code, FAILURE_WINDOW, FactorParts, Factors, Finished, LoginResult, Proof, SecondFactorNeeded,
+    SteppedUp,
+};
 pub use mail::{AccountMail, LinkLifetimes, MailLimits, Queued};
 pub use operator::{Operator, OperatorError, RevokeTarget};
 pub use recovery::{Recovery, VerificationResent};
@@ -44,7 +51,11 @@ pub use sessions::{RevokeScope, Sessions};
 pub use sign_in::SignIn;
 pub use tokens::{TokenPair, Tokens};
 
+use std::sync::Arc;
+
+use crate::config::FactorSettings;
 use crate::error::ServiceError;
+use crate::factors::passkeys::RelyingParty;
 use crate::passwords::PasswordHasher;
 
 /// The rules of sessions, refresh tokens and credentials, read once from the
@@ -88,6 +99,8 @@ pub struct Accounts {
     pub refresh: Refresh,
     /// Verify addresses, reset passwords.
     pub recovery: Recovery,
+    /// Second factors, passkey sign-in, step-up.
+    pub factors: Factors,
 }
 
 impl Accounts {
@@ -100,9 +113,24 @@ impl Accounts {
         tokens: Tokens,
         mail: AccountMail,
         policy: AccountPolicy,
+        factor_settings: (FactorSettings, Option<RelyingParty>),
     ) -> Self {
+        let (factor_settings, rp) = factor_settings;
         let revocations = Revocations::new(liveness);
         let sign_in = SignIn::new(tokens.clone(), revocations.clone(), mail.clone(), policy);
+        let step_up_on_device_change = factor_settings.step_up_on_device_change;
+        let factors = Factors::new(FactorParts {
+            pool: pool.clone(),
+            key: Arc::clone(tokens.refresh_key()),
+            rp,
+            passwords: passwords.clone(),
+            sign_in: sign_in.clone(),
+            tokens: tokens.clone(),
+            revocations: revocations.clone(),
+            mail: mail.clone(),
+            settings: factor_settings,
+            require_verified_email: policy.require_verified_email,
+        });
         Self {
             recovery: Recovery::new(
                 pool.clone(),
@@ -114,13 +142,15 @@ impl Accounts {
                 pool.clone(),
                 passwords,
                 sign_in.clone(),
+                factors.clone(),
                 revocations.clone(),
                 mail,
                 policy,
             ),
             sign_in,
             sessions: Sessions::new(pool.clone(), revocations.clone()),
-            refresh: Refresh::new(pool, tokens, revocations, policy),
+            refresh: Refresh::new(pool, tokens, revocations, policy, step_up_on_device_change),
+            factors,
         }
     }
 }

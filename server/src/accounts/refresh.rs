@@ -6,8 +6,11 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 
 use super::{AccountPolicy, Revocations, TokenPair, Tokens};
+use crate::assurance::Assurance;
+use crate::device;
 use crate::error::ServiceError;
 use crate::refresh_token::{Ancestry, PresentedToken, RefreshToken};
+use crate::store::events::{self, Event, Subject};
 use crate::store::refresh::{self, Outcome, RotateRequest, Rotation};
 use crate::store::sessions::RevokeReason;
 
@@ -53,21 +56,26 @@ pub struct Refresh {
     tokens: Tokens,
     revocations: Revocations,
     policy: AccountPolicy,
+    step_up_on_device_change: bool,
 }
 
 impl Refresh {
-    /// Rotation over `pool`'s sessions, under `policy`'s idle timeout and retry rule.
+    /// Rotation over `pool`'s sessions, under `policy`'s idle timeout and retry rule;
+    /// with `step_up_on_device_change`, a refresh from another browser or OS gets a
+    /// token that asks for step-up.
     pub fn new(
         pool: Pool,
         tokens: Tokens,
         revocations: Revocations,
         policy: AccountPolicy,
+        step_up_on_device_change: bool,
     ) -> Self {
         Self {
             pool,
             tokens,
             revocations,
             policy,
+            step_up_on_device_change,
         }
     }
 
@@ -131,7 +139,13 @@ impl Refresh {
                     tracing::info!(user_id = %user, session_id = %session, ip = ?client.ip, "refresh retried");
                 }
                 let next = RefreshToken::following(&presented, session, successor);
-                self.tokens.pair(user, session, next, expires)
+                let recorded = rotation.assurance.clone().ok_or_else(|| {
+                    ServiceError::internal("refreshing", "the rotated session has no assurance")
+                })?;
+                let assurance = self
+                    .assurance_for(&connection, &rotation, &recorded, client)
+                    .await?;
+                self.tokens.pair(user, session, &assurance, next, expires)
             }
             (Outcome::Reused, user, session, _) => {
                 // The rotation function (or `check_stale`) revoked it and committed.
@@ -158,6 +172,37 @@ impl Refresh {
                 .and_then(|presented| presented.session())
                 .is_some_and(|session| key.binds(session, binding))
         })
+    }
+
+    /// What the new access token says of the session: what the session records, or with
+    /// `STEP_UP_ON_DEVICE_CHANGE`, when the client is another browser or OS than the
+    /// session's, that downgraded (and the event recorded), so that routes needing
+    /// assurance ask for a step-up.
+    async fn assurance_for(
+        &self,
+        connection: &impl deadpool_postgres::GenericClient,
+        rotation: &Rotation,
+        recorded: &Assurance,
+        client: &RefreshClient,
+    ) -> Result<Assurance, ServiceError> {
+        if !self.step_up_on_device_change
+            || device::same_family(rotation.user_agent.as_deref(), client.user_agent.as_deref())
+        {
+            return Ok(recorded.clone());
+        }
+        let subject = Subject {
+            user: rotation.user,
+            session: rotation.session,
+            ip: client.ip,
+        };
+        events::record(connection, Event::DeviceChanged, subject).await?;
+        tracing::warn!(
+            user_id = ?rotation.user,
+            session_id = ?rotation.session,
+            ip = ?client.ip,
+            "refresh from another browser or OS: the access token asks for step-up"
+        );
+        Ok(recorded.downgraded())
     }
 
     /// A token older than the previous generation: reuse when it walks forward to the

@@ -1,9 +1,10 @@
 //! What follows proof of who someone is: a new session and its token pair.
 //!
-//! Every way of signing in (a password today; a second factor, a passkey, a mailed link
-//! tomorrow) proves a user's identity its own way and then calls [`SignIn::open`], so the
-//! rules that come with a new session are applied in one place: the session cap, the
-//! sign-in alert, the refresh token's first secret, the access token.
+//! Every way of signing in (a password; a password and a second factor; a passkey) proves
+//! a user's identity its own way and then calls [`SignIn::open`] with how it did
+//! ([`Assurance`]), so the rules that come with a new session are applied in one place:
+//! the session cap, the sign-in alert, the refresh token's first secret, the assurance the
+//! session records, the access token.
 
 use std::net::IpAddr;
 
@@ -11,6 +12,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 
 use super::mail::AccountMail;
 use super::{AccountPolicy, Revocations, TokenPair, Tokens};
+use crate::assurance::Assurance;
 use crate::error::ServiceError;
 use crate::ids::{SessionId, UserId};
 use crate::refresh_token::{RefreshSecret, RefreshToken};
@@ -43,9 +45,10 @@ impl SignIn {
         }
     }
 
-    /// Opens a session on `device` for `user`, whose identity the caller has verified, in
-    /// `transaction` (where the caller made its own checks, such as that the password it
-    /// verified is still the account's), commits it and hands out the token pair.
+    /// Opens a session on `device` for `user`, whose identity the caller has verified as
+    /// `assurance` says, in `transaction` (where the caller made its own checks, such as
+    /// that the password it verified is still the account's), commits it and hands out the
+    /// token pair. The session records `assurance`; its access tokens carry it.
     ///
     /// With `MAX_SESSIONS_PER_USER`, the least recently used sessions beyond the cap are
     /// revoked in the same transaction; with `NEW_SIGNIN_ALERTS`, a sign-in from a device
@@ -56,6 +59,7 @@ impl SignIn {
         transaction: Transaction<'_>,
         user: UserId,
         device: Device,
+        assurance: &Assurance,
     ) -> Result<TokenPair, ServiceError> {
         if self.policy.new_signin_alerts {
             self.alert_if_new(&transaction, user, &device).await?;
@@ -65,8 +69,8 @@ impl SignIn {
             &transaction,
             user,
             &device,
-            self.policy.idle_timeout,
-            self.policy.absolute_lifetime,
+            assurance,
+            (self.policy.idle_timeout, self.policy.absolute_lifetime),
             &self.tokens.refresh_key().hash(&secret),
         )
         .await?;
@@ -78,10 +82,11 @@ impl SignIn {
             self.revocations
                 .committed(&capped, RevokeReason::SessionLimit);
         }
-        tracing::info!(user_id = %user, session_id = %session, "session opened");
+        tracing::info!(user_id = %user, session_id = %session, aal = %assurance.aal, "session opened");
         self.tokens.pair(
             user,
             session,
+            assurance,
             RefreshToken::first(session, secret),
             idle_expires_at,
         )

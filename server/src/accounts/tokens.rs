@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use crate::ids::{SessionId, UserId};
 
 use crate::access_token::AccessTokenIssuer;
+use crate::assurance::Assurance;
 use crate::error::ServiceError;
 use crate::refresh_token::{ClientBinding, RefreshKey, RefreshToken};
 
@@ -48,19 +49,17 @@ impl Tokens {
         &self.refresh_key
     }
 
-    /// A new access token for the session, with `refresh_token`, which stops working at
-    /// `refresh_expires_at` unless used.
+    /// A new access token for the session, saying `assurance`, with `refresh_token`,
+    /// which stops working at `refresh_expires_at` unless used.
     pub fn pair(
         &self,
         user: UserId,
         session: SessionId,
+        assurance: &Assurance,
         refresh_token: RefreshToken,
         refresh_expires_at: SystemTime,
     ) -> Result<TokenPair, ServiceError> {
-        let access_token = self
-            .access
-            .issue(user, session)
-            .map_err(|e| ServiceError::internal("signing an access token", e))?;
+        let access_token = self.access_token(user, session, assurance)?;
         Ok(TokenPair {
             access_token,
             expires_in: self.access.ttl().as_secs(),
@@ -72,5 +71,22 @@ impl Tokens {
             session_id: session,
             client_binding: self.refresh_key.client_binding(session),
         })
+    }
+
+    /// A new access token alone (a step-up: the refresh token is left as it is).
+    pub fn access_token(
+        &self,
+        user: UserId,
+        session: SessionId,
+        assurance: &Assurance,
+    ) -> Result<String, ServiceError> {
+        self.access
+            .issue(user, session, assurance)
+            .map_err(|e| ServiceError::internal("signing an access token", e))
+    }
+
+    /// Seconds an access token lives.
+    pub fn access_ttl_secs(&self) -> u64 {
+        self.access.ttl().as_secs()
     }
 }

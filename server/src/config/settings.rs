@@ -31,6 +31,8 @@ pub enum Group {
     RateLimits,
     /// How long ended sessions and security events are kept.
     Retention,
+    /// Second factors, and how recent and strong a proof the sensitive routes need.
+    Factors,
     /// Verification, password reset and sign-in alerts, and how their mail is sent.
     Mail,
     /// What is logged and how.
@@ -42,7 +44,7 @@ pub enum Group {
 impl Group {
     /// Every group of Portcullis's own settings, in the reference's order; an
     /// application's groups follow them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Environment,
         Self::Database,
         Self::Http,
@@ -51,6 +53,7 @@ impl Group {
         Self::Sessions,
         Self::RateLimits,
         Self::Retention,
+        Self::Factors,
         Self::Mail,
         Self::Logging,
     ];
@@ -66,6 +69,7 @@ impl Group {
             Self::Sessions => "Sessions and refresh",
             Self::RateLimits => "Rate limits",
             Self::Retention => "Retention and purge",
+            Self::Factors => "Second factors and step-up",
             Self::Mail => "Account mail",
             Self::Logging => "Logging",
             Self::Application(title) => title,
@@ -780,6 +784,65 @@ pub const NEW_SIGNIN_ALERTS: Setting = Setting {
               account's first login does not.",
 };
 
+/// `MFA_ISSUER`.
+pub const MFA_ISSUER: Setting = Setting {
+    name: "MFA_ISSUER",
+    group: Group::Factors,
+    kind: Kind::Optional {
+        when_unset: "the application's name (`portcullis-server` for the stand-alone server)",
+    },
+    meaning: "The name authenticator apps show beside the account's codes (the TOTP URI's \
+              issuer), and passkey prompts show as the site's name.",
+};
+
+/// `MFA_CHALLENGE_TTL_SECONDS`.
+pub const MFA_CHALLENGE_TTL_SECONDS: Setting = Setting {
+    name: "MFA_CHALLENGE_TTL_SECONDS",
+    group: Group::Factors,
+    kind: Kind::seconds(300, 30, 3600),
+    meaning: "How long the `mfa_token` of a login that needs a second factor works, and a \
+              passkey ceremony's challenge.",
+};
+
+/// `MFA_MAX_FAILURES_PER_TOKEN`.
+pub const MFA_MAX_FAILURES_PER_TOKEN: Setting = Setting {
+    name: "MFA_MAX_FAILURES_PER_TOKEN",
+    group: Group::Factors,
+    kind: Kind::count(5, 1, 100),
+    meaning: "Wrong codes one `mfa_token` may take; the last one voids it (sign in again).",
+};
+
+/// `MFA_MAX_FAILURES_PER_ACCOUNT`.
+pub const MFA_MAX_FAILURES_PER_ACCOUNT: Setting = Setting {
+    name: "MFA_MAX_FAILURES_PER_ACCOUNT",
+    group: Group::Factors,
+    kind: Kind::count(10, 1, 10_000),
+    meaning: "Wrong second-factor codes per account (every `mfa_token` and step-up \
+              together, on every instance) within 15 minutes; past it, codes get 429 until \
+              the window ends.",
+};
+
+/// `PRIVILEGED_AUTH_MAX_AGE_SECONDS`.
+pub const PRIVILEGED_AUTH_MAX_AGE_SECONDS: Setting = Setting {
+    name: "PRIVILEGED_AUTH_MAX_AGE_SECONDS",
+    group: Group::Factors,
+    kind: Kind::seconds(600, 10, DAY),
+    meaning: "How recent the user's last proof (`auth_time`) must be for a password change, \
+              `logout-all`, adding or removing a factor and new recovery codes; an account \
+              with a factor needs `aal2` for them too. Otherwise: 401 with the RFC 9470 \
+              challenge, answered by `POST /auth/step-up`.",
+};
+
+/// `STEP_UP_ON_DEVICE_CHANGE`.
+pub const STEP_UP_ON_DEVICE_CHANGE: Setting = Setting {
+    name: "STEP_UP_ON_DEVICE_CHANGE",
+    group: Group::Factors,
+    kind: Kind::flag(false),
+    meaning: "`true`: a refresh from a browser family or OS other than the session's keeps \
+              the session but gets an access token at `aal1` with an `auth_time` of 0, so \
+              that routes needing assurance ask for a step-up; recorded as `device_changed`.",
+};
+
 /// `RUST_LOG`.
 pub const RUST_LOG: Setting = Setting {
     name: "RUST_LOG",
@@ -845,6 +908,12 @@ pub const ALL: &[&Setting] = &[
     &SESSION_RETENTION_DAYS,
     &SECURITY_EVENT_RETENTION_DAYS,
     &PURGE_INTERVAL_SECONDS,
+    &MFA_ISSUER,
+    &MFA_CHALLENGE_TTL_SECONDS,
+    &MFA_MAX_FAILURES_PER_TOKEN,
+    &MFA_MAX_FAILURES_PER_ACCOUNT,
+    &PRIVILEGED_AUTH_MAX_AGE_SECONDS,
+    &STEP_UP_ON_DEVICE_CHANGE,
     &SMTP_URL,
     &MAIL_FROM,
     &MAIL_DEV_DIR,

@@ -15,6 +15,8 @@ pub enum MailKind {
     PasswordReset,
     /// "A new sign-in to your account".
     SignInAlert,
+    /// "A second factor was added, removed, or a recovery code used".
+    FactorChange,
 }
 
 impl MailKind {
@@ -24,6 +26,7 @@ impl MailKind {
             Self::EmailVerification => "email_verification",
             Self::PasswordReset => "password_reset",
             Self::SignInAlert => "sign_in_alert",
+            Self::FactorChange => "factor_change",
         }
     }
 }
@@ -108,6 +111,56 @@ pub fn sign_in_alert(
                 .trim_end_matches('Z')
                 .replace('T', " "),
             origin = public.as_str()
+        ),
+    }
+}
+
+/// What happened to an account's second factors, as the owner is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorChange {
+    /// A factor of this kind (`an authenticator app`, `a passkey`) was added.
+    Added(&'static str),
+    /// One was removed.
+    Removed(&'static str),
+    /// A recovery code was used to sign in or step up.
+    RecoveryCodeUsed,
+    /// New recovery codes replaced the old.
+    RecoveryCodesRegenerated,
+}
+
+/// The mail telling the owner of a change to the account's second factors, made `at`.
+pub fn factor_change(public: &PublicOrigin, change: FactorChange, at: SystemTime) -> Composed {
+    let (subject, what) = match change {
+        FactorChange::Added(kind) => (
+            "A second factor was added to your account".to_owned(),
+            format!("{kind} was added as a second factor of your account"),
+        ),
+        FactorChange::Removed(kind) => (
+            "A second factor was removed from your account".to_owned(),
+            format!("{kind} was removed from the second factors of your account"),
+        ),
+        FactorChange::RecoveryCodeUsed => (
+            "A recovery code of your account was used".to_owned(),
+            "one of your recovery codes was used in place of a second factor".to_owned(),
+        ),
+        FactorChange::RecoveryCodesRegenerated => (
+            "New recovery codes for your account".to_owned(),
+            "new recovery codes were made for your account; the old ones no longer work".to_owned(),
+        ),
+    };
+    Composed {
+        kind: MailKind::FactorChange,
+        subject,
+        body: format!(
+            "Hello,\n\n{what}, at {}.\n\nIf this was you, there is nothing to do. If not, \
+             sign in, change your password and review your second factors and sessions \
+             at once:\n\n{}{ACCOUNT_PAGE}\n",
+            humantime::format_rfc3339_seconds(at)
+                .to_string()
+                .trim_end_matches('Z')
+                .replace('T', " ")
+                + " UTC",
+            public.as_str()
         ),
     }
 }

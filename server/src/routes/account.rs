@@ -22,7 +22,7 @@ pub(super) struct Asset {
 }
 
 /// Every file, by path.
-pub(super) const FILES: [(&str, Asset); 6] = [
+pub(super) const FILES: [(&str, Asset); 7] = [
     (
         crate::mail::compose::ACCOUNT_PAGE,
         Asset {
@@ -65,6 +65,13 @@ pub(super) const FILES: [(&str, Asset); 6] = [
             body: include_str!("../../assets/link.js"),
         },
     ),
+    (
+        "/account/factors.js",
+        Asset {
+            content_type: "text/javascript; charset=utf-8",
+            body: include_str!("../../assets/factors.js"),
+        },
+    ),
 ];
 
 /// `route` with the page's files added.
@@ -76,6 +83,12 @@ pub(super) fn routes(route: Route) -> Route {
         .at(FILES[3].0, get(verify_page))
         .at(FILES[4].0, get(reset_page))
         .at(FILES[5].0, get(link_script))
+        .at(FILES[6].0, get(factors_script))
+}
+
+#[handler]
+fn factors_script() -> Response {
+    serve(&FILES[6].1)
 }
 
 #[handler]

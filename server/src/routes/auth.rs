@@ -9,13 +9,16 @@ use uuid::Uuid;
 
 use super::ApiTags;
 use super::authenticated::Authenticated;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, FactorRef};
 use super::optional_json::OptionalJson;
 use super::responses::NoContent;
 use super::text::{DeviceName, Email, Password, Text};
 use super::transport::{self, Transport, WithCookies};
 use crate::AppState;
-use crate::accounts::{self, LoginOutcome, NewPassword, RefreshClient, RevokeScope, TokenPair};
+use crate::accounts::{
+    self, LoginOutcome, LoginResult, NewPassword, RefreshClient, RevokeScope, SecondFactorNeeded,
+    TokenPair,
+};
 use crate::client_ip::ClientIp;
 use crate::device;
 use crate::error::ServiceError;
@@ -94,7 +97,7 @@ struct PasswordChange {
 
 /// An access token and the refresh token that renews it.
 #[derive(Object)]
-struct TokenPairBody {
+pub(super) struct TokenPairBody {
     /// A short-lived JWT for `Authorization: Bearer`.
     access_token: String,
     /// Always `Bearer`.
@@ -128,7 +131,7 @@ impl From<TokenPair> for TokenPairBody {
 
 /// A session in cookie transport: its tokens are in the cookies this response sets.
 #[derive(Object)]
-struct CookieSessionBody {
+pub(super) struct CookieSessionBody {
     /// The session the cookies belong to.
     session_id: Uuid,
     /// Seconds until the access token (and its cookie) expires.
@@ -140,7 +143,7 @@ struct CookieSessionBody {
 /// What a sign-in or refresh answers: the token pair, or in cookie transport the
 /// session's metadata.
 #[derive(Union)]
-enum SignedIn {
+pub(super) enum SignedIn {
     /// Bearer transport.
     Tokens(TokenPairBody),
     /// Cookie transport.
@@ -155,7 +158,7 @@ enum RegisterResponse {
 }
 
 #[derive(ApiResponse)]
-enum TokenResponse {
+pub(super) enum TokenResponse {
     /// A new token pair, or in cookie transport the session, its tokens in `Set-Cookie`.
     #[oai(status = 200)]
     Ok(Json<SignedIn>),
@@ -255,10 +258,11 @@ impl AuthApi {
             );
         }
         match credentials
-            .login(&email, body.password.into(), device)
+            .login(&email, body.password.into(), device, transport.as_str())
             .await
         {
-            Ok(pair) => Ok(self.signed_in(pair, transport)),
+            Ok(LoginResult::SignedIn(pair)) => Ok(self.signed_in(pair, transport)),
+            Ok(LoginResult::SecondFactorNeeded(needed)) => Err(mfa_required(needed)),
             Err(refusal) => {
                 if refusal.counts {
                     attempt.failed();
@@ -350,13 +354,16 @@ impl AuthApi {
         self.revoke(auth, scope, ip).await
     }
 
-    /// Sign out every session of this user, this one included.
+    /// Sign out every session of this user, this one included. Needs a recent proof of
+    /// who the user is (and `aal2` for an account with a second factor), else 401 with
+    /// the RFC 9470 challenge.
     #[oai(path = "/auth/logout-all", method = "post")]
     async fn logout_all(
         &self,
         ClientIp(ip): ClientIp,
         auth: Authenticated,
     ) -> Result<WithCookies<NoContent>, ApiError> {
+        super::factors::require_privileged(&self.state, &auth).await?;
         let scope = RevokeScope::AllBut {
             keep: None,
             reason: RevokeReason::LogoutAll,
@@ -366,7 +373,9 @@ impl AuthApi {
 
     /// Change the password; every other session of this user is signed out. In cookie
     /// transport this browser is signed out too (its session revoked, its cookies
-    /// cleared), to sign in again with the new password.
+    /// cleared), to sign in again with the new password. Needs a recent proof of who the
+    /// user is (and `aal2` for an account with a second factor), else 401 with the RFC
+    /// 9470 challenge.
     #[oai(path = "/auth/password", method = "post")]
     async fn change_password(
         &self,
@@ -377,6 +386,7 @@ impl AuthApi {
         let Json(body) = body;
         // Checked before any limit sees it, as at registration.
         let new_password = NewPassword::parse(body.new_password.into_inner().into())?;
+        super::factors::require_privileged(&self.state, &auth).await?;
         // As for login, each attempt takes a token per session and per user before
         // verifying and gets them back unless the current password was wrong.
         let attempt = self
@@ -454,7 +464,11 @@ impl AuthApi {
 
     /// The answer to a sign-in or refresh: the pair in the body, or in cookie transport
     /// the pair in cookies and the session's metadata in the body.
-    fn signed_in(&self, pair: TokenPair, transport: Transport) -> WithCookies<TokenResponse> {
+    pub(super) fn signed_in(
+        &self,
+        pair: TokenPair,
+        transport: Transport,
+    ) -> WithCookies<TokenResponse> {
         match transport {
             Transport::Bearer => {
                 WithCookies::none(TokenResponse::Ok(Json(SignedIn::Tokens(pair.into()))))
@@ -476,4 +490,25 @@ impl AuthApi {
             }
         }
     }
+}
+
+/// The 403 of a login whose password checked out for an account with a second factor:
+/// the `mfa_token` that continues it, and the factors it may continue with.
+fn mfa_required(needed: SecondFactorNeeded) -> ApiError {
+    let mut body = ErrorBody::new(
+        "mfa_required",
+        "a second factor is required: send a code or use a passkey with the mfa_token",
+    );
+    body.mfa_token = Some(needed.mfa_token);
+    body.factors = Some(
+        needed
+            .factors
+            .into_iter()
+            .map(|(id, kind)| FactorRef {
+                id,
+                kind: kind.as_str().to_owned(),
+            })
+            .collect(),
+    );
+    ApiError::Forbidden(Json(body))
 }

@@ -12,6 +12,7 @@ use portcullis::{AuthContext, AuthError, Authenticator, TokenSource};
 
 use super::error::{ApiError, ErrorBody};
 use super::transport::{self, Transport};
+use crate::assurance::Assurance;
 use crate::cookies::SessionCookies;
 use crate::origin::{self, PublicOrigin};
 
@@ -30,6 +31,7 @@ pub struct Authenticated {
     session: SessionId,
     transport: Transport,
     context: AuthContext,
+    assurance: Assurance,
 }
 
 impl Authenticated {
@@ -48,6 +50,12 @@ impl Authenticated {
         &self.context
     }
 
+    /// How and when the user proved who they are, as the access token says (`aal`, `amr`,
+    /// `auth_time`).
+    pub fn assurance(&self) -> &Assurance {
+        &self.assurance
+    }
+
     /// How the access token came: a bearer header or the access cookie.
     pub(crate) fn transport(&self) -> Transport {
         self.transport
@@ -56,18 +64,26 @@ impl Authenticated {
     /// The caller of `context`. Our own tokens always carry UUIDs, and liveness already
     /// vouched for them (the store refuses anything else), so this refuses only what
     /// could not have got this far.
-    fn from_context(context: &AuthContext, transport: Transport) -> Result<Self, ApiError> {
+    fn from_context(
+        context: &AuthContext,
+        transport: Transport,
+        assurance: Assurance,
+    ) -> Result<Self, ApiError> {
         match (context.user_uuid(), context.session_uuid()) {
             (Some(user), Some(session)) => Ok(Self {
                 user: UserId::from_uuid(user),
                 session: SessionId::from_uuid(session),
                 transport,
                 context: context.clone(),
+                assurance,
             }),
-            _ => Err(ApiError::Unauthorized(Json(ErrorBody::new(
-                "invalid_token",
-                "the access token is invalid, expired or revoked",
-            )))),
+            _ => Err(ApiError::Unauthorized(
+                Json(ErrorBody::new(
+                    "invalid_token",
+                    "the access token is invalid, expired or revoked",
+                )),
+                None,
+            )),
         }
     }
 }
@@ -150,7 +166,10 @@ impl<'a> ApiExtractor<'a> for Authenticated {
             Transport::Bearer
         };
         match portcullis::poem::authenticate(auth, request).await {
-            Ok(context) => Self::from_context(&context, transport).map_err(refuse),
+            Ok(context) => {
+                let assurance = Assurance::of_token(&context);
+                Self::from_context(&context, transport, assurance).map_err(refuse)
+            }
             Err(error) => {
                 metrics::counter!("session_auth_rejections_total", "reason" => error.reason())
                     .increment(1);

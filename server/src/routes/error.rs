@@ -16,6 +16,23 @@ pub struct ErrorBody {
     pub error: String,
     /// Human-readable explanation.
     pub message: String,
+    /// Only with `mfa_required` (a login of an account with a second factor): the
+    /// single-use token that continues the login at `POST /auth/mfa/verify` or
+    /// `POST /auth/passkeys/authentication`.
+    #[oai(skip_serializing_if_is_none)]
+    pub mfa_token: Option<String>,
+    /// Only with `mfa_required`: the factors the login may continue with.
+    #[oai(skip_serializing_if_is_none)]
+    pub factors: Option<Vec<FactorRef>>,
+}
+
+/// A factor a login may continue with.
+#[derive(Debug, Clone, Object)]
+pub struct FactorRef {
+    /// The factor's id (`factor_id` of `POST /auth/mfa/verify`).
+    pub id: uuid::Uuid,
+    /// `totp` or `passkey`.
+    pub kind: String,
 }
 
 impl ErrorBody {
@@ -24,6 +41,8 @@ impl ErrorBody {
         Self {
             error: error.to_owned(),
             message: message.into(),
+            mfa_token: None,
+            factors: None,
         }
     }
 
@@ -46,9 +65,17 @@ pub enum ApiError {
     /// The request is malformed or a value is invalid.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// Missing or bad credentials (bearer routes add an RFC 6750 challenge).
+    /// Missing or bad credentials (bearer routes add an RFC 6750 challenge), or a proof of
+    /// who the user is that is too old or too weak for the route (`WWW-Authenticate:
+    /// Bearer error="insufficient_user_authentication"` with `acr_values` and/or
+    /// `max_age`, RFC 9470; answer it with `POST /auth/step-up`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(
+        Json<ErrorBody>,
+        /// The challenge, when the route states one.
+        #[oai(header = "WWW-Authenticate")]
+        Option<String>,
+    ),
     /// The credentials are valid but the action is refused.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -93,16 +120,40 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::InvalidDeviceName => Self::BadRequest(body("invalid_device_name")),
             ServiceError::EmailTaken => Self::Conflict(body("email_taken")),
-            ServiceError::InvalidCredentials => Self::Unauthorized(body("invalid_credentials")),
+            ServiceError::InvalidCredentials => {
+                Self::Unauthorized(body("invalid_credentials"), None)
+            }
             ServiceError::WrongCurrentPassword => Self::Forbidden(body("invalid_credentials")),
-            ServiceError::InvalidRefreshToken => Self::Unauthorized(body("invalid_refresh_token")),
+            ServiceError::InvalidRefreshToken => {
+                Self::Unauthorized(body("invalid_refresh_token"), None)
+            }
             ServiceError::InvalidVerificationToken => {
                 Self::BadRequest(body("invalid_verification_token"))
             }
             ServiceError::InvalidResetToken => Self::BadRequest(body("invalid_reset_token")),
             ServiceError::EmailNotVerified => Self::Forbidden(body("email_not_verified")),
             ServiceError::SessionNotFound => Self::NotFound(body("session_not_found")),
-            ServiceError::SessionEnded => Self::Unauthorized(body("invalid_token")),
+            ServiceError::SessionEnded => Self::Unauthorized(body("invalid_token"), None),
+            ServiceError::InvalidCode => Self::BadRequest(body("invalid_code")),
+            ServiceError::FactorNotFound => Self::NotFound(body("factor_not_found")),
+            ServiceError::InvalidMfaToken => Self::Unauthorized(body("invalid_mfa_token"), None),
+            ServiceError::InvalidChallenge => Self::BadRequest(body("invalid_challenge")),
+            ServiceError::InvalidCredential => Self::BadRequest(body("invalid_credential")),
+            ServiceError::NoFactor => Self::BadRequest(body("mfa_not_enabled")),
+            ServiceError::CrossSiteSignIn => Self::Forbidden(body("cross_site_request")),
+            ServiceError::PasskeysUnavailable => Self::BadRequest(body("passkeys_unavailable")),
+            ServiceError::InsufficientAuthentication(refusal) => {
+                metrics::counter!("session_auth_rejections_total", "reason" => refusal.reason())
+                    .increment(1);
+                // The layer's own body and challenge, as a guarded route answers.
+                let challenge = refusal
+                    .www_authenticate()
+                    .and_then(|value| value.to_str().ok().map(str::to_owned));
+                Self::Unauthorized(
+                    Json(ErrorBody::new(refusal.code(), refusal.message())),
+                    challenge,
+                )
+            }
             ServiceError::RateLimited(wait) => Self::TooManyRequests(
                 body("rate_limited"),
                 wait.as_secs() + u64::from(wait.subsec_nanos() > 0),

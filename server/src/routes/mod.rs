@@ -6,6 +6,7 @@ mod allow;
 mod auth;
 pub mod authenticated;
 pub mod error;
+mod factors;
 mod health;
 mod jwks;
 mod metrics;
@@ -34,6 +35,8 @@ enum ApiTags {
     Auth,
     /// Signed-in sessions and devices.
     Sessions,
+    /// Second factors (TOTP, passkeys, recovery codes) and step-up.
+    Factors,
     /// Health and keys.
     Operations,
 }
@@ -46,6 +49,7 @@ fn api<Api: OpenApi + 'static>(
     Ok(OpenApiService::new(
         (
             auth::AuthApi::new(state.clone()),
+            factors::FactorsApi::new(state.clone()),
             recovery::RecoveryApi::new(state.clone()),
             sessions::SessionsApi::new(state.clone()),
             health::HealthApi::new(state.clone()),

@@ -40,6 +40,13 @@ struct Me {
     email_verified: bool,
     /// This session's id.
     session_id: Uuid,
+    /// The assurance level of this access token: `aal1` (one factor) or `aal2` (two).
+    aal: String,
+    /// How the user proved who they are (RFC 8176 values: `pwd`, `otp`, `hwk`, `swk`,
+    /// `user`, `mfa`).
+    amr: Vec<String>,
+    /// When, in seconds since the Unix epoch.
+    auth_time: u64,
 }
 
 /// One place the user is signed in.
@@ -65,6 +72,8 @@ struct SessionBody {
     last_used_at: String,
     /// Whether this is the session making the request.
     current: bool,
+    /// The assurance level of the session's last proof: `aal1` or `aal2`.
+    aal: String,
 }
 
 /// The live sessions, newest use first.
@@ -104,7 +113,8 @@ enum RevokedResponse {
 
 #[OpenApi(tag = "ApiTags::Sessions")]
 impl SessionsApi {
-    /// The signed-in user and session.
+    /// The signed-in user and session, and how and when the user proved who they are (as
+    /// the access token says).
     #[oai(path = "/me", method = "get")]
     async fn me(&self, auth: Authenticated) -> Result<MeResponse, ApiError> {
         let user_id = auth.user();
@@ -114,6 +124,14 @@ impl SessionsApi {
             email,
             email_verified,
             session_id: auth.session().as_uuid(),
+            aal: auth.assurance().aal.as_str().to_owned(),
+            amr: auth
+                .assurance()
+                .amr_values()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            auth_time: auth.assurance().auth_time_secs(),
         })))
     }
 
@@ -136,6 +154,7 @@ impl SessionsApi {
                 ip: row.ip.as_ref().map(IpAddr::to_string),
                 created_at: rfc3339(row.created_at),
                 last_used_at: rfc3339(row.last_used_at),
+                aal: row.aal.as_str().to_owned(),
             })
             .collect();
         Ok(ListResponse::Ok(Json(SessionList { sessions })))
@@ -225,6 +244,7 @@ mod tests {
             created_at: String::new(),
             last_used_at: String::new(),
             current: true,
+            aal: "aal1".to_owned(),
         };
         let json = poem_openapi::types::ToJSON::to_json(&body).unwrap();
         assert!(json["device_name"].is_null());

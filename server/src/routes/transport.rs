@@ -24,6 +24,25 @@ pub(crate) enum Transport {
     Cookie,
 }
 
+impl Transport {
+    /// The name the API and the stored login challenge use.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Cookie => "cookie",
+        }
+    }
+
+    /// The transport a stored name says (bearer for anything else).
+    pub(crate) fn from_name(name: &str) -> Self {
+        if name == "cookie" {
+            Self::Cookie
+        } else {
+            Self::Bearer
+        }
+    }
+}
+
 /// The 403 for a cookie request that may be forged. Nothing has changed when it is sent.
 pub(super) fn csrf_refused(refusal: CsrfRefusal) -> ApiError {
     metrics::counter!("session_auth_rejections_total", "reason" => "cross_site").increment(1);

@@ -39,6 +39,21 @@ pub enum EventKind {
     PasswordReset,
     /// The owner confirmed the account's address.
     EmailVerified,
+    /// A second factor was added (a TOTP confirmed, a passkey registered).
+    MfaFactorAdded,
+    /// A second factor was removed.
+    MfaFactorRemoved,
+    /// A new set of recovery codes replaced the old.
+    RecoveryCodesRegenerated,
+    /// A recovery code stood in for a factor.
+    RecoveryCodeUsed,
+    /// A wrong second-factor code or passkey answer.
+    MfaFailed,
+    /// A signed-in user proved who they are again (step-up).
+    SteppedUp,
+    /// A refresh from a client unlike the session's got a token that asks for step-up
+    /// (`STEP_UP_ON_DEVICE_CHANGE`).
+    DeviceChanged,
 }
 
 impl EventKind {
@@ -53,6 +68,13 @@ impl EventKind {
             Self::PasswordResetRequested => "password_reset_requested",
             Self::PasswordReset => "password_reset",
             Self::EmailVerified => "email_verified",
+            Self::MfaFactorAdded => "mfa_factor_added",
+            Self::MfaFactorRemoved => "mfa_factor_removed",
+            Self::RecoveryCodesRegenerated => "recovery_codes_regenerated",
+            Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::MfaFailed => "mfa_failed",
+            Self::SteppedUp => "stepped_up",
+            Self::DeviceChanged => "device_changed",
         }
     }
 }
@@ -120,6 +142,35 @@ pub enum Event {
     },
     /// The owner confirmed the account's address.
     EmailVerified,
+    /// A factor of `kind` was added.
+    MfaFactorAdded {
+        /// `totp` or `passkey`.
+        kind: &'static str,
+    },
+    /// A factor of `kind` was removed; when it was the last, `revoked_sessions` other
+    /// sessions were revoked.
+    MfaFactorRemoved {
+        /// `totp` or `passkey`.
+        kind: &'static str,
+        /// How many other sessions were revoked.
+        revoked_sessions: u64,
+    },
+    /// New recovery codes replaced the old.
+    RecoveryCodesRegenerated,
+    /// A recovery code was used.
+    RecoveryCodeUsed,
+    /// A wrong code or passkey answer; `failures` in the account's window so far.
+    MfaFailed {
+        /// The account's wrong codes in the window.
+        failures: u32,
+    },
+    /// The session's user proved who they are again, reaching `aal`.
+    SteppedUp {
+        /// `aal1` or `aal2`.
+        aal: &'static str,
+    },
+    /// A refresh from another browser or OS than the session's: the token asks for step-up.
+    DeviceChanged,
 }
 
 impl Event {
@@ -134,15 +185,32 @@ impl Event {
             Self::PasswordResetRequested { .. } => EventKind::PasswordResetRequested,
             Self::PasswordReset { .. } => EventKind::PasswordReset,
             Self::EmailVerified => EventKind::EmailVerified,
+            Self::MfaFactorAdded { .. } => EventKind::MfaFactorAdded,
+            Self::MfaFactorRemoved { .. } => EventKind::MfaFactorRemoved,
+            Self::RecoveryCodesRegenerated => EventKind::RecoveryCodesRegenerated,
+            Self::RecoveryCodeUsed => EventKind::RecoveryCodeUsed,
+            Self::MfaFailed { .. } => EventKind::MfaFailed,
+            Self::SteppedUp { .. } => EventKind::SteppedUp,
+            Self::DeviceChanged => EventKind::DeviceChanged,
         }
     }
 
     /// The `detail` column.
     fn detail(self) -> serde_json::Value {
         match self {
-            Self::LoginFailed | Self::PasswordChangeFailed | Self::EmailVerified => {
-                serde_json::json!({})
-            }
+            Self::LoginFailed
+            | Self::PasswordChangeFailed
+            | Self::EmailVerified
+            | Self::RecoveryCodesRegenerated
+            | Self::RecoveryCodeUsed
+            | Self::DeviceChanged => serde_json::json!({}),
+            Self::MfaFactorAdded { kind } => serde_json::json!({ "factor": kind }),
+            Self::MfaFactorRemoved {
+                kind,
+                revoked_sessions,
+            } => serde_json::json!({ "factor": kind, "revoked_sessions": revoked_sessions }),
+            Self::MfaFailed { failures } => serde_json::json!({ "failures": failures }),
+            Self::SteppedUp { aal } => serde_json::json!({ "aal": aal }),
             Self::PasswordResetRequested { known } => serde_json::json!({ "known": known }),
             Self::SessionsRevoked { reason, count } => {
                 serde_json::json!({ "reason": reason.as_str(), "count": count })

@@ -45,6 +45,7 @@ pub(crate) async fn bounded<T>(
 
 pub mod account_tokens;
 pub mod events;
+pub mod factors;
 pub mod mail_log;
 pub mod outbox;
 pub mod refresh;

@@ -9,12 +9,21 @@ use deadpool_postgres::GenericClient;
 
 use super::bounded;
 use super::sessions::interval;
+use crate::assurance::Assurance;
 use crate::error::ServiceError;
 
-const ROTATE: &str = "SELECT outcome, session_id, user_id, generation, current_hash, \
-            idle_expires_at, absolute_expires_at \
+/// The rotation, and beside it what the new access token must say of the session (its
+/// assurance, migration V9) and the user agent it records, read by the session's primary
+/// key in the same statement: still one round trip. `OFFSET 0` keeps the lateral lookup
+/// a parameterised index scan per result row (the function's one row), never a join
+/// the planner might turn into a scan of `sessions`.
+const ROTATE: &str = "SELECT r.outcome, r.session_id, r.user_id, r.generation, r.current_hash, \
+            r.idle_expires_at, r.absolute_expires_at, s.aal, s.amr, s.auth_time, s.user_agent \
      FROM session_guard_refresh($1, $2, $3, $4, $5, $6::text::interval, $7::text::interval, \
-                                $8, $9)";
+                                $8, $9) r \
+     LEFT JOIN LATERAL (SELECT x.aal, x.amr, coalesce(x.auth_time, x.created_at) AS auth_time, \
+                               x.user_agent \
+                        FROM sessions x WHERE x.id = r.session_id OFFSET 0) s ON true";
 const REVOKE_REUSED: &str = "SELECT session_guard_revoke_reused($1, $2, $3)";
 
 /// What the rotation found.
@@ -111,6 +120,10 @@ pub struct Rotation {
     pub current_hash: Option<Vec<u8>>,
     /// When the session's refresh token stops working: its idle or absolute deadline.
     pub refresh_expires_at: Option<SystemTime>,
+    /// How the session's user last proved who they are.
+    pub assurance: Option<Assurance>,
+    /// The user agent the session records (of its sign-in, or its last step-up).
+    pub user_agent: Option<String>,
 }
 
 /// Applies the rotation rules to the presented token.
@@ -138,6 +151,15 @@ pub async fn rotate(
     .await?;
     let idle: Option<SystemTime> = row.get(5);
     let absolute: Option<SystemTime> = row.get(6);
+    let aal: Option<&str> = row.get(7);
+    let amr: Option<Vec<String>> = row.get(8);
+    let auth_time: Option<SystemTime> = row.get(9);
+    let assurance = match (aal, amr, auth_time) {
+        (Some(aal), Some(amr), Some(auth_time)) => {
+            Some(Assurance::from_columns(aal, &amr, auth_time))
+        }
+        _ => None,
+    };
     Ok(Rotation {
         outcome: Outcome::from_sql(row.get(0))?,
         session: row.get(1),
@@ -147,6 +169,8 @@ pub async fn rotate(
             .and_then(|g| u32::try_from(g).ok()),
         current_hash: row.get(4),
         refresh_expires_at: idle.zip(absolute).map(|(a, b)| a.min(b)),
+        assurance,
+        user_agent: row.get(10),
     })
 }
 

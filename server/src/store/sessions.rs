@@ -7,16 +7,19 @@ use crate::ids::{SessionId, UserId};
 use deadpool_postgres::GenericClient;
 
 use super::bounded;
+use crate::assurance::{Aal, Assurance, aal_from_column};
 use crate::error::ServiceError;
 
 /// A session with the stored hash of its first refresh token, in one statement.
+/// With how its user proved who they are (migration V9).
 const CREATE: &str = "INSERT INTO sessions (user_id, user_agent, device_label, device_name, ip, \
-                             idle_expires_at, absolute_expires_at, refresh_hash) \
+                             idle_expires_at, absolute_expires_at, refresh_hash, \
+                             aal, amr, auth_time) \
        VALUES ($1, $2, $3, $4, $5, now() + least($6::text::interval, $7::text::interval), \
-               now() + $7::text::interval, $8) \
+               now() + $7::text::interval, $8, $9, $10, $11) \
        RETURNING id, idle_expires_at";
 const LIST_LIVE: &str = "SELECT id, device_name, device_label, user_agent, ip, created_at, \
-       last_used_at FROM sessions \
+       last_used_at, aal FROM sessions \
      WHERE user_id = $1 AND revoked_at IS NULL \
        AND least(idle_expires_at, absolute_expires_at) > now() \
      ORDER BY last_used_at DESC";
@@ -30,6 +33,12 @@ const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason
      WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
        AND least(idle_expires_at, absolute_expires_at) > now()";
 const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2)";
+/// A new proof of who the user is on a live session (a step-up), and the client that gave
+/// it, whose device the session now records.
+const RECORD_PROOF: &str = "UPDATE sessions SET aal = $3, amr = $4, auth_time = $5, \
+       user_agent = coalesce($6, user_agent), device_label = coalesce($7, device_label) \
+     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+       AND least(idle_expires_at, absolute_expires_at) > now()";
 /// Whether the session is live, locking it until the transaction ends.
 const LOCK_LIVE: &str = "SELECT revoked_at IS NULL AND least(idle_expires_at, absolute_expires_at) > now() \
      FROM sessions WHERE id = $1 AND user_id = $2 FOR UPDATE";
@@ -128,6 +137,8 @@ pub enum RevokeReason {
     Operator,
     /// The password was reset through a mailed link: every session ends.
     PasswordReset,
+    /// The user removed the account's last second factor: every other session ends.
+    LastFactorRemoved,
 }
 
 impl RevokeReason {
@@ -144,6 +155,7 @@ impl RevokeReason {
             Self::SessionLimit => "session_limit",
             Self::Operator => "operator",
             Self::PasswordReset => "password_reset",
+            Self::LastFactorRemoved => "last_factor_removed",
         }
     }
 
@@ -156,7 +168,7 @@ impl RevokeReason {
     }
 
     /// Every reason.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Logout,
         Self::LogoutAll,
         Self::RevokedByUser,
@@ -167,6 +179,7 @@ impl RevokeReason {
         Self::SessionLimit,
         Self::Operator,
         Self::PasswordReset,
+        Self::LastFactorRemoved,
     ];
 }
 
@@ -241,18 +254,21 @@ pub struct SessionRow {
     pub created_at: SystemTime,
     /// When it was last refreshed.
     pub last_used_at: SystemTime,
+    /// The assurance level of its last proof.
+    pub aal: Aal,
 }
 
-/// Creates a session whose first refresh token hashes to `token_hash`; returns its id
-/// and idle deadline.
+/// Creates a session whose user proved who they are as `assurance` says, and whose first
+/// refresh token hashes to `token_hash`; returns its id and idle deadline.
 pub async fn create(
     client: &impl GenericClient,
     user: UserId,
     device: &Device,
-    idle: Duration,
-    absolute: Duration,
+    assurance: &Assurance,
+    lifetime: (Duration, Duration),
     token_hash: &[u8],
 ) -> Result<(SessionId, SystemTime), ServiceError> {
+    let (idle, absolute) = lifetime;
     let statement = bounded(client.prepare_cached(CREATE)).await?;
     let row = bounded(client.query_one(
         &statement,
@@ -265,6 +281,9 @@ pub async fn create(
             &interval(idle),
             &interval(absolute),
             &token_hash,
+            &assurance.aal.as_str(),
+            &assurance.amr_values(),
+            &assurance.auth_time,
         ],
     ))
     .await?;
@@ -288,8 +307,37 @@ pub async fn list_live(
             ip: row.get(4),
             created_at: row.get(5),
             last_used_at: row.get(6),
+            aal: aal_from_column(row.get(7)),
         })
         .collect())
+}
+
+/// Records a new proof of who the user of the live `session` is, given from `device`
+/// (its user agent and label replace the session's, when known); whether the session was
+/// live.
+pub async fn record_proof(
+    client: &impl GenericClient,
+    user: UserId,
+    session: SessionId,
+    assurance: &Assurance,
+    device: &Device,
+) -> Result<bool, ServiceError> {
+    let statement = client.prepare_cached(RECORD_PROOF).await?;
+    let updated = client
+        .execute(
+            &statement,
+            &[
+                &session,
+                &user,
+                &assurance.aal.as_str(),
+                &assurance.amr_values(),
+                &assurance.auth_time,
+                &device.user_agent,
+                &device.label,
+            ],
+        )
+        .await?;
+    Ok(updated == 1)
 }
 
 /// Revokes one of the user's sessions if it is live.

@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use crate::app::accounts::{Email, NewPassword, RefreshClient, RevokeScope, TokenPair};
+use crate::app::accounts::{
+    Email, LoginResult, NewPassword, RefreshClient, RevokeScope, TokenPair,
+};
 use crate::app::error::ServiceError;
 use crate::app::ids::{SessionId, UserId};
 use crate::app::store::sessions::{Device, RevokeReason};
@@ -65,9 +67,15 @@ impl Server {
         self.state
             .accounts
             .credentials
-            .login(&email_of(email), PASSWORD.into(), device)
+            .login(&email_of(email), PASSWORD.into(), device, "bearer")
             .await
-            .unwrap_or_else(|refusal| panic!("login refused: {:?}", refusal.error))
+            .map_or_else(
+                |refusal| panic!("login refused: {:?}", refusal.error),
+                |result| match result {
+                    LoginResult::SignedIn(pair) => pair,
+                    LoginResult::SecondFactorNeeded(_) => panic!("no factor was enrolled"),
+                },
+            )
     }
 
     async fn rotate(&self, pair: &TokenPair) -> Result<TokenPair, ServiceError> {
@@ -159,7 +167,12 @@ async fn a_registered_account_signs_in_under_its_normalised_email_only_with_its_
         ("bob@example.com", PASSWORD),
     ] {
         let refusal = credentials
-            .login(&email_of(email), password.into(), Device::default())
+            .login(
+                &email_of(email),
+                password.into(),
+                Device::default(),
+                "bearer",
+            )
             .await
             .expect_err("no session for wrong credentials");
         assert!(
@@ -364,6 +377,7 @@ async fn a_password_change_revokes_the_other_sessions_and_wrong_ones_end_the_ses
             &email_of("ada@example.com"),
             PASSWORD.into(),
             Device::default(),
+            "bearer",
         )
         .await;
     assert!(old.is_err(), "the old password no longer signs in");
