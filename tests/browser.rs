@@ -915,3 +915,71 @@ async fn the_account_page_sets_up_an_app_and_a_passkey_and_signs_in_with_each() 
 
     browser.close().await.unwrap();
 }
+
+/// A privileged action long after sign-in (past `PRIVILEGED_AUTH_MAX_AGE_SECONDS`) asks
+/// the person to confirm it is them; the page shows that prompt, never "signed out".
+/// Closing it changes nothing and keeps the page signed in; confirming with the password
+/// does what was asked.
+#[tokio::test]
+async fn a_password_change_long_after_sign_in_asks_to_confirm_and_never_signs_the_page_out() {
+    const MAX_AGE: Duration = Duration::from_secs(10);
+    let db = TestDb::new().await;
+    let max_age = MAX_AGE.as_secs().to_string();
+    let server = ServerProcess::start_on_localhost(
+        &db.url(),
+        &[("PRIVILEGED_AUTH_MAX_AGE_SECONDS", &max_age)],
+    )
+    .await;
+    let page = format!("http://localhost:{}/account", server.addr().port());
+    Api::new(&server)
+        .register("ada@example.com", PASSWORD)
+        .await;
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    browser.goto(&page).await.expect("opening /account");
+    submit_password(&browser, "ada@example.com", "Laptop").await;
+    wait_for_state(&browser, "signed-in").await;
+    tokio::time::sleep(MAX_AGE + Duration::from_secs(1)).await;
+
+    // Closed: nothing changed, still signed in, and the old password still works.
+    type_when_shown(&browser, "current-password", PASSWORD).await;
+    type_when_shown(&browser, "new-password", NEW_PASSWORD).await;
+    click_shown(&browser, "change-password-button").await;
+    let prompt = Locator::Css("dialog#step-up[open]");
+    browser
+        .wait()
+        .at_most(STEP)
+        .for_element(prompt)
+        .await
+        .expect("the step-up prompt");
+    click_shown(&browser, "step-up-cancel").await;
+    wait_for_text(&browser, "#status", "Nothing was changed").await;
+    assert_eq!(
+        browser
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .attr("data-state")
+            .await
+            .unwrap(),
+        Some("signed-in".to_owned())
+    );
+    assert_eq!(fetch_status(&browser, "GET", "/me").await, json!(200));
+
+    // Confirmed with the password: the change goes through.
+    click_shown(&browser, "change-password-button").await;
+    browser
+        .wait()
+        .at_most(STEP)
+        .for_element(prompt)
+        .await
+        .expect("the step-up prompt again");
+    type_when_shown(&browser, "step-up-password", PASSWORD).await;
+    click_shown(&browser, "step-up-submit").await;
+    wait_for_state(&browser, "signed-out").await;
+    wait_for_text(&browser, "#status", "Your password is changed").await;
+    let api = Api::new(&server);
+    api.login("ada@example.com", NEW_PASSWORD).await;
+
+    browser.close().await.unwrap();
+}

@@ -37,6 +37,9 @@ let others = 0;
 
 class Offline extends Error {}
 
+// The user closed the prompt to prove who they are again: nothing was done.
+class Declined extends Error {}
+
 // The page's state, for people (what is shown) and tests (`data-state` on <body>):
 // loading, signed-out, signed-in, offline.
 function setState(state) {
@@ -89,13 +92,23 @@ async function call(method, path, body) {
 }
 
 // A request that needs the access cookie. When it has expired (401), the refresh cookie
-// gets a new pair once and the request is sent again.
+// gets a new pair once and the request is sent again. When the server asks for a fresh
+// proof of who the user is (401 `insufficient_user_authentication`, RFC 9470: a
+// privileged action long after sign-in), that is a step-up prompt, never "signed out":
+// the request is sent again once the user proved it, and Declined is thrown if they
+// closed the prompt.
 async function authed(method, path, body) {
   let response = await call(method, path, body);
-  if (response.status === 401) {
+  if (response.status === 401 && !(await needsStepUp(response))) {
     const refreshed = await call("POST", "/auth/refresh");
     if (!refreshed.ok) {
       return response;
+    }
+    response = await call(method, path, body);
+  }
+  if (await needsStepUp(response)) {
+    if (!(await stepUp())) {
+      throw new Declined();
     }
     response = await call(method, path, body);
   }
@@ -288,6 +301,10 @@ async function guarded(action) {
   try {
     await action();
   } catch (error) {
+    if (error instanceof Declined) {
+      say("Nothing was changed: that needs you to confirm it is you.");
+      return;
+    }
     offline(error);
   }
 }

@@ -38,19 +38,16 @@ async function needsStepUp(response) {
   return challenge.includes("insufficient_user_authentication");
 }
 
-// A privileged request: when the server asks for a step-up, prompt for one and retry
-// once with the new access cookie.
+// A privileged request (see `authed`): null when the user closed the step-up prompt.
 async function privileged(method, path, body) {
-  let response = await call(method, path, body);
-  if (await needsStepUp(response)) {
-    if (!(await stepUp())) {
+  try {
+    return await authed(method, path, body);
+  } catch (error) {
+    if (error instanceof Declined) {
       return null;
     }
-    response = await call(method, path, body);
-  } else if (response.status === 401) {
-    response = await authed(method, path, body);
+    throw error;
   }
-  return response;
 }
 
 // ----- The list of factors -----

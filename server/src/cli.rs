@@ -124,7 +124,8 @@ pub fn main_from<Api: OpenApi + 'static>(
     app: &App<Api>,
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
 ) -> ExitCode {
-    let parsed = <Arguments as clap::CommandFactory>::command()
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = <Arguments as clap::CommandFactory>::command()
         .name(app.name())
         .bin_name(app.name())
         .version(app.version())
@@ -133,17 +134,41 @@ pub fn main_from<Api: OpenApi + 'static>(
         .about(format!(
             "{}: accounts, sessions and devices over HTTP, on Portcullis",
             app.name()
-        ))
-        .try_get_matches_from(args)
+        ));
+    let parsed = command
+        .try_get_matches_from_mut(&args)
         .and_then(|matches| <Arguments as clap::FromArgMatches>::from_arg_matches(&matches));
     match parsed {
         Ok(arguments) => run(app, arguments.command.unwrap_or(Command::Serve)),
         Err(e) => {
-            // Help goes to stdout with success; a usage error to stderr with 2.
+            // Help goes to stdout with success; a usage error to stderr with 2, and with
+            // the usage of the command it was for, which clap leaves out of some errors
+            // (a value its parser refused).
             let _ = e.print();
+            if e.use_stderr() && !e.render().to_string().contains("Usage:") {
+                eprintln!("\n{}", usage_of_named_subcommand(&mut command, &args));
+            }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
         }
     }
+}
+
+/// The usage line of the deepest subcommand `args` name, as clap renders it.
+fn usage_of_named_subcommand(command: &mut clap::Command, args: &[OsString]) -> String {
+    let mut path = Vec::new();
+    let mut current: &clap::Command = command;
+    for name in args.iter().skip(1).filter_map(|arg| arg.to_str()) {
+        if let Some(sub) = current.find_subcommand(name) {
+            path.push(name);
+            current = sub;
+        }
+    }
+    path.iter()
+        .try_fold(&mut *command, |parent, name| {
+            parent.find_subcommand_mut(name)
+        })
+        .map(|sub| sub.render_usage().to_string())
+        .unwrap_or_else(|| command.render_usage().to_string())
 }
 
 /// Runs `command` for `app`: reads the configuration (a bad value stops it, naming the

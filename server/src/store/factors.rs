@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::sessions::interval;
 use super::bounded;
+use super::sessions::interval;
 use crate::error::ServiceError;
 use crate::ids::UserId;
 
@@ -159,8 +159,7 @@ pub async fn insert_totp(
     sealed: &[u8],
 ) -> Result<(), ServiceError> {
     let statement = bounded(client.prepare_cached(INSERT_TOTP)).await?;
-    bounded(client.execute(&statement, &[&id, &user, &name, &sealed]))
-        .await?;
+    bounded(client.execute(&statement, &[&id, &user, &name, &sealed])).await?;
     Ok(())
 }
 
@@ -224,7 +223,9 @@ pub async fn count_confirmed(
     user: UserId,
 ) -> Result<u64, ServiceError> {
     let statement = bounded(client.prepare_cached(COUNT_CONFIRMED)).await?;
-    let count: i64 = bounded(client.query_one(&statement, &[&user])).await?.get(0);
+    let count: i64 = bounded(client.query_one(&statement, &[&user]))
+        .await?
+        .get(0);
     Ok(count.unsigned_abs())
 }
 
@@ -250,8 +251,8 @@ pub async fn insert_passkey(
     passkey: &serde_json::Value,
 ) -> Result<Option<Uuid>, ServiceError> {
     let statement = bounded(client.prepare_cached(INSERT_PASSKEY)).await?;
-    let row = bounded(client.query_opt(&statement, &[&user, &name, &credential_id, passkey]))
-        .await?;
+    let row =
+        bounded(client.query_opt(&statement, &[&user, &name, &credential_id, passkey])).await?;
     Ok(row.map(|row| row.get(0)))
 }
 
@@ -320,20 +321,20 @@ pub async fn insert_challenge(
 ) -> Result<(), ServiceError> {
     let statement = bounded(client.prepare_cached(INSERT_CHALLENGE)).await?;
     bounded(client.execute(
-            &statement,
-            &[
-                &token_hash,
-                &challenge.user,
-                &challenge.transport,
-                &challenge.user_agent,
-                &challenge.device_label,
-                &challenge.device_name,
-                &challenge.ip,
-                &challenge.password_hash,
-                &interval(ttl),
-            ],
-        ))
-        .await?;
+        &statement,
+        &[
+            &token_hash,
+            &challenge.user,
+            &challenge.transport,
+            &challenge.user_agent,
+            &challenge.device_label,
+            &challenge.device_name,
+            &challenge.ip,
+            &challenge.password_hash,
+            &interval(ttl),
+        ],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -383,8 +384,7 @@ pub async fn account_failures(
     window: Duration,
 ) -> Result<u32, ServiceError> {
     let statement = bounded(client.prepare_cached(ACCOUNT_FAILURES)).await?;
-    let row = bounded(client.query_opt(&statement, &[&user, &interval(window)]))
-        .await?;
+    let row = bounded(client.query_opt(&statement, &[&user, &interval(window)])).await?;
     Ok(row.map_or(0, |row| row.get::<_, i32>(0).unsigned_abs()))
 }
 
@@ -395,8 +395,7 @@ pub async fn record_account_failure(
     window: Duration,
 ) -> Result<u32, ServiceError> {
     let statement = bounded(client.prepare_cached(RECORD_ACCOUNT_FAILURE)).await?;
-    let row = bounded(client.query_one(&statement, &[&user, &interval(window)]))
-        .await?;
+    let row = bounded(client.query_one(&statement, &[&user, &interval(window)])).await?;
     Ok(row.get::<_, i32>(0).unsigned_abs())
 }
 
@@ -438,10 +437,10 @@ pub async fn insert_ceremony(
 ) -> Result<Uuid, ServiceError> {
     let statement = bounded(client.prepare_cached(INSERT_CEREMONY)).await?;
     let row = bounded(client.query_one(
-            &statement,
-            &[&user, &purpose.as_str(), state, &interval(ttl)],
-        ))
-        .await?;
+        &statement,
+        &[&user, &purpose.as_str(), state, &interval(ttl)],
+    ))
+    .await?;
     Ok(row.get(0))
 }
 
@@ -452,8 +451,7 @@ pub async fn take_ceremony(
     purpose: CeremonyPurpose,
 ) -> Result<Option<(Option<UserId>, serde_json::Value)>, ServiceError> {
     let statement = bounded(client.prepare_cached(TAKE_CEREMONY)).await?;
-    let row = bounded(client.query_opt(&statement, &[&id, &purpose.as_str()]))
-        .await?;
+    let row = bounded(client.query_opt(&statement, &[&id, &purpose.as_str()])).await?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
 }
 

@@ -39,9 +39,7 @@ impl MailCaps {
     fn per_kind_hourly(self, kind: MailKind) -> Option<u32> {
         match kind {
             MailKind::SignInAlert => Some(self.alerts_per_hour),
-            MailKind::EmailVerification | MailKind::PasswordReset | MailKind::FactorChange => {
-                None
-            }
+            MailKind::EmailVerification | MailKind::PasswordReset | MailKind::FactorChange => None,
         }
     }
 }
