@@ -141,6 +141,8 @@ mod jwks;
 mod keys;
 mod layer;
 mod liveness;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "poem")]
 pub mod poem;
 #[cfg(feature = "postgres")]

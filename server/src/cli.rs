@@ -48,6 +48,10 @@ pub enum Command {
     /// List or revoke the sessions of users.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Run only the revocation relay of `REVOCATION_FEED=nats`: publish the database's
+    /// revocation log to NATS at `NATS_URL` (one relay is active per database, others
+    /// stand by), until SIGTERM or ctrl-c.
+    Relay,
 }
 
 /// `sessions …`.
@@ -212,6 +216,7 @@ pub fn run<Api: OpenApi + 'static>(app: &App<Api>, command: Command) -> ExitCode
             Command::Sessions(SessionsCommand::Revoke(args)) => {
                 revoke_sessions(&config, &args.target()).await
             }
+            Command::Relay => relay(&config).await,
         }
     });
     match outcome {
@@ -222,6 +227,24 @@ pub fn run<Api: OpenApi + 'static>(app: &App<Api>, command: Command) -> ExitCode
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the revocation relay until SIGTERM or ctrl-c.
+async fn relay(config: &Config) -> Result<(), String> {
+    let crate::config::RevocationFeedSettings::Nats { nats, .. } = &config.database.feed else {
+        return Err(
+            "the relay publishes revocations for REVOCATION_FEED=nats; this configuration \
+             says postgres"
+                .to_owned(),
+        );
+    };
+    let shutdown = crate::shutdown_signal().map_err(|e| format!("signal handlers: {e}"))?;
+    tracing::info!(url = %nats.url, database = %config.database_target(), "revocation relay starting");
+    let relay = portcullis::nats::NatsRelay::new(config.database.url.clone(), nats.clone()).start();
+    shutdown.await;
+    tracing::info!(published = relay.published(), "revocation relay stopping");
+    drop(relay);
+    Ok(())
 }
 
 /// The operator's store, on a pool of this configuration's database.

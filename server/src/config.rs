@@ -132,6 +132,23 @@ pub struct DatabaseSettings {
     /// The longest wait for a connection or a query
     /// ([`settings::DATABASE_TIMEOUT_SECONDS`]).
     pub timeout: Duration,
+    /// How instances hear of revocations ([`settings::REVOCATION_FEED`],
+    /// [`settings::NATS_URL`], [`settings::REVOCATION_RELAY`]).
+    pub feed: RevocationFeedSettings,
+}
+
+/// How instances hear of revocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationFeedSettings {
+    /// PostgreSQL `LISTEN`.
+    Postgres,
+    /// A NATS `JetStream` stream a relay fills from the revocation log.
+    Nats {
+        /// Where the stream is.
+        nats: portcullis::nats::NatsFeedConfig,
+        /// Whether this process runs a relay too.
+        relay: bool,
+    },
 }
 
 /// Where the server listens, and how requests and connections are bounded.
@@ -440,6 +457,7 @@ impl Config {
                 url: database_config(&env, app_name)?,
                 pool_size: env.number(&DATABASE_POOL_SIZE)?,
                 timeout: env.duration(&DATABASE_TIMEOUT_SECONDS)?,
+                feed: revocation_feed(&env)?,
             },
             http: HttpSettings {
                 bind_addr: env.parsed(&BIND_ADDR)?,
@@ -796,6 +814,21 @@ fn log_filter(env: &Lookup<'_>) -> Result<String, ConfigError> {
 }
 
 /// `value` is none of the words `setting` allows.
+fn revocation_feed(env: &Lookup<'_>) -> Result<RevocationFeedSettings, ConfigError> {
+    // Read (and so checked) whatever the feed: a bad value is an error before it matters.
+    let url = env.text(&settings::NATS_URL)?;
+    let relay = on_off(env, &settings::REVOCATION_RELAY)?;
+    let setting = &settings::REVOCATION_FEED;
+    match env.text(setting)?.as_str() {
+        "nats" => Ok(RevocationFeedSettings::Nats {
+            nats: portcullis::nats::NatsFeedConfig::new(url),
+            relay,
+        }),
+        "postgres" => Ok(RevocationFeedSettings::Postgres),
+        other => Err(not_a_choice(setting, other)),
+    }
+}
+
 fn not_a_choice(setting: &Setting, value: &str) -> ConfigError {
     let words = match setting.kind {
         Kind::Choice { choices, .. } => choices

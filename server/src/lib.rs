@@ -70,6 +70,53 @@ use crate::passwords::PasswordHasher;
 use crate::rate_limit::RateLimits;
 use crate::refresh_token::RefreshKey;
 
+/// The liveness store on the feed `REVOCATION_FEED` names, after setting the database's
+/// feed to it; and with the NATS feed, the relay this process runs, started first since
+/// it creates the stream the store reads.
+async fn liveness(
+    config: &Config,
+    pool: &Pool,
+) -> Result<
+    (
+        PostgresLiveness,
+        Option<Arc<portcullis::nats::NatsRelayHandle>>,
+    ),
+    StartupError,
+> {
+    use crate::config::RevocationFeedSettings;
+    use portcullis::postgres::{RevocationFeedKind, RevocationLog};
+
+    let kind = match config.database.feed {
+        RevocationFeedSettings::Postgres => RevocationFeedKind::Postgres,
+        RevocationFeedSettings::Nats { .. } => RevocationFeedKind::Nats,
+    };
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| StartupError::RevocationFeed {
+        feed: kind.as_str(),
+        source,
+    };
+    let client = pool.get().await.map_err(|e| failed(Box::new(e)))?;
+    RevocationLog::set_feed(&**client, kind)
+        .await
+        .map_err(|e| failed(Box::new(e)))?;
+    drop(client);
+    let builder = PostgresLiveness::builder(config.database.url.clone())
+        .with_pool(pool.clone())
+        .with_query_timeout(config.database.timeout);
+    Ok(match &config.database.feed {
+        RevocationFeedSettings::Postgres => (builder.start()?, None),
+        RevocationFeedSettings::Nats { nats, relay } => {
+            let relay = relay.then(|| {
+                Arc::new(
+                    portcullis::nats::NatsRelay::new(config.database.url.clone(), nats.clone())
+                        .start(),
+                )
+            });
+            tracing::info!(url = %nats.url, relay = relay.is_some(), "revocations through NATS");
+            (builder.with_nats(nats.clone()).start()?, relay)
+        }
+    })
+}
+
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -98,6 +145,14 @@ pub enum StartupError {
         path: std::path::PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The database's revocation feed could not be set (`REVOCATION_FEED`).
+    #[error("setting the database's revocation feed to {feed}: {source}")]
+    RevocationFeed {
+        /// The feed asked for.
+        feed: &'static str,
+        /// What PostgreSQL said.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Binding or serving failed.
     #[error("HTTP server on {addr}: {source}")]
@@ -130,6 +185,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Sends the outbox's mail.
     pub mail_worker: mail::worker::MailWorker,
+    /// The revocation relay this process runs (`REVOCATION_FEED=nats` with
+    /// `REVOCATION_RELAY=on`); it stops when the last clone of the state is dropped.
+    pub relay: Option<Arc<portcullis::nats::NatsRelayHandle>>,
 }
 
 impl AppState {
@@ -212,10 +270,7 @@ pub async fn prepare<Api: OpenApi + 'static>(
     let applied = database::migrate(&config, app.migration_runner()).await?;
     tracing::info!(database = %config.database_target(), applied, "database ready");
     let pool = database::pool(&config)?;
-    let liveness = PostgresLiveness::builder(config.database.url.clone())
-        .with_pool(pool.clone())
-        .with_query_timeout(config.database.timeout)
-        .start()?;
+    let (liveness, relay) = liveness(&config, &pool).await?;
     liveness.ready().await?;
     let verifier = TokenVerifier::builder(keys.verification_keys())
         .issuer(&config.tokens.issuer)
@@ -280,6 +335,7 @@ pub async fn prepare<Api: OpenApi + 'static>(
         liveness,
         metrics,
         mail_worker,
+        relay,
     };
     app.build_api(&state.services())?;
     Ok(state)
@@ -316,7 +372,7 @@ fn mail_worker(config: &Config, pool: Pool) -> Result<mail::worker::MailWorker, 
 /// The handlers are installed here rather than when the future is first polled: a signal that
 /// arrives between binding the port and the first poll of the accept loop would otherwise meet
 /// the default action and kill the process instead of stopping it gracefully.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -35,7 +35,14 @@ pub struct Purged {
     /// Expired second-factor leftovers: login challenges, passkey ceremonies, TOTP factors
     /// never confirmed.
     pub factor_leftovers: u64,
+    /// Rows of the revocation log older than [`REVOCATION_LOG_MAX_AGE`].
+    pub revocation_log: u64,
 }
+
+/// How long a row of the revocation log is kept: a week. Far past what reads it: the
+/// layer's live TTL (seconds), the NATS stream's retention (a day), a relay's restart;
+/// a relay stopped for longer than this loses the rows it had not published yet.
+pub const REVOCATION_LOG_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// How long an unsent mail may wait in the outbox: a week, past which a verification
 /// link may still work (`EMAIL_VERIFICATION_TTL_SECONDS` goes up to 30 days) but the user
@@ -70,6 +77,7 @@ pub fn spawn(pool: Pool, limits: RateLimits, retention: Retention) -> tokio::tas
                         account_tokens = purged.account_tokens,
                         unsent_mails = purged.unsent_mails,
                         factor_leftovers = purged.factor_leftovers,
+                        revocation_log = purged.revocation_log,
                         "purged ended sessions and old security events"
                     );
                 }
@@ -125,6 +133,18 @@ pub async fn purge_once(pool: &Pool, retention: Retention) -> Result<Option<Purg
             }
         }
         loop {
+            let batch = portcullis::postgres::RevocationLog::purge(
+                &**client,
+                REVOCATION_LOG_MAX_AGE,
+                BATCH.unsigned_abs().try_into().unwrap_or(u32::MAX),
+            )
+            .await?;
+            purged.revocation_log += batch;
+            if batch < BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        loop {
             let batch = outbox::purge_batch(&client, UNSENT_MAIL_MAX_AGE, BATCH).await?;
             purged.unsent_mails += batch;
             if batch < BATCH.unsigned_abs() {
@@ -137,4 +157,45 @@ pub async fn purge_once(pool: &Pool, retention: Retention) -> Result<Option<Purg
     client.query_one(UNLOCK, &[&PURGE_LOCK_KEY]).await?;
     outcome?;
     Ok(Some(purged))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use portcullis_testdb::TestDb;
+
+    use super::*;
+
+    /// The purge deletes log rows older than a week, and keeps the rest for the relay.
+    #[tokio::test]
+    async fn the_purge_deletes_old_revocation_log_rows_only() {
+        let db = TestDb::new().await;
+        let client = db.connect().await;
+        client
+            .batch_execute(
+                "INSERT INTO session_guard_revocation_log (kind, session_id) \
+                 SELECT 'session', gen_random_uuid() FROM generate_series(1, 3); \
+                 UPDATE session_guard_revocation_log SET logged_at = now() - interval '8 days' \
+                 WHERE position IN (SELECT position FROM session_guard_revocation_log \
+                                    ORDER BY position LIMIT 2)",
+            )
+            .await
+            .unwrap();
+        let database: portcullis::postgres::DatabaseConfig = db.config().clone().into();
+        let pool = database.pool(2, Duration::from_secs(5)).unwrap();
+        let retention = Retention {
+            sessions: Duration::from_secs(86_400),
+            security_events: Duration::from_secs(86_400),
+            purge_interval: Duration::from_secs(3600),
+        };
+        let purged = purge_once(&pool, retention).await.unwrap().unwrap();
+        assert_eq!(purged.revocation_log, 2);
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM session_guard_revocation_log", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 1);
+    }
 }

@@ -105,7 +105,8 @@ pub enum NotReady {
         /// The channel the store listens on.
         channel: String,
     },
-    /// Queries work but the revocation listener does not connect.
+    /// Queries work but the revocation feed (the `LISTEN` connection, or the NATS
+    /// stream) does not connect.
     #[error("session liveness: the revocation listener cannot connect to {target}: {reason}")]
     ListenerDown {
         /// Where, without credentials.
@@ -126,9 +127,26 @@ pub struct PostgresLivenessBuilder {
     query_timeout: Duration,
     capacity: u64,
     channel: String,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::nats::NatsFeedConfig>,
 }
 
 impl PostgresLivenessBuilder {
+    /// Hear revocations from a NATS `JetStream` stream ([`NatsRevocationFeed`]) instead
+    /// of PostgreSQL `LISTEN`: for a fleet, where a [`NatsRelay`] publishes the
+    /// database's revocation log. Queries still go to PostgreSQL; the channel is then
+    /// only checked by [`ready`](PostgresLiveness::ready) (the schema's trigger, which
+    /// also writes the log, names it).
+    ///
+    /// [`NatsRevocationFeed`]: crate::nats::NatsRevocationFeed
+    /// [`NatsRelay`]: crate::nats::NatsRelay
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub fn with_nats(mut self, nats: crate::nats::NatsFeedConfig) -> Self {
+        self.nats = Some(nats);
+        self
+    }
+
     /// How long a live answer may be served from memory (default 15 s; at most 30 s is
     /// sensible: it bounds how long a revocation missed by a dropped listener can go
     /// unseen).
@@ -183,14 +201,26 @@ impl PostgresLivenessBuilder {
                 .map_err(|e| LivenessError(format!("building the pool: {e}")))?,
         };
         let target = self.database.to_string();
-        let feed = PostgresListenFeed::new(self.database, self.channel.clone());
-        let cache = LivenessCache::builder(PostgresSessionQuery::new(pool, self.query_timeout))
+        let builder = LivenessCache::builder(PostgresSessionQuery::new(pool, self.query_timeout))
             .with_live_ttl(self.live_ttl)
-            .with_capacity(self.capacity)
-            .start(feed);
+            .with_capacity(self.capacity);
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.nats {
+            let feed_target = nats.url.clone();
+            return Ok(PostgresLiveness {
+                cache: builder.start(crate::nats::NatsRevocationFeed::new(nats)),
+                database: Arc::new(Database {
+                    target,
+                    feed_target,
+                    channel: self.channel,
+                }),
+            });
+        }
+        let feed = PostgresListenFeed::new(self.database, self.channel.clone());
         Ok(PostgresLiveness {
-            cache,
+            cache: builder.start(feed),
             database: Arc::new(Database {
+                feed_target: target.clone(),
                 target,
                 channel: self.channel,
             }),
@@ -212,6 +242,8 @@ pub struct PostgresLiveness {
 struct Database {
     /// Where the store connects, without credentials, for errors.
     target: String,
+    /// Where its feed connects: the database, or the NATS server.
+    feed_target: String,
     channel: String,
 }
 
@@ -235,6 +267,8 @@ impl PostgresLiveness {
             query_timeout: Duration::from_secs(2),
             capacity: DEFAULT_CACHE_CAPACITY,
             channel: DEFAULT_CHANNEL.to_owned(),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 
@@ -346,7 +380,7 @@ impl PostgresLiveness {
             .wait_for_feed(LISTENER_CONNECT_TIMEOUT + Duration::from_secs(1))
             .await
             .map_err(|reason| NotReady::ListenerDown {
-                target: target(),
+                target: self.database.feed_target.clone(),
                 reason,
             })
     }

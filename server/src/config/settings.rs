@@ -228,6 +228,47 @@ pub const DATABASE_TIMEOUT_SECONDS: Setting = Setting {
     meaning: "Longest wait for a connection or a query.",
 };
 
+/// `REVOCATION_FEED`.
+pub const REVOCATION_FEED: Setting = Setting {
+    name: "REVOCATION_FEED",
+    group: Group::Database,
+    kind: Kind::Choice {
+        default: "postgres",
+        choices: &["postgres", "nats"],
+    },
+    meaning: "How instances hear of revocations. `postgres`: PostgreSQL `LISTEN`, nothing \
+              else to run, one notification per revocation per instance. `nats`: a relay \
+              publishes the database's revocation log to a NATS JetStream stream that every \
+              instance reads, and the database sends no `NOTIFY`; for fleets (see \
+              `docs/fleet.md`). At start the server sets the database's feed to this value, \
+              so every instance of one database must agree.",
+};
+
+/// `NATS_URL`.
+pub const NATS_URL: Setting = Setting {
+    name: "NATS_URL",
+    group: Group::Database,
+    kind: Kind::Text {
+        default: "nats://127.0.0.1:4222",
+    },
+    meaning: "The NATS server (JetStream on) of `REVOCATION_FEED=nats`; a comma-separated \
+              list for a cluster. The stream is `PORTCULLIS_REVOCATIONS`, subject \
+              `portcullis.revocations`.",
+};
+
+/// `REVOCATION_RELAY`.
+pub const REVOCATION_RELAY: Setting = Setting {
+    name: "REVOCATION_RELAY",
+    group: Group::Database,
+    kind: Kind::Choice {
+        default: "on",
+        choices: &["on", "off"],
+    },
+    meaning: "With `REVOCATION_FEED=nats`, whether this process also runs a relay that \
+              publishes the revocation log (one is active per database, the others stand \
+              by). `off` when relays run apart (`portcullis-server relay`).",
+};
+
 /// `BIND_ADDR`.
 pub const BIND_ADDR: Setting = Setting {
     name: "BIND_ADDR",
@@ -869,6 +910,9 @@ pub const ALL: &[&Setting] = &[
     &DATABASE_URL,
     &DATABASE_POOL_SIZE,
     &DATABASE_TIMEOUT_SECONDS,
+    &REVOCATION_FEED,
+    &NATS_URL,
+    &REVOCATION_RELAY,
     &BIND_ADDR,
     &MAX_BODY_BYTES,
     &REQUEST_TIMEOUT_SECONDS,
