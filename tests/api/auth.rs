@@ -379,12 +379,21 @@ async fn logout_is_204_and_revokes_only_the_current_session_access_and_refresh()
 }
 
 #[tokio::test]
-async fn logout_all_is_204_and_revokes_every_session_of_the_user() {
-    let (_db, server) = start().await;
+async fn logout_all_is_204_and_revokes_every_session_of_the_user_as_one_logged_revocation() {
+    let (db, server) = start().await;
     let api = Api::new(&server);
     api.register("ada@example.com", PASSWORD).await;
     let first = api.login("ada@example.com", PASSWORD).await;
     let second = api.login("ada@example.com", PASSWORD).await;
+    let third = api.login("ada@example.com", PASSWORD).await;
+    api.register("bob@example.com", PASSWORD).await;
+    let bob = api.login("bob@example.com", PASSWORD).await;
+    let log = db.connect().await;
+    let logged_before: i64 = log
+        .query_one("SELECT count(*) FROM session_guard_revocation_log", &[])
+        .await
+        .unwrap()
+        .get(0);
 
     api.bearer(
         Method::POST,
@@ -394,13 +403,31 @@ async fn logout_all_is_204_and_revokes_every_session_of_the_user() {
     .await
     .expect(204);
 
-    for pair in [&first, &second] {
+    for pair in [&first, &second, &third] {
         let refused = api.me(&token(pair, "access_token")).await;
         assert_eq!(refused.status, 401, "{}", refused.body);
         api.refresh(&token(pair, "refresh_token"))
             .await
             .expect_error(&[401], "invalid_refresh_token");
     }
+    api.me(&token(&bob, "access_token")).await.expect(200);
+    // Three sessions, one row in the revocation log (one message to every instance).
+    let rows: Vec<(String, i64)> = log
+        .query(
+            "SELECT kind, position FROM session_guard_revocation_log ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let kinds: Vec<&str> = rows
+        .iter()
+        .skip(usize::try_from(logged_before).unwrap())
+        .map(|(kind, _)| kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["user_before"]);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::error::ServiceError;
 use crate::passwords::{self, PasswordHasher, Verified};
 use crate::store::account_tokens::{self, TokenPurpose};
 use crate::store::events::{self, Event, EventKind, Subject};
-use crate::store::sessions::{self, Device, RevokeReason};
+use crate::store::sessions::{self, BulkScope, Device, RevokeReason};
 use crate::store::users;
 
 /// An email in the one spelling that names its account (see [`crate::email`]): what
@@ -304,9 +304,12 @@ impl Credentials {
         // A reset link asked for before the change must not undo it.
         account_tokens::delete_for_user(&transaction, user, TokenPurpose::ResetPassword).await?;
         let reason = RevokeReason::PasswordChange;
-        let revoked_ids =
-            sessions::revoke_all_but(&transaction, user, Some(current_session), reason).await?;
-        let revoked = revoked_ids.len() as u64;
+        let scope = BulkScope::User {
+            user,
+            except: Some(current_session),
+        };
+        let bulk = sessions::revoke_before(&transaction, scope, reason).await?;
+        let revoked = bulk.count;
         events::record(
             &transaction,
             Event::PasswordChanged {
@@ -320,7 +323,7 @@ impl Credentials {
         )
         .await?;
         transaction.commit().await?;
-        self.revocations.committed(&revoked_ids, reason);
+        self.revocations.committed_bulk(scope, bulk, reason);
         tracing::info!(user_id = %user, revoked, "password changed");
         Ok(())
     }

@@ -27,7 +27,7 @@ use crate::passwords::{PasswordHasher, Verified};
 use crate::refresh_token::RefreshKey;
 use crate::store::events::{self, Event, Subject};
 use crate::store::factors::{self as store, CeremonyPurpose, ChallengeRow, FactorKind, FactorRow};
-use crate::store::sessions::{self, Device, RevokeReason};
+use crate::store::sessions::{self, BulkScope, Device, RevokeReason};
 use crate::store::users;
 
 /// The window of the per-account limit of wrong codes.
@@ -273,12 +273,17 @@ impl Factors {
         }
         let last = store::count_confirmed(&transaction, user).await? == 0;
         let reason = RevokeReason::LastFactorRemoved;
+        let scope = BulkScope::User {
+            user,
+            except: Some(session),
+        };
         let revoked = if last {
             store::replace_recovery_codes(&transaction, user, &[]).await?;
-            sessions::revoke_all_but(&transaction, user, Some(session), reason).await?
+            Some(sessions::revoke_before(&transaction, scope, reason).await?)
         } else {
-            Vec::new()
+            None
         };
+        let revoked_sessions = revoked.map_or(0, |bulk| bulk.count);
         let subject = Subject {
             user: Some(user),
             session: Some(session),
@@ -286,14 +291,16 @@ impl Factors {
         };
         let event = Event::MfaFactorRemoved {
             kind: kind.as_str(),
-            revoked_sessions: revoked.len() as u64,
+            revoked_sessions,
         };
         events::record(&transaction, event, subject).await?;
         self.tell_owner(&transaction, user, FactorChange::Removed(kind_words(kind)))
             .await?;
         transaction.commit().await?;
-        self.revocations.committed(&revoked, reason);
-        tracing::info!(user_id = %user, factor_id = %factor, last, revoked = revoked.len(), "factor removed");
+        if let Some(bulk) = revoked {
+            self.revocations.committed_bulk(scope, bulk, reason);
+        }
+        tracing::info!(user_id = %user, factor_id = %factor, last, revoked = revoked_sessions, "factor removed");
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use super::Email;
 use crate::error::ServiceError;
 use crate::store::events::{self, Event, OperatorScope, Subject};
-use crate::store::sessions::{self, Revocation, RevokeReason, SessionRecord};
+use crate::store::sessions::{self, BulkScope, Revocation, RevokeReason, SessionRecord};
 use crate::store::users;
 
 /// Which sessions an operator revokes.
@@ -124,17 +124,19 @@ impl Operator {
             RevokeTarget::User { email } => {
                 let user = user_of(&transaction, email).await?;
                 users::lock_hash(&transaction, user).await?;
-                let revoked = sessions::revoke_all_but(&transaction, user, None, reason).await?;
+                let scope = BulkScope::User { user, except: None };
+                let revoked = sessions::revoke_before(&transaction, scope, reason).await?;
                 let subject = Subject {
                     user: Some(user),
                     ..Subject::default()
                 };
-                (revoked.len() as u64, subject)
+                (revoked.count, subject)
             }
-            RevokeTarget::AllUsers => (
-                sessions::revoke_every_live(&transaction, reason).await?,
-                Subject::default(),
-            ),
+            RevokeTarget::AllUsers => {
+                let revoked =
+                    sessions::revoke_before(&transaction, BulkScope::Everyone, reason).await?;
+                (revoked.count, Subject::default())
+            }
         };
         if count == 0 {
             // Dropping the transaction rolls back the lock; nothing changed.

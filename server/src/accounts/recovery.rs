@@ -15,7 +15,7 @@ use crate::error::ServiceError;
 use crate::passwords::PasswordHasher;
 use crate::store::account_tokens::{self, TokenPurpose};
 use crate::store::events::{self, Event, Subject};
-use crate::store::sessions::{self, RevokeReason};
+use crate::store::sessions::{self, BulkScope, RevokeReason};
 use crate::store::users;
 
 /// What asking for another verification mail did.
@@ -140,8 +140,9 @@ impl Recovery {
         users::set_password(&transaction, user, &new_hash).await?;
         users::mark_email_verified(&transaction, user).await?;
         let reason = RevokeReason::PasswordReset;
-        let revoked_ids = sessions::revoke_all_but(&transaction, user, None, reason).await?;
-        let revoked = revoked_ids.len() as u64;
+        let scope = BulkScope::User { user, except: None };
+        let bulk = sessions::revoke_before(&transaction, scope, reason).await?;
+        let revoked = bulk.count;
         let subject = Subject {
             user: Some(user),
             session: None,
@@ -152,7 +153,7 @@ impl Recovery {
         };
         events::record(&transaction, event, subject).await?;
         transaction.commit().await?;
-        self.revocations.committed(&revoked_ids, reason);
+        self.revocations.committed_bulk(scope, bulk, reason);
         tracing::info!(user_id = %user, revoked, "password reset");
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! What follows a revocation the database committed.
 
 use crate::ids::SessionId;
-use portcullis::PostgresLiveness;
+use portcullis::{PostgresLiveness, Revocation};
 
-use crate::store::sessions::RevokeReason;
+use crate::store::sessions::{BulkRevoked, BulkScope, RevokeReason};
 
 /// Makes this instance refuse revoked sessions at once (other instances hear of it from
 /// PostgreSQL within milliseconds) and counts revocations by reason.
@@ -25,5 +25,25 @@ impl Revocations {
         }
         metrics::counter!("session_revocations_total", "reason" => reason.as_str())
             .increment(sessions.len() as u64);
+    }
+
+    /// The database ended every session of `scope` that started before `revoked.before`,
+    /// for `reason`, and committed: this instance refuses them at once, without a query,
+    /// as every other instance does when the one message reaches it.
+    pub fn committed_bulk(&self, scope: BulkScope, revoked: BulkRevoked, reason: RevokeReason) {
+        let revocation = match scope {
+            BulkScope::User { user, except } => Revocation::UserSessionsBefore {
+                user: user.as_uuid(),
+                before: revoked.before,
+                except: except.map(SessionId::as_uuid),
+            },
+            BulkScope::Everyone => Revocation::AllSessionsBefore {
+                before: revoked.before,
+                except: None,
+            },
+        };
+        self.liveness.apply(&revocation);
+        metrics::counter!("session_revocations_total", "reason" => reason.as_str())
+            .increment(revoked.count);
     }
 }

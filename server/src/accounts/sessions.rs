@@ -9,7 +9,7 @@ use super::Revocations;
 use crate::error::ServiceError;
 use crate::store::account_tokens::{self, TokenPurpose};
 use crate::store::events::{self, Event, Subject};
-use crate::store::sessions::{self, Revocation, RevokeReason, SessionRow};
+use crate::store::sessions::{self, BulkScope, Revocation, RevokeReason, SessionRow};
 
 /// Which sessions to revoke.
 #[derive(Debug, Clone, Copy)]
@@ -64,10 +64,13 @@ impl Sessions {
         ip: Option<IpAddr>,
     ) -> Result<u64, ServiceError> {
         let client = self.pool.get().await?;
-        let (revoked, reason, session) = match scope {
+        let (count, reason, session) = match scope {
             RevokeScope::One { session, reason } => {
                 match sessions::revoke_one(&client, user, session, reason).await? {
-                    Revocation::Revoked => (vec![session], reason, Some(session)),
+                    Revocation::Revoked => {
+                        self.revocations.committed(&[session], reason);
+                        (1, reason, Some(session))
+                    }
                     // Nothing changed, so nothing is recorded.
                     Revocation::AlreadyEnded => return Ok(0),
                     Revocation::NotFound => return Err(ServiceError::SessionNotFound),
@@ -80,18 +83,15 @@ impl Sessions {
                     account_tokens::delete_for_user(&client, user, TokenPurpose::ResetPassword)
                         .await?;
                 }
-                (
-                    sessions::revoke_all_but(&client, user, keep, reason).await?,
-                    reason,
-                    keep,
-                )
+                let bulk_scope = BulkScope::User { user, except: keep };
+                let bulk = sessions::revoke_before(&client, bulk_scope, reason).await?;
+                self.revocations.committed_bulk(bulk_scope, bulk, reason);
+                (bulk.count, reason, keep)
             }
         };
-        let count = revoked.len() as u64;
         if count == 0 {
             return Ok(0);
         }
-        self.revocations.committed(&revoked, reason);
         tracing::info!(user_id = %user, count, reason = reason.as_str(), "sessions revoked");
         events::record(
             &client,

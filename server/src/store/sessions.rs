@@ -62,13 +62,12 @@ const LIST_ALL: &str = "SELECT id, device_name, device_label, ip, created_at, la
        revoked_at IS NOT NULL, revoked_reason, \
        least(idle_expires_at, absolute_expires_at) <= now() \
      FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id";
-/// Revokes every live session of every user.
-const REVOKE_EVERY_LIVE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $1 \
-     WHERE revoked_at IS NULL AND least(idle_expires_at, absolute_expires_at) > now()";
-/// Only live sessions: one that expired stays as it ended, and is not counted.
-const REVOKE_ALL_BUT: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
-     WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2 \
-       AND least(idle_expires_at, absolute_expires_at) > now() RETURNING id";
+/// Ends every live session of a user (`$1`; of everyone when `NULL`) that started before
+/// this transaction, but `$2`, for reason `$3`: one row of the revocation log and at most
+/// one notification, however many sessions (V8). Returns how many ended, and the instant
+/// the revocation covers.
+const REVOKE_BEFORE: &str =
+    "SELECT revoked, before FROM session_guard_revoke_sessions_before($1, $2, $3)";
 /// Whether the user has any session at all (ended ones that are kept included), and
 /// whether one of them came from the device label `$2` on the network of `$3` (the IPv4
 /// /24, the IPv6 /64).
@@ -411,25 +410,49 @@ pub async fn list_all(
         .collect())
 }
 
-/// Revokes every live session of every user; returns how many.
-pub async fn revoke_every_live(
-    client: &impl GenericClient,
-    reason: RevokeReason,
-) -> Result<u64, ServiceError> {
-    let statement = bounded(client.prepare_cached(REVOKE_EVERY_LIVE)).await?;
-    bounded(client.execute(&statement, &[&reason.as_str()])).await
+/// Whose sessions a bulk revocation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkScope {
+    /// Every live session of one user, but `except`.
+    User {
+        /// Whose.
+        user: UserId,
+        /// The session spared (the one that asked), if any.
+        except: Option<SessionId>,
+    },
+    /// Every live session of every user.
+    Everyone,
 }
 
-/// Revokes every live session of the user but `keep`; returns the revoked ids.
-pub async fn revoke_all_but(
+/// What a bulk revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkRevoked {
+    /// The sessions that were live and are now revoked.
+    pub count: u64,
+    /// Every session of the scope that started before this instant has ended (a session
+    /// that started while the revocation committed too: the schema makes it wait, then
+    /// start revoked).
+    pub before: SystemTime,
+}
+
+/// Revokes every live session `scope` names that started before this transaction, as
+/// one row in the revocation log and one message to the instances, however many.
+pub async fn revoke_before(
     client: &impl GenericClient,
-    user: UserId,
-    keep: Option<SessionId>,
+    scope: BulkScope,
     reason: RevokeReason,
-) -> Result<Vec<SessionId>, ServiceError> {
-    let statement = bounded(client.prepare_cached(REVOKE_ALL_BUT)).await?;
-    let rows = bounded(client.query(&statement, &[&user, &keep, &reason.as_str()])).await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+) -> Result<BulkRevoked, ServiceError> {
+    let (user, except) = match scope {
+        BulkScope::User { user, except } => (Some(user), except),
+        BulkScope::Everyone => (None, None),
+    };
+    let statement = bounded(client.prepare_cached(REVOKE_BEFORE)).await?;
+    let row = bounded(client.query_one(&statement, &[&user, &except, &reason.as_str()])).await?;
+    let count: i64 = row.get(0);
+    Ok(BulkRevoked {
+        count: u64::try_from(count).unwrap_or(0),
+        before: row.get(1),
+    })
 }
 
 /// Whether the user's session is live; it stays locked until the transaction ends, so
