@@ -259,7 +259,7 @@ fn failed(error: &OperatorError) -> String {
         OperatorError::UnknownEmail(_) | OperatorError::ForeignSession { .. } => {
             format!("{error}; nothing changed")
         }
-        OperatorError::Service(_) => error.to_string(),
+        OperatorError::Service(_) => chain(error),
     }
 }
 

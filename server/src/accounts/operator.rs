@@ -5,6 +5,8 @@
 //! revocation on commit, so every running server refuses the revoked sessions' access
 //! tokens within milliseconds; their refresh tokens fail from the commit on.
 
+use std::time::Duration;
+
 use crate::ids::{SessionId, UserId};
 use deadpool_postgres::Pool;
 
@@ -75,6 +77,11 @@ impl From<deadpool_postgres::PoolError> for OperatorError {
     }
 }
 
+/// How long one statement of `sessions revoke` may take, on both sides: `--all-users`
+/// over a million live sessions takes tens of seconds (`DATABASE_TIMEOUT_SECONDS` bounds
+/// requests, 5 s by default).
+const BULK_REVOCATION_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The operator's view of the sessions, over `pool`'s database.
 pub struct Operator {
     pool: Pool,
@@ -97,9 +104,20 @@ impl Operator {
     /// and records it; returns how many were live and are now revoked (0: nothing
     /// changed, nothing recorded).
     pub async fn revoke(&self, target: &RevokeTarget) -> Result<u64, OperatorError> {
+        // The bulk revocations update every session they end in one statement: far longer
+        // than a request may take, so they have a bound of their own.
+        crate::store::with_statement_bound(BULK_REVOCATION_TIMEOUT, self.revoke_now(target))
+            .await
+    }
+
+    async fn revoke_now(&self, target: &RevokeTarget) -> Result<u64, OperatorError> {
         let reason = RevokeReason::Operator;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
+        let timeout_ms = BULK_REVOCATION_TIMEOUT.as_millis();
+        transaction
+            .batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))
+            .await?;
         let (count, subject) = match target {
             RevokeTarget::Session { email, session } => {
                 let user = user_of(&transaction, email).await?;
