@@ -655,6 +655,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failover_counts_lost_deliveries_and_the_first_after_the_kill() {
+        let at = |millis| UNIX_EPOCH + Duration::from_millis(millis);
+        let killed = at(1_000);
+        let sent = vec![
+            ("a".to_owned(), at(900)),
+            ("b".to_owned(), at(1_010)),
+            ("c".to_owned(), at(1_020)),
+        ];
+        let mut deliveries = Vec::new();
+        for feed in 0..FAILOVER_FEEDS as u64 {
+            deliveries.push(("a".to_owned(), at(905 + feed)));
+            deliveries.push(("b".to_owned(), at(1_300 + feed)));
+            // One feed never gets "c".
+            if feed > 0 {
+                deliveries.push(("c".to_owned(), at(1_301)));
+            }
+        }
+        let failover = summarise_failover(killed, &sent, &deliveries, None);
+        assert_eq!(failover.lost, 1);
+        let last_b = 1_300 + FAILOVER_FEEDS as u64 - 1;
+        assert_eq!(
+            failover.flowing_again,
+            Some(Duration::from_millis(last_b - 1_000))
+        );
+        assert_eq!(
+            failover.longest,
+            Some(Duration::from_millis(last_b - 1_010))
+        );
+    }
+
+    #[test]
     fn cpu_growth_is_largest_over_smallest() {
         let mut round = Round::default();
         record_cpu_growth(
