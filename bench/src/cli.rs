@@ -1,7 +1,7 @@
 //! The command line: one command, then `--name value` options.
 //!
 //! The commands a person runs are listed in [`USAGE`]; the others (`serve-hello`,
-//! `fill-memory`, `listen`, `profile-loop`) are how the harness runs itself as a child process, so
+//! `fill-memory`, `listen`, `subscribe`, `relay`, `profile-loop`) are how the harness runs itself as a child process, so
 //! that a measured service never shares a process with its load generator.
 
 use std::collections::BTreeMap;
@@ -19,6 +19,10 @@ commands:
   peers          7. jwt-authorizer, tower-sessions and better-auth beside the layer
   fan-out        8. notification delivery to 3, 50 and 200 listeners, revocations/s
                  with and without the trigger while refreshes run (private cluster)
+  nats-fan-out   9. the same on the NATS feed: delivery to 3, 200 and 1,000 subscribed
+                 feeds, PostgreSQL CPU per revocation, revocations/s with the NATS feed
+                 and with the trigger off while refreshes run, relay failover
+                 (private cluster, own nats-server)
   refresh        2. and 6. refresh against pgbench and against the old function (V5):
                  PostgreSQL CPU, WAL and HOT share per refresh; bytes of refresh state
                  after 1, 100 and 10,000 refreshes (private cluster)

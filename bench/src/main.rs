@@ -18,7 +18,8 @@
 //! Layout, by figure: [`layer_cost`] (1, with [`hello`] and [`naive`] as the measured
 //! services), [`refresh`] (2, with [`pgbench`] and the private cluster of [`cluster`]), [`propagation`] (3), [`login`] (4),
 //! [`memory`] (5), [`refresh_state`] (6), [`peers`] (7, with [`rust_peers`] and
-//! [`node_peer`] as the measured services), [`fanout`] (8) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
+//! [`node_peer`] as the measured services), [`fanout`] (8), [`nats_fanout`] (9, sharing
+//! [`fleet`] with 8) and [`profile`] (with [`hot_loop`] and [`callgrind`]). Shared parts:
 //! [`server`] runs the release server, [`child`] runs this harness as a child process,
 //! [`load`] and [`http1`] make bounded load, [`seed`] and [`tokens`] make sessions and
 //! tokens, [`cpu`] reads `/proc`, [`report`] folds rounds into rows, [`machine`] and
@@ -31,6 +32,7 @@ mod cluster;
 mod cpu;
 mod document;
 mod fanout;
+mod fleet;
 mod hello;
 mod hot_loop;
 mod http1;
@@ -40,6 +42,7 @@ mod login;
 mod machine;
 mod memory;
 mod naive;
+mod nats_fanout;
 mod node_peer;
 mod peers;
 mod pgbench;
@@ -106,18 +109,22 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = match args.command.as_str() {
-        "all" | "layer" | "peers" | "fan-out" | "refresh" | "login" | "refresh-login"
-        | "propagation" | "memory" | "profile" => match Settings::from_args(&args) {
-            Ok(settings) => figures(&args.command, settings).await,
-            Err(e) => {
-                eprintln!("portcullis-bench: {e}");
-                return ExitCode::from(2);
+        "all" | "layer" | "peers" | "fan-out" | "nats-fan-out" | "refresh" | "login"
+        | "refresh-login" | "propagation" | "memory" | "profile" => {
+            match Settings::from_args(&args) {
+                Ok(settings) => figures(&args.command, settings).await,
+                Err(e) => {
+                    eprintln!("portcullis-bench: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         // The harness's own child processes.
         "serve-hello" => hello::serve(&args).await,
         "fill-memory" => memory::fill(&args).await,
         "listen" => fanout::listen(&args).await,
+        "subscribe" => nats_fanout::subscribe_child(&args).await,
+        "relay" => nats_fanout::relay_child(&args).await,
         "profile-loop" => hot_loop::run(&args).await,
         other => {
             eprintln!("portcullis-bench: unknown command {other:?}\n{USAGE}");
@@ -157,6 +164,11 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
         let clock = Instant::now();
         report.sections.push(fanout::run(settings).await?);
         timings.push("8. fan-out", clock);
+    }
+    if every || command == "nats-fan-out" {
+        let clock = Instant::now();
+        report.sections.push(nats_fanout::run(settings).await?);
+        timings.push("9. fan-out on NATS", clock);
     }
     let rounds = RefreshLogin {
         refresh: every || matches!(command, "refresh" | "refresh-login"),
