@@ -106,8 +106,7 @@ impl Operator {
     pub async fn revoke(&self, target: &RevokeTarget) -> Result<u64, OperatorError> {
         // The bulk revocations update every session they end in one statement: far longer
         // than a request may take, so they have a bound of their own.
-        crate::store::with_statement_bound(BULK_REVOCATION_TIMEOUT, self.revoke_now(target))
-            .await
+        crate::store::with_statement_bound(BULK_REVOCATION_TIMEOUT, self.revoke_now(target)).await
     }
 
     async fn revoke_now(&self, target: &RevokeTarget) -> Result<u64, OperatorError> {
