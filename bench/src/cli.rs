@@ -23,6 +23,8 @@ commands:
                  feeds, PostgreSQL CPU per revocation, revocations/s with the NATS feed
                  and with the trigger off while refreshes run, relay failover
                  (private cluster, own nats-server)
+  bulk           10. sessions revoke --all-users over 1,000,000 live sessions on each
+                 feed: the command's time, the one message, the log rows
   refresh        2. and 6. refresh against pgbench and against the old function (V5):
                  PostgreSQL CPU, WAL and HOT share per refresh; bytes of refresh state
                  after 1, 100 and 10,000 refreshes (private cluster)

@@ -25,6 +25,7 @@
 //! tokens, [`cpu`] reads `/proc`, [`report`] folds rounds into rows, [`machine`] and
 //! [`document`] write BENCHMARKS.md.
 
+mod bulk;
 mod callgrind;
 mod child;
 mod cli;
@@ -109,7 +110,7 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = match args.command.as_str() {
-        "all" | "layer" | "peers" | "fan-out" | "nats-fan-out" | "refresh" | "login"
+        "all" | "layer" | "peers" | "fan-out" | "nats-fan-out" | "bulk" | "refresh" | "login"
         | "refresh-login" | "propagation" | "memory" | "profile" => {
             match Settings::from_args(&args) {
                 Ok(settings) => figures(&args.command, settings).await,
@@ -138,6 +139,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where a section goes: by its figure's number ("10." after "9."), the profile last.
+fn figure_order(section: &Section) -> (u32, String) {
+    let number = section
+        .title
+        .split('.')
+        .next()
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(u32::MAX);
+    (number, section.title.clone())
 }
 
 /// Runs the figures `command` names, prints the table and how long each figure took,
@@ -174,7 +186,7 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
         refresh: every || matches!(command, "refresh" | "refresh-login"),
         login: every || matches!(command, "login" | "refresh-login"),
     };
-    if rounds.refresh || rounds.login || command == "propagation" {
+    if rounds.refresh || rounds.login || matches!(command, "propagation" | "bulk") {
         let clock = Instant::now();
         eprintln!("building portcullis-server (release) ...");
         let binary = server::build().await?;
@@ -193,6 +205,11 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
                 .push(propagation::run(&binary, settings).await?);
             timings.push("3. propagation", clock);
         }
+        if every || command == "bulk" {
+            let clock = Instant::now();
+            report.sections.push(bulk::run(&binary, settings).await?);
+            timings.push("10. bulk", clock);
+        }
     }
     if every || command == "memory" {
         let clock = Instant::now();
@@ -207,7 +224,7 @@ async fn figures(command: &str, settings: Settings) -> Result<()> {
         timings.push("profile", clock);
     }
     // Numbered figures in their order, the profile last.
-    report.sections.sort_by_key(|section| section.title.clone());
+    report.sections.sort_by_key(figure_order);
     let elapsed = started.elapsed();
     let load_after = machine::load_average();
     println!(
