@@ -269,9 +269,12 @@ async fn wait_for_sessions(browser: &Client, count: usize) -> Vec<fantoccini::el
     }
 }
 
+/// Clicks the element `css` selects, once there is one (within [`STEP`]).
 async fn click(browser: &Client, css: &str) {
     browser
-        .find(Locator::Css(css))
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("finding {css}: {e}"))
         .click()
@@ -279,8 +282,19 @@ async fn click(browser: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
+/// Clicks the element of id `id` once it is shown.
+async fn click_shown(browser: &Client, id: &str) {
+    click(browser, &format!("#{id}:not([hidden])")).await;
+}
+
+/// Replaces the text of the field of id `id`, once there is one (within [`STEP`]).
 async fn type_into(browser: &Client, id: &str, text: &str) {
-    let field = browser.find(Locator::Id(id)).await.expect(id);
+    let field = browser
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("finding #{id}: {e}"));
     field.clear().await.expect(id);
     field.send_keys(text).await.expect(id);
 }
@@ -763,29 +777,6 @@ async fn add_virtual_authenticator(driver: &ChromeDriver, browser: &Client) {
     assert!(reply.status().is_success(), "{:?}", reply.text().await);
 }
 
-async fn click_shown(browser: &Client, id: &str) {
-    browser
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::Css(&format!("#{id}:not([hidden])")))
-        .await
-        .unwrap_or_else(|e| panic!("#{id} never showed: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking #{id}: {e}"));
-}
-
-async fn type_when_shown(browser: &Client, id: &str, text: &str) {
-    let field = browser
-        .wait()
-        .at_most(STEP)
-        .for_element(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("#{id}: {e}"));
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
 /// The factors the page lists, once there are `count` of them: their kinds.
 async fn wait_for_factors(browser: &Client, count: usize) -> Vec<String> {
     let deadline = Instant::now() + STEP;
@@ -845,7 +836,7 @@ async fn the_account_page_sets_up_an_app_and_a_passkey_and_signs_in_with_each() 
         .text()
         .await
         .unwrap();
-    type_when_shown(&browser, "totp-code", &totp_code(&secret, 0)).await;
+    type_into(&browser, "totp-code", &totp_code(&secret, 0)).await;
     click_shown(&browser, "totp-confirm").await;
     browser
         .wait()
@@ -867,7 +858,7 @@ async fn the_account_page_sets_up_an_app_and_a_passkey_and_signs_in_with_each() 
     click_shown(&browser, "recovery-done").await;
 
     // A passkey: the account now has a factor, so the page asks for a step-up first.
-    type_when_shown(&browser, "passkey-name", "This laptop").await;
+    type_into(&browser, "passkey-name", "This laptop").await;
     click_shown(&browser, "add-passkey").await;
     browser
         .wait()
@@ -875,7 +866,7 @@ async fn the_account_page_sets_up_an_app_and_a_passkey_and_signs_in_with_each() 
         .for_element(Locator::Css("dialog#step-up[open]"))
         .await
         .expect("the step-up prompt");
-    type_when_shown(&browser, "step-up-code", &totp_code(&secret, 30)).await;
+    type_into(&browser, "step-up-code", &totp_code(&secret, 30)).await;
     click_shown(&browser, "step-up-submit").await;
     let mut kinds = wait_for_factors(&browser, 2).await;
     kinds.sort();
@@ -898,7 +889,7 @@ async fn the_account_page_sets_up_an_app_and_a_passkey_and_signs_in_with_each() 
     sign_out(&browser).await;
     submit_password(&browser, "ada@example.com", "Laptop").await;
     wait_for_state(&browser, "second-factor").await;
-    type_when_shown(&browser, "mfa-recovery-code", &codes[0]).await;
+    type_into(&browser, "mfa-recovery-code", &codes[0]).await;
     click_shown(&browser, "mfa-recovery-button").await;
     wait_for_state(&browser, "signed-in").await;
     wait_for_factors(&browser, 2).await;
@@ -942,8 +933,8 @@ async fn a_password_change_long_after_sign_in_asks_to_confirm_and_never_signs_th
     tokio::time::sleep(MAX_AGE + Duration::from_secs(1)).await;
 
     // Closed: nothing changed, still signed in, and the old password still works.
-    type_when_shown(&browser, "current-password", PASSWORD).await;
-    type_when_shown(&browser, "new-password", NEW_PASSWORD).await;
+    type_into(&browser, "current-password", PASSWORD).await;
+    type_into(&browser, "new-password", NEW_PASSWORD).await;
     click_shown(&browser, "change-password-button").await;
     let prompt = Locator::Css("dialog#step-up[open]");
     browser
@@ -974,7 +965,7 @@ async fn a_password_change_long_after_sign_in_asks_to_confirm_and_never_signs_th
         .for_element(prompt)
         .await
         .expect("the step-up prompt again");
-    type_when_shown(&browser, "step-up-password", PASSWORD).await;
+    type_into(&browser, "step-up-password", PASSWORD).await;
     click_shown(&browser, "step-up-submit").await;
     wait_for_state(&browser, "signed-out").await;
     wait_for_text(&browser, "#status", "Your password is changed").await;

@@ -38,7 +38,7 @@ const NOTIFICATION_DELAY: Duration = Duration::from_millis(100);
 
 /// A database that a test can take down and bring back: a private cluster that is
 /// really stopped, or a proxy that severs every connection where no cluster can be built.
-enum Outage {
+pub(super) enum Outage {
     Cluster {
         cluster: PrivateCluster,
         config: tokio_postgres::Config,
@@ -50,7 +50,7 @@ enum Outage {
 }
 
 impl Outage {
-    async fn new() -> Self {
+    pub(super) async fn new() -> Self {
         match PrivateCluster::start().await {
             Ok(cluster) => {
                 let config = cluster.create_database("session_guard").await;
@@ -66,7 +66,7 @@ impl Outage {
     }
 
     /// The `DATABASE_URL` for the server.
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         match self {
             Self::Cluster { config, .. } => TestDb::url_of(config),
             Self::Proxy { db, proxy } => TestDb::url_of(&proxy.route(db.config())),
@@ -74,21 +74,21 @@ impl Outage {
     }
 
     /// A direct connection for the test's own SQL.
-    async fn connect(&self) -> Client {
+    pub(super) async fn connect(&self) -> Client {
         match self {
             Self::Cluster { cluster, config } => cluster.connect(config).await,
             Self::Proxy { db, .. } => db.connect().await,
         }
     }
 
-    async fn down(&mut self, mode: StopMode) {
+    pub(super) async fn down(&mut self, mode: StopMode) {
         match self {
             Self::Cluster { cluster, .. } => cluster.stop(mode).await,
             Self::Proxy { proxy, .. } => proxy.cut(),
         }
     }
 
-    async fn up(&mut self) {
+    pub(super) async fn up(&mut self) {
         match self {
             Self::Cluster { cluster, .. } => cluster.restart().await,
             Self::Proxy { proxy, .. } => proxy.restore().await,

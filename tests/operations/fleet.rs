@@ -13,8 +13,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use portcullis_e2e::api::{Api, Session};
-use portcullis_e2e::{PostgresProxy, ServerProcess, free_port, server_command};
-use portcullis_testdb::{NatsServer, PrivateCluster, StopMode, TestDb};
+use portcullis_e2e::{ServerProcess, free_port, server_command};
+
+use super::faults::Outage;
+use portcullis_testdb::{NatsServer, StopMode, TestDb};
 use reqwest::Method;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -489,64 +491,6 @@ async fn the_active_relay_killed_while_sessions_are_revoked_a_standby_takes_over
     );
 }
 
-/// A database that a test can take down and bring back: a private cluster really
-/// stopped, or where none can be built a proxy that severs every connection.
-enum Outage {
-    Cluster {
-        cluster: PrivateCluster,
-        config: tokio_postgres::Config,
-    },
-    Proxy {
-        db: TestDb,
-        proxy: PostgresProxy,
-    },
-}
-
-impl Outage {
-    async fn new() -> Self {
-        match PrivateCluster::start().await {
-            Ok(cluster) => {
-                let config = cluster.create_database("session_guard").await;
-                Self::Cluster { cluster, config }
-            }
-            Err(e) => {
-                eprintln!("{e}; staging the outage with PostgresProxy instead");
-                let db = TestDb::new().await;
-                let proxy = PostgresProxy::start(db.config()).await;
-                Self::Proxy { db, proxy }
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Cluster { config, .. } => TestDb::url_of(config),
-            Self::Proxy { db, proxy } => TestDb::url_of(&proxy.route(db.config())),
-        }
-    }
-
-    async fn connect(&self) -> tokio_postgres::Client {
-        match self {
-            Self::Cluster { cluster, config } => cluster.connect(config).await,
-            Self::Proxy { db, .. } => db.connect().await,
-        }
-    }
-
-    async fn down(&mut self) {
-        match self {
-            Self::Cluster { cluster, .. } => cluster.stop(StopMode::Fast).await,
-            Self::Proxy { proxy, .. } => proxy.cut(),
-        }
-    }
-
-    async fn up(&mut self) {
-        match self {
-            Self::Cluster { cluster, .. } => cluster.restart().await,
-            Self::Proxy { proxy, .. } => proxy.restore().await,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_with_the_nats_feed_fails_closed_with_json_503_and_recovers() {
     let nats = nats_server().await;
@@ -565,7 +509,7 @@ async fn postgres_restarted_with_the_nats_feed_fails_closed_with_json_503_and_re
     api.me(&cached.access).await.expect(200);
     feed_connected(&server, true, Duration::from_secs(10)).await;
 
-    db.down().await;
+    db.down(StopMode::Fast).await;
     let stopped = Instant::now();
     // Nothing can be verified: every answer is a JSON 503, never a 200 or a 500.
     // Down for at least 1.5 s (and three rounds), for the relay to notice it too.
