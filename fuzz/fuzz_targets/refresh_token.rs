@@ -11,6 +11,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use portcullis_server::SessionId;
 use portcullis_server::refresh_token::{
     LEGACY_TOKEN_CHARS, PresentedToken, RefreshKey, RefreshToken, TOKEN_CHARS,
 };
@@ -47,7 +48,9 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let key = key();
-    let session = presented.session().unwrap_or_else(Uuid::nil);
+    let session = presented
+        .session()
+        .unwrap_or(SessionId::from_uuid(Uuid::nil()));
     let successor = key.successor(presented.secret());
     assert_eq!(successor, key.successor(presented.secret()), "rotation is not deterministic");
     let next = RefreshToken::following(&presented, session, successor.clone());
