@@ -214,6 +214,31 @@ async fn a_reset_mail_goes_to_an_existing_account_only_with_the_same_answer_for_
     outbox_drained(&client).await;
 }
 
+/// Waits until `count` reset requests have been processed: a request is answered before
+/// its work, which records `password_reset_requested` in the transaction that queues its
+/// mail (or, past a cap, queues none).
+async fn reset_requests_processed(client: &tokio_postgres::Client, count: i64) {
+    let deadline = Instant::now() + MAIL_WAIT;
+    loop {
+        let recorded: i64 = client
+            .query_one(
+                "SELECT count(*) FROM security_events WHERE kind = 'password_reset_requested'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if recorded >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{recorded} of {count} reset requests processed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the outbox is empty: every mail queued so far is with the mail server (the
 /// worker deletes a sent mail's row when its batch commits, just after the server took it).
 async fn outbox_drained(client: &tokio_postgres::Client) {
@@ -683,8 +708,7 @@ async fn a_mailbox_gets_at_most_its_hourly_and_daily_caps_of_account_mail() {
     resend.expect_error(&[429], "rate_limited");
     mails(&smtp, "ada@example.com", RESET_SUBJECT, 2).await;
     let client = db.connect().await;
-    outbox_drained(&client).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    reset_requests_processed(&client, 6).await;
     outbox_drained(&client).await;
     assert_eq!(smtp.mails_to("ada@example.com").len(), 3, "the hourly cap");
 
@@ -711,7 +735,7 @@ async fn a_mailbox_gets_at_most_its_hourly_and_daily_caps_of_account_mail() {
         request_reset(&api, "bob@example.com").await.expect(202);
     }
     mails(&smtp, "bob@example.com", RESET_SUBJECT, 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    reset_requests_processed(&client, 6 + 3).await;
     outbox_drained(&client).await;
     assert_eq!(
         smtp.mails_to("bob@example.com")
@@ -767,9 +791,9 @@ async fn a_signed_out_device_alerts_again_and_alerts_are_capped_per_account() {
             format!("Mozilla/5.0 (X11; Linux x86_64; rv:{n}.0) Gecko/20100101 Firefox/{n}.0");
         login_from(&api, "ada@example.com", &agent, &format!("192.0.2.{n}")).await;
     }
+    // Each alert is queued in its sign-in's transaction, committed before the answer: a
+    // drained outbox is every alert sent.
     let client = db.connect().await;
-    outbox_drained(&client).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     outbox_drained(&client).await;
     let alerts = smtp
         .mails_to("ada@example.com")

@@ -433,10 +433,21 @@ async fn privileged_routes_need_a_recent_proof_and_aal2_once_there_is_a_factor()
     let server = ServerProcess::start(&db.url(), &env).await;
     let api = Api::new(&server);
     api.register("cy@example.com", PASSWORD).await;
-    let session = api.login_session("cy@example.com", PASSWORD).await;
+    let signed_in = api.login_session("cy@example.com", PASSWORD).await;
+    // The sign-in a minute ago, as the session records it: the next access token, from a
+    // refresh, carries that `auth_time`, past the 10 s the server allows.
+    db.connect()
+        .await
+        .execute(
+            "UPDATE sessions SET auth_time = auth_time - interval '60 seconds' \
+             WHERE id = $1::text::uuid",
+            &[&signed_in.id],
+        )
+        .await
+        .unwrap();
+    let session = Session::from_pair(&api.refresh(&signed_in.refresh).await.expect(200));
     let signed_in_at = claims(&session.access)["auth_time"].as_u64().unwrap();
-
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(signed_in_at + 60 <= claims(&signed_in.access)["auth_time"].as_u64().unwrap());
     let stale = |reply: Reply| {
         reply.expect_error(&[401], "insufficient_user_authentication");
         assert_eq!(
