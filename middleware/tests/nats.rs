@@ -16,6 +16,7 @@ use portcullis::{
     AuthError, Authenticator, FeedEvent, KeySet, Liveness, PostgresLiveness, Revocation,
     RevocationFeed, TokenVerifier, VerificationKey,
 };
+use portcullis_testdb::rows::{insert_session, insert_user, revoke_session};
 use portcullis_testdb::{NatsServer, TestDb};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -51,40 +52,6 @@ fn bearer(user: Uuid, session: Uuid) -> HeaderMap {
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
     headers
-}
-
-async fn user(client: &Client) -> Uuid {
-    client
-        .query_one(
-            "INSERT INTO users (email, password_hash) \
-             VALUES (gen_random_uuid() || '@example.com', 'x') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn session(client: &Client, user: Uuid) -> Uuid {
-    client
-        .query_one(
-            "INSERT INTO sessions (user_id, idle_expires_at, absolute_expires_at) \
-             VALUES ($1, now() + interval '1 day', now() + interval '90 days') RETURNING id",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn revoke(client: &Client, session: Uuid) {
-    client
-        .execute(
-            "UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1",
-            &[&session],
-        )
-        .await
-        .unwrap();
 }
 
 /// A database on the NATS feed, a broker, and the feed's settings.
@@ -146,11 +113,11 @@ async fn a_revocation_committed_in_postgres_reaches_an_instance_through_the_rela
         .unwrap();
     store.ready().await.unwrap();
     let auth = Authenticator::new(verifier(), store.clone());
-    let owner = user(&client).await;
+    let owner = insert_user(&client).await;
     let (single, bulk, spared) = (
-        session(&client, owner).await,
-        session(&client, owner).await,
-        session(&client, owner).await,
+        insert_session(&client, owner, "1 day").await,
+        insert_session(&client, owner, "1 day").await,
+        insert_session(&client, owner, "1 day").await,
     );
     for session in [single, bulk, spared] {
         auth.authenticate(&bearer(owner, session)).await.unwrap();
@@ -158,7 +125,7 @@ async fn a_revocation_committed_in_postgres_reaches_an_instance_through_the_rela
     }
     assert_eq!(store.stats().misses, 3, "the rest came from memory");
 
-    revoke(&client, single).await;
+    revoke_session(&client, single).await;
     eventually("the revocation to reach the cache", async || {
         matches!(
             auth.authenticate(&bearer(owner, single)).await,
@@ -195,12 +162,15 @@ async fn a_revocation_committed_in_postgres_reaches_an_instance_through_the_rela
 async fn a_broker_restart_resumes_where_the_feed_stopped() {
     let (db, client, mut nats, config) = fleet().await;
     let relay = relay(&db, &config);
-    let owner = user(&client).await;
-    let (before, during) = (session(&client, owner).await, session(&client, owner).await);
+    let owner = insert_user(&client).await;
+    let (before, during) = (
+        insert_session(&client, owner, "1 day").await,
+        insert_session(&client, owner, "1 day").await,
+    );
     let mut feed = NatsRevocationFeed::new(config.clone());
     until(&mut feed, |event| *event == FeedEvent::Connected).await;
 
-    revoke(&client, before).await;
+    revoke_session(&client, before).await;
     assert_eq!(
         next(&mut feed).await,
         FeedEvent::Revoked(Revocation::Session { session: before })
@@ -214,7 +184,7 @@ async fn a_broker_restart_resumes_where_the_feed_stopped() {
     .await;
     assert_eq!(events.len(), 1, "{events:?}");
     // Revoked while the broker is down: the relay publishes it once the broker is back.
-    revoke(&client, during).await;
+    revoke_session(&client, during).await;
     nats.restart().await.unwrap();
 
     let events = until(&mut feed, |event| {
@@ -236,11 +206,14 @@ async fn a_feed_cut_off_past_the_retention_forgets_everything() {
     let relay = NatsRelay::new(db.config().clone().into(), config.clone())
         .with_max_age(Duration::from_secs(1))
         .start();
-    let owner = user(&client).await;
-    let (first, expired) = (session(&client, owner).await, session(&client, owner).await);
+    let owner = insert_user(&client).await;
+    let (first, expired) = (
+        insert_session(&client, owner, "1 day").await,
+        insert_session(&client, owner, "1 day").await,
+    );
     let mut feed = NatsRevocationFeed::new(config.clone());
     until(&mut feed, |event| *event == FeedEvent::Connected).await;
-    revoke(&client, first).await;
+    revoke_session(&client, first).await;
     assert_eq!(
         next(&mut feed).await,
         FeedEvent::Revoked(Revocation::Session { session: first })
@@ -253,7 +226,7 @@ async fn a_feed_cut_off_past_the_retention_forgets_everything() {
     .await;
     // The feed is not read again until what it would resume with has expired.
     nats.restart().await.unwrap();
-    revoke(&client, expired).await;
+    revoke_session(&client, expired).await;
     eventually("the relay to publish", async || relay.published() == 2).await;
     let observer = async_nats::connect(nats.url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(observer);
@@ -276,8 +249,8 @@ async fn a_feed_cut_off_past_the_retention_forgets_everything() {
     assert_eq!(feed.last_applied(), Some(2));
 
     // And it goes on from there.
-    let third = session(&client, owner).await;
-    revoke(&client, third).await;
+    let third = insert_session(&client, owner, "1 day").await;
+    revoke_session(&client, third).await;
     assert_eq!(
         next(&mut feed).await,
         FeedEvent::Revoked(Revocation::Session { session: third })
@@ -292,15 +265,15 @@ async fn a_standby_relay_takes_over_and_nothing_is_lost_or_stored_twice() {
         relays.iter().filter(|relay| relay.is_active()).count() == 1
     })
     .await;
-    let owner = user(&client).await;
+    let owner = insert_user(&client).await;
     let mut sessions = Vec::new();
     for _ in 0..60 {
-        sessions.push(session(&client, owner).await);
+        sessions.push(insert_session(&client, owner, "1 day").await);
     }
 
     let mut revoking = Vec::new();
     for (index, session) in sessions.iter().enumerate() {
-        revoke(&client, *session).await;
+        revoke_session(&client, *session).await;
         revoking.push(*session);
         if index == 30 {
             // Killed mid-stream: its task, its PostgreSQL session and its lock end.

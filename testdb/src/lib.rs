@@ -39,6 +39,7 @@ use tokio_postgres::{Client, Config, NoTls};
 mod cluster;
 mod nats;
 mod proxy;
+pub mod rows;
 
 pub use cluster::{ClusterUnavailable, PrivateCluster, StopMode};
 pub use nats::{NatsServer, NatsUnavailable};

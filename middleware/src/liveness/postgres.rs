@@ -412,8 +412,8 @@ pub(crate) mod tests {
 
     use http::header::AUTHORIZATION;
     use http::{HeaderMap, HeaderValue};
+    use portcullis_testdb::rows::{insert_session, insert_user, revoke_session};
     use portcullis_testdb::{PostgresProxy, TestDb};
-    use tokio_postgres::Client;
     use uuid::Uuid;
 
     use super::*;
@@ -442,43 +442,6 @@ pub(crate) mod tests {
         store
     }
 
-    async fn user(client: &Client) -> Uuid {
-        client
-            .query_one(
-                "INSERT INTO users (email, password_hash) \
-                 VALUES (gen_random_uuid() || '@example.com', 'x') RETURNING id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    async fn session(client: &Client, user: Uuid, idle: &str) -> Uuid {
-        client
-            .query_one(
-                &format!(
-                    "INSERT INTO sessions (user_id, idle_expires_at, absolute_expires_at) \
-                     VALUES ($1, now() + interval '{idle}', now() + interval '90 days') \
-                     RETURNING id"
-                ),
-                &[&user],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    async fn revoke(client: &Client, session: Uuid) {
-        client
-            .execute(
-                "UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1",
-                &[&session],
-            )
-            .await
-            .unwrap();
-    }
-
     fn bearer(user: Uuid, session: Uuid) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let value = format!("Bearer {}", token(&user.to_string(), &session.to_string()));
@@ -490,8 +453,8 @@ pub(crate) mod tests {
     async fn a_session_revoked_by_plain_sql_is_refused_on_the_next_request() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let session = session(&client, user, "14 days").await;
+        let user = insert_user(&client).await;
+        let session = insert_session(&client, user, "14 days").await;
         let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
@@ -507,7 +470,7 @@ pub(crate) mod tests {
         let held = store.watch(&context).expect("the session's cell");
         assert_eq!(held.read(Tick::now()), Some(Liveness::Live));
 
-        revoke(&client, session).await;
+        revoke_session(&client, session).await;
         eventually("the notification", || store.stats().notifications == 1).await;
         assert_eq!(
             held.read(Tick::now()),
@@ -528,8 +491,8 @@ pub(crate) mod tests {
     async fn forget_makes_the_next_request_ask_the_database() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let session = session(&client, user, "14 days").await;
+        let user = insert_user(&client).await;
+        let session = insert_session(&client, user, "14 days").await;
         // No notifications reach this store: only `forget` can evict.
         let store = started(
             PostgresLiveness::builder(db.config().clone().into())
@@ -539,7 +502,7 @@ pub(crate) mod tests {
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
         auth.authenticate(&headers).await.unwrap();
-        revoke(&client, session).await;
+        revoke_session(&client, session).await;
         assert!(
             auth.authenticate(&headers).await.is_ok(),
             "still cached as live"
@@ -557,8 +520,8 @@ pub(crate) mod tests {
     async fn a_session_evicted_from_the_cache_is_not_trusted_through_its_cell() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let session = session(&client, user, "14 days").await;
+        let user = insert_user(&client).await;
+        let session = insert_session(&client, user, "14 days").await;
         // No notifications reach this store: only the eviction can tell the cell.
         let store = started(
             PostgresLiveness::builder(db.config().clone().into())
@@ -576,7 +539,7 @@ pub(crate) mod tests {
         assert!(!store.cache.is_tracking(session), "evicted");
         assert_eq!(held.read(Tick::now()), None, "evicted, so invalidated");
 
-        revoke(&client, session).await;
+        revoke_session(&client, session).await;
         assert!(matches!(
             auth.authenticate(&headers).await,
             Err(AuthError::SessionNotLive(Liveness::Revoked))
@@ -587,10 +550,10 @@ pub(crate) mod tests {
     async fn expired_unknown_and_foreign_sessions_are_refused() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let owner = user(&client).await;
-        let other = user(&client).await;
-        let expired = session(&client, owner, "-1 second").await;
-        let live = session(&client, owner, "14 days").await;
+        let owner = insert_user(&client).await;
+        let other = insert_user(&client).await;
+        let expired = insert_session(&client, owner, "-1 second").await;
+        let live = insert_session(&client, owner, "14 days").await;
         let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store);
         for (user, session, expected) in [
@@ -617,8 +580,8 @@ pub(crate) mod tests {
     async fn a_session_reaching_its_deadline_while_cached_is_refused() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let session = session(&client, user, "300 milliseconds").await;
+        let user = insert_user(&client).await;
+        let session = insert_session(&client, user, "300 milliseconds").await;
         let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store);
         let headers = bearer(user, session);
@@ -639,8 +602,8 @@ pub(crate) mod tests {
     async fn a_missed_notification_is_bounded_by_the_live_ttl() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let session = session(&client, user, "14 days").await;
+        let user = insert_user(&client).await;
+        let session = insert_session(&client, user, "14 days").await;
         // Listening on a channel nobody notifies: every revocation is "missed".
         let store = started(
             PostgresLiveness::builder(db.config().clone().into())
@@ -651,7 +614,7 @@ pub(crate) mod tests {
         let auth = Authenticator::new(verifier(), store);
         let headers = bearer(user, session);
         auth.authenticate(&headers).await.unwrap();
-        revoke(&client, session).await;
+        revoke_session(&client, session).await;
         let revoked = Instant::now();
         // Served from memory until the cached answer's 300 ms run out, then refused.
         loop {
@@ -672,8 +635,8 @@ pub(crate) mod tests {
     async fn a_killed_listener_clears_the_cache_reconnects_and_still_honours_revocations() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let session = session(&client, user, "14 days").await;
+        let user = insert_user(&client).await;
+        let session = insert_session(&client, user, "14 days").await;
         let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
@@ -700,7 +663,7 @@ pub(crate) mod tests {
         auth.authenticate(&headers).await.unwrap();
         assert_eq!(store.stats().misses, 2);
 
-        revoke(&client, session).await;
+        revoke_session(&client, session).await;
         eventually("the notification", || store.stats().notifications == 1).await;
         assert!(matches!(
             auth.authenticate(&headers).await,
@@ -712,9 +675,9 @@ pub(crate) mod tests {
     async fn an_unreachable_database_gives_503_never_200_and_recovery_follows() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let cached = session(&client, user, "14 days").await;
-        let fresh = session(&client, user, "14 days").await;
+        let user = insert_user(&client).await;
+        let cached = insert_session(&client, user, "14 days").await;
+        let fresh = insert_session(&client, user, "14 days").await;
         let mut proxy = PostgresProxy::start(db.config()).await;
         let store = started(
             PostgresLiveness::builder(proxy.route(db.config()).into())
@@ -753,9 +716,9 @@ pub(crate) mod tests {
     async fn a_token_of_another_user_does_not_ride_a_cached_live_session() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let owner = user(&client).await;
-        let intruder = user(&client).await;
-        let session = session(&client, owner, "14 days").await;
+        let owner = insert_user(&client).await;
+        let intruder = insert_user(&client).await;
+        let session = insert_session(&client, owner, "14 days").await;
         let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         auth.authenticate(&bearer(owner, session)).await.unwrap();
@@ -781,9 +744,9 @@ pub(crate) mod tests {
     async fn a_token_of_another_user_does_not_poison_the_session_entry() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let owner = user(&client).await;
-        let intruder = user(&client).await;
-        let session = session(&client, owner, "14 days").await;
+        let owner = insert_user(&client).await;
+        let intruder = insert_user(&client).await;
+        let session = insert_session(&client, owner, "14 days").await;
         let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store);
         let mut headers = HeaderMap::new();
@@ -806,8 +769,8 @@ pub(crate) mod tests {
     async fn a_revocation_between_the_answer_and_its_caching_leaves_nothing_live() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let user = user(&client).await;
-        let session = session(&client, user, "14 days").await;
+        let user = insert_user(&client).await;
+        let session = insert_session(&client, user, "14 days").await;
         let store = started(PostgresLiveness::builder(db.config().clone().into())).await;
         let auth = Authenticator::new(verifier(), store.clone());
         let headers = bearer(user, session);
@@ -819,7 +782,7 @@ pub(crate) mod tests {
             async move { auth.authenticate(&headers).await }
         });
         reached.await.expect("the query reached the cache");
-        revoke(&client, session).await;
+        revoke_session(&client, session).await;
         eventually("the notification", || store.stats().notifications == 1).await;
         resume.send(()).unwrap();
         // Live when it was asked: that one answer stands.

@@ -206,43 +206,10 @@ mod tests {
     use std::time::Duration;
 
     use portcullis_testdb::TestDb;
+    use portcullis_testdb::rows::{insert_session, insert_user, revoke_session};
     use tokio_postgres::{AsyncMessage, Client};
 
     use super::*;
-
-    async fn user(client: &Client) -> Uuid {
-        client
-            .query_one(
-                "INSERT INTO users (email, password_hash) \
-                 VALUES (gen_random_uuid() || '@example.com', 'x') RETURNING id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    async fn session(client: &Client, user: Uuid) -> Uuid {
-        client
-            .query_one(
-                "INSERT INTO sessions (user_id, idle_expires_at, absolute_expires_at) \
-                 VALUES ($1, now() + interval '1 day', now() + interval '90 days') RETURNING id",
-                &[&user],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    async fn revoke(client: &Client, session: Uuid) {
-        client
-            .execute(
-                "UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE id = $1",
-                &[&session],
-            )
-            .await
-            .unwrap();
-    }
 
     /// Reads from `cursor` until `count` rows came (other databases' transactions on the
     /// same server hold the horizon back for a moment), for up to 10 s.
@@ -286,17 +253,20 @@ mod tests {
     async fn a_row_whose_transaction_commits_later_is_not_skipped() {
         let db = TestDb::new().await;
         let (reader, a, b) = (db.connect().await, db.connect().await, db.connect().await);
-        let owner = user(&reader).await;
-        let (first, second) = (session(&reader, owner).await, session(&reader, owner).await);
+        let owner = insert_user(&reader).await;
+        let (first, second) = (
+            insert_session(&reader, owner, "1 day").await,
+            insert_session(&reader, owner, "1 day").await,
+        );
         let start = RevocationLog::read_after(&reader, LogCursor::default(), 100)
             .await
             .unwrap()
             .next;
 
         a.batch_execute("BEGIN").await.unwrap();
-        revoke(&a, first).await;
+        revoke_session(&a, first).await;
         b.batch_execute("BEGIN").await.unwrap();
-        revoke(&b, second).await;
+        revoke_session(&b, second).await;
         b.batch_execute("COMMIT").await.unwrap();
 
         let naive: Vec<i64> = reader
@@ -334,8 +304,11 @@ mod tests {
     async fn rows_come_in_transaction_order_once_every_older_transaction_ended() {
         let db = TestDb::new().await;
         let (reader, a, b) = (db.connect().await, db.connect().await, db.connect().await);
-        let owner = user(&reader).await;
-        let (first, second) = (session(&reader, owner).await, session(&reader, owner).await);
+        let owner = insert_user(&reader).await;
+        let (first, second) = (
+            insert_session(&reader, owner, "1 day").await,
+            insert_session(&reader, owner, "1 day").await,
+        );
         let start = RevocationLog::read_after(&reader, LogCursor::default(), 100)
             .await
             .unwrap()
@@ -345,8 +318,8 @@ mod tests {
             .await
             .unwrap();
         a.batch_execute("BEGIN").await.unwrap();
-        revoke(&a, first).await;
-        revoke(&b, second).await;
+        revoke_session(&a, first).await;
+        revoke_session(&b, second).await;
         a.batch_execute("COMMIT").await.unwrap();
         let batch = RevocationLog::read_after(&reader, start, 100)
             .await
@@ -362,9 +335,12 @@ mod tests {
         assert!(batch.entries[0].cursor.position > batch.entries[1].cursor.position);
 
         // A limit cuts a read short without losing the rest.
-        let (third, fourth) = (session(&reader, owner).await, session(&reader, owner).await);
-        revoke(&reader, third).await;
-        revoke(&reader, fourth).await;
+        let (third, fourth) = (
+            insert_session(&reader, owner, "1 day").await,
+            insert_session(&reader, owner, "1 day").await,
+        );
+        revoke_session(&reader, third).await;
+        revoke_session(&reader, fourth).await;
         read_rows(&reader, batch.next, 2).await;
         let one = RevocationLog::read_after(&reader, batch.next, 1)
             .await
@@ -382,13 +358,13 @@ mod tests {
     async fn a_bulk_revocation_is_one_row_and_one_notification() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let (owner, other) = (user(&client).await, user(&client).await);
+        let (owner, other) = (insert_user(&client).await, insert_user(&client).await);
         let sessions = [
-            session(&client, owner).await,
-            session(&client, owner).await,
-            session(&client, owner).await,
+            insert_session(&client, owner, "1 day").await,
+            insert_session(&client, owner, "1 day").await,
+            insert_session(&client, owner, "1 day").await,
         ];
-        let others = session(&client, other).await;
+        let others = insert_session(&client, other, "1 day").await;
         let start = RevocationLog::read_after(&client, LogCursor::default(), 100)
             .await
             .unwrap()
@@ -454,7 +430,7 @@ mod tests {
     async fn a_session_starting_as_a_bulk_revocation_commits_is_covered() {
         let db = TestDb::new().await;
         let (client, late) = (db.connect().await, db.connect().await);
-        let owner = user(&client).await;
+        let owner = insert_user(&client).await;
         late.batch_execute("BEGIN; SELECT now()").await.unwrap();
         client
             .execute(
@@ -463,7 +439,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let started_late = session(&late, owner).await;
+        let started_late = insert_session(&late, owner, "1 day").await;
         late.batch_execute("COMMIT").await.unwrap();
         let row = client
             .query_one(
@@ -482,7 +458,7 @@ mod tests {
         // is revoked by it.
         let (early, bulk) = (db.connect().await, db.connect().await);
         early.batch_execute("BEGIN").await.unwrap();
-        let waiting = session(&early, owner).await;
+        let waiting = insert_session(&early, owner, "1 day").await;
         let revoking = tokio::spawn(async move {
             bulk.query_one(
                 "SELECT revoked FROM session_guard_revoke_sessions_before($1, NULL, 'logout_all')",
@@ -492,7 +468,27 @@ mod tests {
             .unwrap()
             .get::<_, i64>(0)
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The bulk revocation's backend waits on the insert's lock.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting_on_a_lock: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting_on_a_lock == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline && !revoking.is_finished(),
+                "the bulk revocation waits for the insert"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(
             !revoking.is_finished(),
             "the bulk revocation waits for the insert"
@@ -509,7 +505,7 @@ mod tests {
             .get(0);
         assert!(revoked);
         // A session that starts afterwards is live.
-        let after = session(&client, owner).await;
+        let after = insert_session(&client, owner, "1 day").await;
         let live: bool = client
             .query_one(
                 "SELECT revoked_at IS NULL FROM sessions WHERE id = $1",
@@ -528,8 +524,11 @@ mod tests {
     async fn with_the_nats_feed_a_revocation_sends_no_notify() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let owner = user(&client).await;
-        let (quiet, heard) = (session(&client, owner).await, session(&client, owner).await);
+        let owner = insert_user(&client).await;
+        let (quiet, heard) = (
+            insert_session(&client, owner, "1 day").await,
+            insert_session(&client, owner, "1 day").await,
+        );
         let (listener, mut notifications) = listen(&db).await;
         assert_eq!(
             RevocationLog::feed(&client).await.unwrap(),
@@ -543,11 +542,11 @@ mod tests {
         RevocationLog::set_feed(&client, RevocationFeedKind::Nats)
             .await
             .unwrap();
-        revoke(&client, quiet).await;
+        revoke_session(&client, quiet).await;
         RevocationLog::set_feed(&client, RevocationFeedKind::Postgres)
             .await
             .unwrap();
-        revoke(&client, heard).await;
+        revoke_session(&client, heard).await;
         let payload = tokio::time::timeout(Duration::from_secs(5), notifications.recv())
             .await
             .unwrap()
@@ -562,10 +561,10 @@ mod tests {
     async fn the_purge_removes_old_rows_only() {
         let db = TestDb::new().await;
         let client = db.connect().await;
-        let owner = user(&client).await;
+        let owner = insert_user(&client).await;
         for _ in 0..3 {
-            let session = session(&client, owner).await;
-            revoke(&client, session).await;
+            let session = insert_session(&client, owner, "1 day").await;
+            revoke_session(&client, session).await;
         }
         client
             .execute(
