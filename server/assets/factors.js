@@ -38,16 +38,23 @@ async function needsStepUp(response) {
   return challenge.includes("insufficient_user_authentication");
 }
 
-// A privileged request (see `authed`): null when the user closed the step-up prompt.
+// A privileged request (see `authed`): its response when it succeeded; null when it
+// did not (the page says why) or the user closed the step-up prompt.
 async function privileged(method, path, body) {
+  let response;
   try {
-    return await authed(method, path, body);
+    response = await authed(method, path, body);
   } catch (error) {
     if (error instanceof Declined) {
       return null;
     }
     throw error;
   }
+  if (!response.ok) {
+    say(await problem(response));
+    return null;
+  }
+  return response;
 }
 
 // ----- The list of factors -----
@@ -92,9 +99,7 @@ async function loadFactors() {
 async function removeFactor(id) {
   say("");
   const response = await privileged("DELETE", `/auth/mfa/factors/${encodeURIComponent(id)}`);
-  if (response && !response.ok) {
-    say(await problem(response));
-  } else if (response) {
+  if (response) {
     say("The factor was removed.");
   }
   await show();
@@ -123,10 +128,6 @@ async function addTotp() {
   if (!response) {
     return;
   }
-  if (!response.ok) {
-    say(await problem(response));
-    return;
-  }
   const enrolment = await response.json();
   const svg = new DOMParser().parseFromString(enrolment.qr_svg, "image/svg+xml").documentElement;
   svg.setAttribute("role", "img");
@@ -149,10 +150,6 @@ async function confirmTotp(event) {
   if (!response) {
     return;
   }
-  if (!response.ok) {
-    say(await problem(response));
-    return;
-  }
   const { recovery_codes: codes } = await response.json();
   $("totp-setup").hidden = true;
   say("The authenticator app is set up.");
@@ -164,10 +161,6 @@ async function newRecoveryCodes() {
   say("");
   const response = await privileged("POST", "/auth/mfa/recovery-codes");
   if (!response) {
-    return;
-  }
-  if (!response.ok) {
-    say(await problem(response));
     return;
   }
   showRecoveryCodes((await response.json()).recovery_codes);
@@ -208,10 +201,6 @@ async function addPasskey() {
   say("");
   const begun = await privileged("POST", "/auth/passkeys/registration/options");
   if (!begun) {
-    return;
-  }
-  if (!begun.ok) {
-    say(await problem(begun));
     return;
   }
   const { challenge_id: challengeId, options } = await begun.json();
