@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use portcullis::nats::{NatsFeedConfig, NatsRelay, NatsRevocationFeed};
+use portcullis::nats::{NatsFeedConfig, NatsRevocationFeed};
 use portcullis::postgres::{DatabaseConfig, RevocationFeedKind, RevocationLog};
 use portcullis::{FeedEvent, Revocation, RevocationFeed as _};
 use portcullis_testdb::{NatsServer, TestDb};
@@ -30,8 +30,8 @@ const POPULATION: Population = Population {
 const TARGET_COMMAND: Duration = Duration::from_secs(30);
 /// How long the harness waits for the message.
 const MESSAGE_LIMIT: Duration = Duration::from_secs(30);
-/// How long the relay may take to become active.
-const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the feed may take to subscribe.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The channel the `LISTEN` feed hears.
 const CHANNEL: &str = portcullis::DEFAULT_CHANNEL;
 
@@ -194,14 +194,7 @@ async fn start_listening(
             RevocationLog::set_feed(client, RevocationFeedKind::Nats).await?;
             let config = NatsFeedConfig::new(nats.url());
             let database: DatabaseConfig = db.url().parse()?;
-            let relay = NatsRelay::new(database, config.clone()).start();
-            let deadline = Instant::now() + RELAY_TIMEOUT;
-            while !relay.is_active() {
-                if Instant::now() >= deadline {
-                    return Err("the relay did not become active".into());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let relay = crate::nats_fanout::start_relay(database, config.clone()).await?;
             let task = subscribe(config, revocations).await?;
             Listening::Nats {
                 _relay: relay,
@@ -320,7 +313,7 @@ async fn subscribe(
             }
         }
     });
-    tokio::time::timeout(RELAY_TIMEOUT, readied)
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, readied)
         .await
         .map_err(|_| "the NATS feed did not subscribe")??;
     Ok(task)

@@ -447,7 +447,10 @@ impl RelayBackend {
 }
 
 /// Starts a relay from `database`'s log to `feed`'s stream and waits until it is active.
-async fn start_relay(database: DatabaseConfig, feed: NatsFeedConfig) -> Result<NatsRelayHandle> {
+pub(crate) async fn start_relay(
+    database: DatabaseConfig,
+    feed: NatsFeedConfig,
+) -> Result<NatsRelayHandle> {
     let relay = NatsRelay::new(database, feed).start();
     let deadline = tokio::time::Instant::now() + RELAY_TIMEOUT;
     while !relay.is_active() {
