@@ -45,15 +45,22 @@ const ACCESS_COOKIE: &str = "__Host-sg_access";
 /// WCAG 2.2 A and AA, as axe-core tags them.
 const WCAG_22_AA: [&str; 5] = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"];
 
+/// Held by the test whose chromedriver runs: one at a time. Chromium instances of
+/// parallel tests (three, with two browsers in one) starved each other and their servers
+/// on two cores, so that a page took longer than [`STEP`] to load.
+static ONE_DRIVER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// chromedriver on a free loopback port, in a process group of its own so the browsers
 /// it starts go with it.
 struct ChromeDriver {
     child: Child,
     port: u16,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl ChromeDriver {
     async fn start() -> Self {
+        let turn = ONE_DRIVER_AT_A_TIME.lock().await;
         let port = portcullis_e2e::free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -68,7 +75,11 @@ impl ChromeDriver {
                      chromium-driver packages (bash .ci/run does)"
                 )
             });
-        let driver = Self { child, port };
+        let driver = Self {
+            child,
+            port,
+            _turn: turn,
+        };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + STEP;
         while http.get(driver.url("/status")).send().await.is_err() {
